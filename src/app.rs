@@ -1,0 +1,105 @@
+//! Glue between the CLI and the analyses: opens the repository, loads the
+//! configuration, runs what a command asks and hands the `Report` to a
+//! writer. Commands stay thin; analyses never print.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use crate::cli::{Cli, ColorChoice, Command};
+use crate::config::Config;
+use crate::git::Repo;
+use crate::report::Style;
+
+/// Exit codes of docs/cli.md.
+pub mod exit {
+    /// Clean, success.
+    pub const OK: i32 = 0;
+    /// Findings or failures.
+    pub const FINDINGS: i32 = 1;
+    /// Usage, configuration or internal error.
+    pub const ERROR: i32 = 2;
+    /// Interrupted (Ctrl-C), as shells report SIGINT.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// What every command starts from.
+pub struct Context {
+    pub repo: Repo,
+    /// The work tree root (or the git dir of a bare repository).
+    pub root: PathBuf,
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+    pub style: Style,
+}
+
+impl Context {
+    /// Opens the repository containing `dir` and loads its configuration.
+    pub fn open(dir: &Path, config: Option<&Path>, style: Style) -> Result<Context> {
+        let repo = Repo::discover(dir)?;
+        let root = repo
+            .workdir()
+            .unwrap_or_else(|| repo.git_dir())
+            .to_path_buf();
+        let (config, config_path) = Config::load(&root, config)?;
+        Ok(Context {
+            repo,
+            root,
+            config,
+            config_path,
+            style,
+        })
+    }
+}
+
+/// Runs one command and returns its exit code. Errors are returned to
+/// `main`, which prints them on one line and exits 2.
+pub fn run(cli: Cli) -> Result<i32> {
+    let dir = match &cli.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let style = Style {
+        color: use_color(cli.color),
+        verbose: cli.verbose,
+    };
+    let name = command_name(&cli.command);
+    let ctx = Context::open(&dir, cli.config.as_deref(), style)?;
+    let _ = ctx;
+    not_implemented(name)
+}
+
+fn not_implemented(name: &str) -> Result<i32> {
+    let mut err = std::io::stderr().lock();
+    writeln!(err, "error: `guard {name}` is not implemented yet")?;
+    Ok(exit::ERROR)
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Affected { .. } => "affected",
+        Command::Explain { .. } => "explain",
+        Command::Graph { .. } => "graph",
+        Command::Scan { .. } => "scan",
+        Command::Secrets { .. } => "secrets",
+        Command::Build { .. } => "build",
+        Command::Check { .. } => "check",
+        Command::PreCommit => "pre-commit",
+        Command::Ci { .. } => "ci",
+        Command::Bisect { .. } => "bisect",
+        Command::Hook { .. } => "hook",
+        Command::Init => "init",
+    }
+}
+
+fn use_color(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stdout().is_terminal()
+        }
+    }
+}

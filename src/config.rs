@@ -1,0 +1,326 @@
+//! `guard.toml`: optional, every key has a default. Unknown keys are errors
+//! (a misspelt `critcal = [...]` must not silently do nothing), reported with
+//! the file, line and the key's name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cli::Level;
+
+/// The file name looked up at the repository root.
+pub const FILE_NAME: &str = "guard.toml";
+
+/// Errors loading a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the flake lives inside the repository.
+    pub flake: FlakeConfig,
+    /// Host name -> entry module (repository-relative), overriding discovery.
+    pub hosts: BTreeMap<String, String>,
+    /// How changed paths map to hosts.
+    pub affected: AffectedConfig,
+    /// Plaintext-secret scanning and age checks.
+    pub secrets: SecretsConfig,
+    /// nix evaluation and builds.
+    pub build: BuildConfig,
+}
+
+/// `[flake]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlakeConfig {
+    /// Directory of flake.nix relative to the repository root; default: the
+    /// directory guard was started in if it holds a flake.nix, else the root.
+    pub dir: Option<String>,
+}
+
+/// `[affected]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AffectedConfig {
+    /// Globs of paths that affect every host (beyond what the graph finds).
+    pub global: Vec<String>,
+    /// Globs of paths that affect no host even if the graph says so. Use with
+    /// care: this can make guard miss a host.
+    pub ignore: Vec<String>,
+}
+
+/// `[secrets]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// Globs of files that must be age ciphertext.
+    pub patterns: Vec<String>,
+    /// Baseline of accepted findings (fingerprints), repository-relative.
+    pub baseline: String,
+    /// Accepted findings.
+    pub allow: AllowConfig,
+    /// User-defined rules, added to the built-in ones.
+    pub rules: Vec<RuleConfig>,
+    /// Built-in rule ids to turn off.
+    pub disable: Vec<String>,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        SecretsConfig {
+            patterns: vec!["*.age".into()],
+            baseline: ".guard-baseline.json".into(),
+            allow: AllowConfig::default(),
+            rules: Vec::new(),
+            disable: Vec::new(),
+        }
+    }
+}
+
+/// `[secrets.allow]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowConfig {
+    /// Globs of paths never scanned for plaintext secrets.
+    pub paths: Vec<String>,
+    /// Regexes; a match on the secret value suppresses the finding.
+    pub regexes: Vec<String>,
+    /// Finding fingerprints to accept.
+    pub fingerprints: Vec<String>,
+}
+
+/// `[[secrets.rules]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub id: String,
+    pub regex: String,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    #[serde(default = "default_severity")]
+    pub severity: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_severity() -> String {
+    "error".into()
+}
+
+/// `[build]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildConfig {
+    /// Level of `guard check` / `guard ci` when --level is not given.
+    pub level: Level,
+    /// Level of `guard pre-commit` (keep it `none` for a fast hook).
+    pub pre_commit_level: Level,
+    /// Hosts evaluated or built at once.
+    pub jobs: usize,
+    /// Per-host timeout in seconds (0: none).
+    pub timeout_secs: u64,
+    /// Hosts always built at least at `vm` level by `check`.
+    pub critical: Vec<String>,
+    /// Passed to nix as `--builders`.
+    pub builders: Option<String>,
+    /// Extra arguments for every nix invocation.
+    pub nix_args: Vec<String>,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            level: Level::Eval,
+            pre_commit_level: Level::None,
+            jobs: 2,
+            timeout_secs: 0,
+            critical: Vec::new(),
+            builders: None,
+            nix_args: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses configuration text; `path` names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: one_line(&e.to_string()),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Loads `explicit` if given (it must exist), else `<root>/guard.toml` if
+    /// it exists, else the defaults. Returns where it came from, if a file.
+    pub fn load(
+        root: &Path,
+        explicit: Option<&Path>,
+    ) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = root.join(FILE_NAME);
+                if !p.exists() {
+                    return Ok((Config::default(), None));
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((Config::parse(&text, &path)?, Some(path)))
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.build.jobs == 0 {
+            return Err(invalid("build.jobs must be at least 1".into()));
+        }
+        for (host, entry) in &self.hosts {
+            if !is_valid_host_name(host) {
+                return Err(invalid(format!(
+                    "hosts: {host:?} is not a valid host name (letters, digits, '-', '_', '.')"
+                )));
+            }
+            if entry.starts_with('/') || entry.split('/').any(|c| c == "..") {
+                return Err(invalid(format!(
+                    "hosts.{host}: {entry:?} must be a path inside the repository"
+                )));
+            }
+        }
+        for rule in &self.secrets.rules {
+            if !matches!(rule.severity.as_str(), "error" | "warning" | "info") {
+                return Err(invalid(format!(
+                    "secrets.rules {}: severity must be error, warning or info, not {:?}",
+                    rule.id, rule.severity
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Host names become Nix attribute names and file names: keep them to a safe
+/// alphabet so no quoting is ever ambiguous.
+pub fn is_valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// toml errors span several lines (with a source excerpt); the CLI contract
+/// wants a one-line cause.
+fn one_line(s: &str) -> String {
+    let mut parts = s.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = parts.next().unwrap_or_default().to_string();
+    // The last line holds the actual message ("unknown field `x`, expected ...").
+    match s.lines().map(str::trim).rfind(|l| !l.is_empty()) {
+        Some(last) if last != first => format!("{first} {last}"),
+        _ => first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("guard.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.build.level, Level::Eval);
+        assert_eq!(c.build.pre_commit_level, Level::None);
+        assert_eq!(c.secrets.patterns, vec!["*.age"]);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            r#"
+            [flake]
+            dir = "nix"
+            [hosts]
+            cortex-alpha = "machines/cortex-alpha/default.nix"
+            [affected]
+            global = ["overlays/**"]
+            [secrets]
+            patterns = ["*.age", "secrets/*.enc"]
+            [secrets.allow]
+            fingerprints = ["abc"]
+            [[secrets.rules]]
+            id = "internal-token"
+            regex = "itk_[a-z0-9]{32}"
+            keywords = ["itk_"]
+            [build]
+            level = "build"
+            critical = ["cortex-alpha", "terminal-zero"]
+            jobs = 4
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.flake.dir.as_deref(), Some("nix"));
+        assert_eq!(c.hosts.len(), 1);
+        assert_eq!(c.build.level, Level::Build);
+        assert_eq!(c.build.critical.len(), 2);
+        assert_eq!(c.secrets.rules[0].severity, "error");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = parse("[build]\ncritcal = [\"x\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("critcal"), "{err}");
+        assert!(err.contains("guard.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let err = parse("[build]\njobs = \"many\"\n").unwrap_err().to_string();
+        assert!(err.contains("jobs") || err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        assert!(parse("[build]\njobs = 0\n").is_err());
+        assert!(parse("[hosts]\n\"a b\" = \"x.nix\"\n").is_err());
+        assert!(parse("[hosts]\nx = \"../outside.nix\"\n").is_err());
+        assert!(parse("[build]\nlevel = \"fast\"\n").is_err());
+    }
+
+    #[test]
+    fn host_names() {
+        assert!(is_valid_host_name("cortex-alpha"));
+        assert!(is_valid_host_name("swarm_0.lan"));
+        assert!(!is_valid_host_name("-rf"));
+        assert!(!is_valid_host_name("a\"b"));
+        assert!(!is_valid_host_name(""));
+    }
+}

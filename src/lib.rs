@@ -1,0 +1,10 @@
+//! guard: a git-native CI runner and pre-commit guard for NixOS fleet
+//! repositories. The binary (`src/main.rs`) is a thin shell over this
+//! library; every analysis here is a pure function of a snapshot.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod git;
+pub mod nix;
+pub mod report;

@@ -1,0 +1,5 @@
+//! Everything Nix: the one place that spawns `nix` ([`cli`]), and (later)
+//! the static reference parser, import graph and host discovery.
+
+pub mod cli;
+pub mod parse;

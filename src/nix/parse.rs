@@ -1,0 +1,973 @@
+//! Static references of one Nix file: every way its evaluation can read
+//! another file, the whole source tree, the revision, or something outside
+//! the repository (design notes: nix-references.md).
+//!
+//! This is a pure function of the file's text and its repository path. It
+//! never guesses in the unsafe direction: whatever it cannot resolve becomes
+//! a wider dependency (a directory prefix, the whole tree) marked `dynamic`.
+
+use std::collections::BTreeSet;
+
+use rnix::{SyntaxKind, SyntaxKind::*, SyntaxNode};
+use serde::Serialize;
+
+/// How a reference depends on its target (nix-references.md, section 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefKind {
+    /// `import p`, `imports = [ p ]`, `callPackage p`: p is evaluated as Nix.
+    Import,
+    /// `readFile p`, `hashFile _ p`, `importJSON p`: p's content.
+    File,
+    /// `readDir p`: the entries directly inside p.
+    List,
+    /// `pathExists p`, `readFileType p`: whether p exists, and its type.
+    Exists,
+    /// A path used as a value (`"${p}"`, `source = p;`): p copied to the
+    /// store, so every byte, name and mode below it. Any `.nix` file below
+    /// it may be imported by whatever receives the value.
+    Copy,
+    /// The whole source tree: `toString p`, `"${self}"`, `self.outPath`.
+    Tree,
+    /// The revision itself: `self.rev`, `self.lastModified`, ...
+    Rev,
+    /// Outside the repository: `<nixpkgs>`, `/etc/x`, `~/x`.
+    External,
+}
+
+/// What a reference points at, as a repository-relative path ("" is the
+/// repository root).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "type", content = "path", rename_all = "lowercase")]
+pub enum Target {
+    /// Exactly this path.
+    Path(String),
+    /// Some path below this directory, computed at evaluation time
+    /// (`./hosts/${name}.nix`, `./. + "/${h}"`).
+    Under(String),
+    /// Nothing inside the repository (Tree, Rev, External), or a path that
+    /// leaves the repository (`../../etc`).
+    None,
+}
+
+/// One reference found in a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reference {
+    pub kind: RefKind,
+    pub target: Target,
+    /// 1-based line and column of the expression.
+    pub line: u32,
+    pub column: u32,
+    /// Part of the target was computed at evaluation time.
+    pub dynamic: bool,
+    /// The expression, shortened, for explanations.
+    pub text: String,
+}
+
+/// Everything one file refers to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FileRefs {
+    pub refs: Vec<Reference>,
+    /// Flake inputs mentioned by name (`inputs.foo`, or an identifier `foo`
+    /// that may be a destructured input). A superset; matched against the
+    /// inputs a flake.lock change touched.
+    pub idents: BTreeSet<String>,
+    /// The file uses the `inputs` set as a whole (`attrValues inputs`), so
+    /// it may depend on every input.
+    pub all_inputs: bool,
+    /// Syntax errors (the references found are still reported; the file's
+    /// own directory is added as a conservative dependency).
+    pub errors: Vec<String>,
+}
+
+/// Attributes of a flake's `self` that change with every commit.
+const REV_ATTRS: &[&str] = &[
+    "rev",
+    "shortRev",
+    "dirtyRev",
+    "dirtyShortRev",
+    "lastModified",
+    "lastModifiedDate",
+    "revCount",
+];
+
+/// Extracts the references of the Nix file at repository path `path`.
+/// `flake_dir` is the repository-relative directory of flake.nix (what
+/// `self` denotes).
+pub fn references(src: &str, path: &str, flake_dir: &str) -> FileRefs {
+    let parse = rnix::Root::parse(src);
+    let root = parse.syntax();
+    let mut cx = Extractor {
+        src,
+        dir: parent(path),
+        flake_dir: normalize_dir(flake_dir),
+        out: FileRefs::default(),
+        line_starts: line_starts(src),
+    };
+    for e in parse.errors() {
+        cx.out.errors.push(e.to_string());
+    }
+    for node in root.descendants() {
+        cx.visit(&node);
+    }
+    if !cx.out.errors.is_empty() {
+        // A file that does not parse may reach anything near it.
+        cx.out.refs.push(Reference {
+            kind: RefKind::Copy,
+            target: Target::Under(cx.dir.clone()),
+            line: 1,
+            column: 1,
+            dynamic: true,
+            text: "(file does not parse)".into(),
+        });
+    }
+    cx.out
+        .refs
+        .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    cx.out.refs.dedup();
+    cx.out
+}
+
+struct Extractor<'a> {
+    src: &'a str,
+    /// Directory of the file, repository-relative ("" = root).
+    dir: String,
+    flake_dir: String,
+    out: FileRefs,
+    line_starts: Vec<usize>,
+}
+
+/// The constant part of a path expression, as a repository-absolute string
+/// ("/machines/./x"), and whether the expression is entirely constant.
+struct PathExpr {
+    text: String,
+    complete: bool,
+    /// The expression is (or starts from) `self` / `inputs.self`.
+    from_self: bool,
+}
+
+impl Extractor<'_> {
+    fn visit(&mut self, node: &SyntaxNode) {
+        match node.kind() {
+            NODE_PATH_REL | NODE_PATH_ABS | NODE_PATH_HOME | NODE_PATH_SEARCH => {
+                self.visit_path(node)
+            }
+            NODE_IDENT => self.visit_ident(node),
+            _ => {}
+        }
+    }
+
+    fn visit_path(&mut self, node: &SyntaxNode) {
+        match node.kind() {
+            NODE_PATH_SEARCH | NODE_PATH_HOME => {
+                self.push(node, RefKind::External, Target::None, false);
+                return;
+            }
+            NODE_PATH_ABS => {
+                let text = node.text().to_string();
+                if !text.starts_with("/nix/store") {
+                    self.push(node, RefKind::External, Target::None, false);
+                }
+                return;
+            }
+            _ => {}
+        }
+        // A path on the left of `+` is handled as part of the whole sum.
+        let top = self.outer_sum(node);
+        let Some(pe) = self.path_expr(&top) else {
+            return;
+        };
+        self.classify(&top, pe);
+    }
+
+    fn visit_ident(&mut self, node: &SyntaxNode) {
+        let name = node.text().to_string();
+        // Record every identifier and `x.<attr>` name: flake inputs are
+        // matched against these (a superset).
+        self.out.idents.insert(name.clone());
+        let parent = node.parent();
+        let parent_kind = parent.as_ref().map(|p| p.kind());
+        if name == "inputs" {
+            self.visit_inputs_use(node);
+        }
+        let is_self = name == "self"
+            && parent_kind != Some(NODE_ATTRPATH)
+            && parent_kind != Some(NODE_PAT_ENTRY)
+            && !matches!(parent_kind, Some(NODE_INHERIT));
+        if is_self {
+            self.visit_self(node);
+        }
+        // `inputs.self.rev` etc.
+        if name == "self"
+            && parent_kind == Some(NODE_ATTRPATH)
+            && let Some(sel) = parent.as_ref().and_then(|p| p.parent())
+            && sel.kind() == NODE_SELECT
+            && first_child(&sel).is_some_and(|b| is_ident(&b, "inputs"))
+        {
+            self.visit_self_select(&sel, node);
+        }
+    }
+
+    /// `self` used as a value.
+    fn visit_self(&mut self, node: &SyntaxNode) {
+        let parent = node.parent();
+        let Some(parent) = parent else { return };
+        match parent.kind() {
+            NODE_SELECT if first_child(&parent).as_ref() == Some(node) => {
+                self.visit_self_select(&parent, node);
+            }
+            NODE_BIN_OP => {
+                let top = self.outer_sum(node);
+                if let Some(pe) = self.path_expr(&top) {
+                    self.classify(&top, pe);
+                }
+            }
+            _ => {
+                let ctx = self.context(node);
+                if matches!(ctx, Ctx::Interpolated | Ctx::ToString) {
+                    self.push(node, RefKind::Tree, Target::None, false);
+                }
+            }
+        }
+    }
+
+    /// `self.<attr>` or `inputs.self.<attr>`; `sel` is the select node.
+    fn visit_self_select(&mut self, sel: &SyntaxNode, anchor: &SyntaxNode) {
+        let attrs = select_attrs(sel);
+        // For `inputs.self.x`, skip the leading "self".
+        let rest: Vec<&str> = attrs
+            .iter()
+            .map(String::as_str)
+            .skip_while(|a| *a == "self")
+            .collect();
+        match rest.first() {
+            Some(a) if REV_ATTRS.contains(a) => {
+                self.push(anchor, RefKind::Rev, Target::None, false);
+            }
+            Some(&"sourceInfo") if rest.get(1).is_some_and(|a| REV_ATTRS.contains(a)) => {
+                self.push(anchor, RefKind::Rev, Target::None, false);
+            }
+            Some(&"outPath") | Some(&"sourceInfo") => {
+                self.push(anchor, RefKind::Tree, Target::None, false);
+            }
+            _ => {}
+        }
+    }
+
+    /// `inputs` used other than as `inputs.<name>`: with a function applied
+    /// to it (`attrValues inputs`, `mapAttrs f inputs`) every input, `self`
+    /// included, may flow into the configuration.
+    fn visit_inputs_use(&mut self, node: &SyntaxNode) {
+        let Some(parent) = node.parent() else { return };
+        match parent.kind() {
+            NODE_SELECT | NODE_PAT_BIND | NODE_PAT_ENTRY | NODE_INHERIT | NODE_ATTRPATH => {}
+            NODE_APPLY if parent.children().nth(1).as_ref() == Some(node) => {
+                self.out.all_inputs = true;
+                self.push(node, RefKind::Rev, Target::None, true);
+            }
+            NODE_WITH => {
+                self.out.all_inputs = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Walks up through `+` operators whose left operand is this path
+    /// expression, returning the outermost one.
+    fn outer_sum(&self, node: &SyntaxNode) -> SyntaxNode {
+        let mut cur = node.clone();
+        while let Some(p) = skip_parens_up(&cur) {
+            if p.kind() == NODE_BIN_OP
+                && bin_op(&p) == Some(TOKEN_ADD)
+                && first_child(&p).is_some_and(|l| unparen(&l) == unparen(&cur) || l == cur)
+            {
+                cur = p;
+            } else {
+                break;
+            }
+        }
+        cur
+    }
+
+    /// The constant prefix of a path expression: a path literal, `self`, or
+    /// a `+` chain starting with one.
+    fn path_expr(&self, node: &SyntaxNode) -> Option<PathExpr> {
+        let node = unparen(node);
+        match node.kind() {
+            NODE_PATH_REL => {
+                let mut text = format!("/{}/", self.dir);
+                let mut complete = true;
+                for child in node.children_with_tokens() {
+                    match child {
+                        rnix::NodeOrToken::Token(t) => text.push_str(t.text()),
+                        rnix::NodeOrToken::Node(_) => {
+                            complete = false;
+                            break;
+                        }
+                    }
+                }
+                Some(PathExpr {
+                    text,
+                    complete,
+                    from_self: false,
+                })
+            }
+            NODE_IDENT if is_ident(&node, "self") => Some(PathExpr {
+                text: format!("/{}", self.flake_dir),
+                complete: true,
+                from_self: true,
+            }),
+            NODE_SELECT
+                if first_child(&node).is_some_and(|b| is_ident(&b, "inputs"))
+                    && select_attrs(&node) == ["self"] =>
+            {
+                Some(PathExpr {
+                    text: format!("/{}", self.flake_dir),
+                    complete: true,
+                    from_self: true,
+                })
+            }
+            NODE_BIN_OP if bin_op(&node) == Some(TOKEN_ADD) => {
+                let mut kids = node.children();
+                let lhs = kids.next()?;
+                let rhs = kids.next()?;
+                let mut pe = self.path_expr(&lhs)?;
+                if !pe.complete {
+                    return Some(pe);
+                }
+                match string_prefix(&unparen(&rhs)) {
+                    Some((s, complete)) => {
+                        pe.text.push_str(&s);
+                        pe.complete = complete;
+                    }
+                    None => pe.complete = false,
+                }
+                Some(pe)
+            }
+            _ => None,
+        }
+    }
+
+    /// Decides the reference kind from where the path expression is used.
+    fn classify(&mut self, node: &SyntaxNode, pe: PathExpr) {
+        let ctx = self.context(node);
+        let (target, dynamic) = resolve(&pe);
+        let kind = match ctx {
+            Ctx::Import => RefKind::Import,
+            Ctx::Read => RefKind::File,
+            Ctx::List => RefKind::List,
+            Ctx::Exists => RefKind::Exists,
+            Ctx::ToString => RefKind::Tree,
+            Ctx::Interpolated | Ctx::Value => RefKind::Copy,
+        };
+        // `self` as a value is the whole source, whatever receives it.
+        let kind = if pe.from_self
+            && kind == RefKind::Copy
+            && target == Target::Path(self.flake_dir.clone())
+        {
+            RefKind::Tree
+        } else {
+            kind
+        };
+        let target = if kind == RefKind::Tree {
+            Target::None
+        } else {
+            target
+        };
+        if target == Target::None && !matches!(kind, RefKind::Tree) {
+            // The path leaves the repository.
+            self.push(node, RefKind::External, Target::None, dynamic);
+            return;
+        }
+        self.push(node, kind, target, dynamic);
+    }
+
+    fn context(&self, node: &SyntaxNode) -> Ctx {
+        let mut cur = node.clone();
+        loop {
+            let Some(parent) = cur.parent() else {
+                return Ctx::Value;
+            };
+            match parent.kind() {
+                NODE_PAREN => {
+                    cur = parent;
+                    continue;
+                }
+                NODE_INTERPOL => return Ctx::Interpolated,
+                NODE_APPLY => {
+                    let mut kids = parent.children();
+                    let func = kids.next();
+                    let arg = kids.next();
+                    if arg.as_ref() != Some(&cur) {
+                        return Ctx::Value;
+                    }
+                    return func.map_or(Ctx::Value, |f| function_ctx(&f));
+                }
+                NODE_LIST => {
+                    return if is_imports_list(&parent) {
+                        Ctx::Import
+                    } else {
+                        Ctx::Value
+                    };
+                }
+                _ => return Ctx::Value,
+            }
+        }
+    }
+
+    fn push(&mut self, node: &SyntaxNode, kind: RefKind, target: Target, dynamic: bool) {
+        let start = usize::from(node.text_range().start());
+        let (line, column) = self.position(start);
+        let mut text = node.text().to_string();
+        if text.len() > 80 {
+            let mut cut = 77;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("...");
+        }
+        let dynamic = dynamic || matches!(target, Target::Under(_));
+        self.out.refs.push(Reference {
+            kind,
+            target,
+            line,
+            column,
+            dynamic,
+            text,
+        });
+    }
+
+    fn position(&self, offset: usize) -> (u32, u32) {
+        let line = self.line_starts.partition_point(|&s| s <= offset);
+        let start = self.line_starts[line - 1];
+        let column = self.src[start..offset.min(self.src.len())].chars().count() + 1;
+        (line as u32, column as u32)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Import,
+    Read,
+    List,
+    Exists,
+    ToString,
+    Interpolated,
+    Value,
+}
+
+/// What a function does with a path argument, by its name.
+fn function_ctx(func: &SyntaxNode) -> Ctx {
+    let func = unparen(func);
+    // `hashFile "sha256" p`, `scopedImport attrs p`: look at the inner function.
+    let (name, partial) = match func.kind() {
+        NODE_APPLY => match first_child(&func) {
+            Some(inner) => (last_name(&unparen(&inner)), true),
+            None => (None, true),
+        },
+        _ => (last_name(&func), false),
+    };
+    let Some(name) = name else { return Ctx::Value };
+    match (name.as_str(), partial) {
+        ("import", false) | ("callPackage", false) | ("scopedImport", true) => Ctx::Import,
+        ("callPackageWith", true) | ("callPackagesWith", true) | ("callPackages", false) => {
+            Ctx::Import
+        }
+        ("importApply", false) => Ctx::Import,
+        ("readFile", false)
+        | ("fileContents", false)
+        | ("importJSON", false)
+        | ("importTOML", false)
+        | ("hashFile", true) => Ctx::Read,
+        ("readDir", false) => Ctx::List,
+        ("pathExists", false)
+        | ("readFileType", false)
+        | ("pathType", false)
+        | ("pathIsDirectory", false)
+        | ("pathIsRegularFile", false) => Ctx::Exists,
+        ("toString", false) => Ctx::ToString,
+        _ => Ctx::Value,
+    }
+}
+
+/// Is this list the value of an `imports` (or legacy `require`) binding,
+/// possibly inside `++` concatenations?
+fn is_imports_list(list: &SyntaxNode) -> bool {
+    let mut cur = list.clone();
+    loop {
+        let Some(p) = cur.parent() else { return false };
+        match p.kind() {
+            NODE_PAREN => cur = p,
+            NODE_BIN_OP if bin_op(&p) == Some(TOKEN_CONCAT) => cur = p,
+            NODE_ATTRPATH_VALUE => {
+                let Some(path) = first_child(&p) else {
+                    return false;
+                };
+                let last = path.children().last();
+                return last.is_some_and(|n| {
+                    let t = n.text().to_string();
+                    t == "imports" || t == "require"
+                });
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// The name a function expression is known by: `import`, `builtins.readFile`
+/// -> `readFile`, `lib.importJSON` -> `importJSON`.
+fn last_name(node: &SyntaxNode) -> Option<String> {
+    match node.kind() {
+        NODE_IDENT => Some(node.text().to_string()),
+        NODE_SELECT => {
+            let attrs = select_attrs(node);
+            attrs.last().cloned()
+        }
+        _ => None,
+    }
+}
+
+/// The attribute names of a select expression (`a.b.c` -> ["b", "c"]).
+fn select_attrs(sel: &SyntaxNode) -> Vec<String> {
+    sel.children()
+        .find(|c| c.kind() == NODE_ATTRPATH)
+        .map(|ap| {
+            ap.children()
+                .map(|a| a.text().to_string().trim_matches('"').to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The constant prefix of a string expression and whether it is entirely
+/// constant. Only plain double-quoted strings count.
+fn string_prefix(node: &SyntaxNode) -> Option<(String, bool)> {
+    if node.kind() != NODE_STRING {
+        return None;
+    }
+    if node.first_token().is_some_and(|t| t.text() == "''") {
+        return Some((String::new(), false));
+    }
+    let mut s = String::new();
+    for child in node.children_with_tokens() {
+        match child {
+            rnix::NodeOrToken::Token(t) if t.kind() == TOKEN_STRING_CONTENT => {
+                s.push_str(&unescape(t.text()));
+            }
+            rnix::NodeOrToken::Token(_) => {}
+            rnix::NodeOrToken::Node(_) => return Some((s, false)),
+        }
+    }
+    Some((s, true))
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some(o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Turns a path expression into a target. Constant: the normalised path.
+/// Computed: the deepest directory that the constant prefix fixes.
+fn resolve(pe: &PathExpr) -> (Target, bool) {
+    if pe.complete {
+        match normalize(&pe.text) {
+            Some(p) => (Target::Path(p), false),
+            None => (Target::None, false),
+        }
+    } else {
+        // `/machines/host-` + ... : anything in /machines; `/machines/` + ...:
+        // anything below /machines.
+        let dir = match pe.text.rfind('/') {
+            Some(i) => &pe.text[..i],
+            None => "",
+        };
+        match normalize(dir) {
+            Some(p) => (Target::Under(p), true),
+            None => (Target::None, true),
+        }
+    }
+}
+
+/// Lexical normalisation, as Nix does for path literals: "." and ".." are
+/// removed before any symlink is looked at. None when it leaves the root.
+pub fn normalize(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn normalize_dir(dir: &str) -> String {
+    normalize(dir).unwrap_or_default()
+}
+
+fn parent(path: &str) -> String {
+    match path.rfind('/') {
+        Some(i) => path[..i].to_string(),
+        None => String::new(),
+    }
+}
+
+fn line_starts(src: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
+}
+
+fn first_child(node: &SyntaxNode) -> Option<SyntaxNode> {
+    node.children().next()
+}
+
+fn is_ident(node: &SyntaxNode, name: &str) -> bool {
+    node.kind() == NODE_IDENT && node.text() == name
+}
+
+fn unparen(node: &SyntaxNode) -> SyntaxNode {
+    let mut cur = node.clone();
+    while cur.kind() == NODE_PAREN {
+        match first_child(&cur) {
+            Some(c) => cur = c,
+            None => break,
+        }
+    }
+    cur
+}
+
+fn skip_parens_up(node: &SyntaxNode) -> Option<SyntaxNode> {
+    let mut p = node.parent()?;
+    while p.kind() == NODE_PAREN {
+        p = p.parent()?;
+    }
+    Some(p)
+}
+
+fn bin_op(node: &SyntaxNode) -> Option<SyntaxKind> {
+    node.children_with_tokens()
+        .filter_map(|c| c.into_token())
+        .map(|t| t.kind())
+        .find(|k| !matches!(k, TOKEN_WHITESPACE | TOKEN_COMMENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(src: &str) -> Vec<(RefKind, Target)> {
+        refs_at(src, "machines/alpha/default.nix")
+    }
+
+    fn refs_at(src: &str, path: &str) -> Vec<(RefKind, Target)> {
+        let r = references(src, path, "");
+        assert!(
+            r.errors.is_empty(),
+            "unexpected parse errors: {:?}",
+            r.errors
+        );
+        r.refs.into_iter().map(|r| (r.kind, r.target)).collect()
+    }
+
+    fn p(s: &str) -> Target {
+        Target::Path(s.into())
+    }
+    fn under(s: &str) -> Target {
+        Target::Under(s.into())
+    }
+
+    #[test]
+    fn imports_list_paths_are_imports() {
+        assert_eq!(
+            refs("{ imports = [ ../../lib/enable-wg.nix ./hardware.nix ../../environments ]; }"),
+            vec![
+                (RefKind::Import, p("lib/enable-wg.nix")),
+                (RefKind::Import, p("machines/alpha/hardware.nix")),
+                (RefKind::Import, p("environments")),
+            ]
+        );
+    }
+
+    #[test]
+    fn imports_in_function_module_with_concat_and_let() {
+        let src = "{ config, lib, ... }: let x = 1; in { imports = [ ./a.nix ] ++ [ (./b.nix) ]; }";
+        assert_eq!(
+            refs(src),
+            vec![
+                (RefKind::Import, p("machines/alpha/a.nix")),
+                (RefKind::Import, p("machines/alpha/b.nix")),
+            ]
+        );
+    }
+
+    #[test]
+    fn optional_import_is_still_a_dependency() {
+        // lib.optional cond ./x.nix: a value handed to a function; Copy keeps it
+        // (and the graph still follows .nix files below a Copy).
+        assert_eq!(
+            refs("{ imports = lib.optional true ./x.nix; }"),
+            vec![(RefKind::Copy, p("machines/alpha/x.nix"))]
+        );
+    }
+
+    #[test]
+    fn import_and_call_package() {
+        assert_eq!(
+            refs(
+                "let a = import ./a.nix; b = pkgs.callPackage ../pkgs/b { }; c = import ./c.nix { inherit x; }; in a"
+            ),
+            vec![
+                (RefKind::Import, p("machines/alpha/a.nix")),
+                (RefKind::Import, p("machines/pkgs/b")),
+                (RefKind::Import, p("machines/alpha/c.nix")),
+            ]
+        );
+        assert_eq!(
+            refs("builtins.import ./a.nix"),
+            vec![(RefKind::Import, p("machines/alpha/a.nix"))]
+        );
+        assert_eq!(
+            refs("scopedImport { x = 1; } ./a.nix"),
+            vec![(RefKind::Import, p("machines/alpha/a.nix"))]
+        );
+    }
+
+    #[test]
+    fn reads_lists_exists() {
+        assert_eq!(
+            refs(
+                "{ a = builtins.fromJSON (builtins.readFile ../../lib/peers.json); b = builtins.readDir ./keys; c = builtins.pathExists ./x; d = builtins.hashFile \"sha256\" ./h; e = lib.importJSON ./j.json; }"
+            ),
+            vec![
+                (RefKind::File, p("lib/peers.json")),
+                (RefKind::List, p("machines/alpha/keys")),
+                (RefKind::Exists, p("machines/alpha/x")),
+                (RefKind::File, p("machines/alpha/h")),
+                (RefKind::File, p("machines/alpha/j.json")),
+            ]
+        );
+    }
+
+    #[test]
+    fn paths_as_values_are_copies() {
+        assert_eq!(
+            refs(
+                "{ environment.etc.\"nginx.conf\".source = ./nginx.conf; x = \"${./scripts}/run.sh\"; }"
+            ),
+            vec![
+                (RefKind::Copy, p("machines/alpha/nginx.conf")),
+                (RefKind::Copy, p("machines/alpha/scripts")),
+            ]
+        );
+    }
+
+    #[test]
+    fn root_dot_path() {
+        assert_eq!(
+            refs_at("{ src = ./.; }", "flake.nix"),
+            vec![(RefKind::Copy, p(""))]
+        );
+        assert_eq!(
+            refs("{ src = ./.; }"),
+            vec![(RefKind::Copy, p("machines/alpha"))]
+        );
+    }
+
+    #[test]
+    fn interpolated_paths_depend_on_their_constant_directory() {
+        assert_eq!(
+            refs("{ imports = [ ./hosts/${name}.nix ]; }"),
+            vec![(RefKind::Import, under("machines/alpha/hosts"))]
+        );
+        assert_eq!(
+            refs("import (./hosts + \"/${h}\")"),
+            vec![(RefKind::Import, under("machines/alpha/hosts"))]
+        );
+        // `./hosts + name` appends without a slash: a sibling of hosts.
+        assert_eq!(
+            refs("import (./hosts + name)"),
+            vec![(RefKind::Import, under("machines/alpha"))]
+        );
+        assert_eq!(
+            refs("import (./. + \"/${name}\")"),
+            vec![(RefKind::Import, under("machines/alpha"))]
+        );
+        assert_eq!(
+            refs("import (./. + \"/fixed.nix\")"),
+            vec![(RefKind::Import, p("machines/alpha/fixed.nix"))]
+        );
+        let r = references("import ./x/${n}", "a.nix", "");
+        assert!(r.refs[0].dynamic);
+    }
+
+    #[test]
+    fn path_arithmetic_is_normalised_lexically() {
+        assert_eq!(
+            refs("import (./hosts + \"/../etc/x.nix\")"),
+            vec![(RefKind::Import, p("machines/alpha/etc/x.nix"))]
+        );
+        assert_eq!(
+            refs("import ./hosts/../common.nix"),
+            vec![(RefKind::Import, p("machines/alpha/common.nix"))]
+        );
+    }
+
+    #[test]
+    fn paths_leaving_the_repository_are_external() {
+        assert_eq!(
+            refs("import ../../../../etc/passwd"),
+            vec![(RefKind::External, Target::None)]
+        );
+        assert_eq!(
+            refs("import <nixpkgs> { }"),
+            vec![(RefKind::External, Target::None)]
+        );
+        assert_eq!(
+            refs("{ a = /etc/hosts; b = ~/x; c = /nix/store/abc-x; }"),
+            vec![
+                (RefKind::External, Target::None),
+                (RefKind::External, Target::None)
+            ]
+        );
+    }
+
+    #[test]
+    fn to_string_of_a_path_is_the_whole_tree() {
+        assert_eq!(
+            refs("{ x = toString ./b/file; y = builtins.toString ./.; }"),
+            vec![(RefKind::Tree, Target::None), (RefKind::Tree, Target::None)]
+        );
+    }
+
+    #[test]
+    fn self_forms() {
+        assert_eq!(
+            refs_at("{ a = \"${self}\"; }", "flake.nix"),
+            vec![(RefKind::Tree, Target::None)]
+        );
+        assert_eq!(
+            refs_at(
+                "{ a = self.rev or \"dirty\"; b = self.lastModified; c = inputs.self.shortRev; }",
+                "m.nix"
+            ),
+            vec![
+                (RefKind::Rev, Target::None),
+                (RefKind::Rev, Target::None),
+                (RefKind::Rev, Target::None)
+            ]
+        );
+        assert_eq!(
+            refs_at("{ a = self.outPath; b = toString self; }", "m.nix"),
+            vec![(RefKind::Tree, Target::None), (RefKind::Tree, Target::None)]
+        );
+        assert_eq!(
+            refs_at("import (self + \"/hosts/alpha.nix\")", "lib/x.nix"),
+            vec![(RefKind::Import, p("hosts/alpha.nix"))]
+        );
+        assert_eq!(
+            refs_at("import (self + \"/hosts/${h}\")", "lib/x.nix"),
+            vec![(RefKind::Import, under("hosts"))]
+        );
+        // Passing self along and selecting modules from it is no dependency by itself.
+        assert_eq!(
+            refs_at(
+                "{ specialArgs = { inherit self; }; m = self.nixosModules.x; }",
+                "flake.nix"
+            ),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn self_in_a_subdirectory_flake_is_that_directory() {
+        let r = references("import (self + \"/hosts/a.nix\")", "nix/flake.nix", "nix");
+        assert_eq!(r.refs[0].target, p("nix/hosts/a.nix"));
+    }
+
+    #[test]
+    fn all_inputs_used_as_a_whole() {
+        let r = references(
+            "{ inputs, ... }: { nix.registry = builtins.mapAttrs (_: f: { flake = f; }) inputs; }",
+            "m.nix",
+            "",
+        );
+        assert!(r.all_inputs);
+        assert!(r.refs.iter().any(|r| r.kind == RefKind::Rev));
+        let r = references(
+            "{ inputs, ... }: { x = inputs.agenix.nixosModules.default; }",
+            "m.nix",
+            "",
+        );
+        assert!(!r.all_inputs);
+        assert!(r.idents.contains("agenix"));
+    }
+
+    #[test]
+    fn parse_errors_widen_to_the_directory() {
+        let r = references(
+            "{ imports = [ ./a.nix ]; broken = ",
+            "machines/alpha/default.nix",
+            "",
+        );
+        assert!(!r.errors.is_empty());
+        assert!(r.refs.contains(&Reference {
+            kind: RefKind::Copy,
+            target: under("machines/alpha"),
+            line: 1,
+            column: 1,
+            dynamic: true,
+            text: "(file does not parse)".into(),
+        }));
+        assert!(r.refs.iter().any(|x| x.target == p("machines/alpha/a.nix")));
+    }
+
+    #[test]
+    fn positions_are_one_based() {
+        let r = references("{\n  imports = [\n    ./a.nix\n  ];\n}\n", "x.nix", "");
+        assert_eq!((r.refs[0].line, r.refs[0].column), (3, 5));
+    }
+
+    #[test]
+    fn strings_that_look_like_paths_are_not_references() {
+        assert_eq!(
+            refs("{ passwordFile = \"/run/secrets/x\"; a = \"./not-a-path\"; }"),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for src in [
+            "",
+            "{",
+            "./",
+            "''${",
+            "import",
+            "\u{0}\u{1}",
+            "let in",
+            "a.${b}.c",
+            "./a/${",
+        ] {
+            let _ = references(src, "x.nix", "");
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! One `Report` model for every command, and its writers. Analyses fill a
+//! `Report`; writers format it and never analyse. JSON field names are the
+//! contract of docs/cli.md.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+/// A secret value as it may be shown: never the value itself. The only way
+/// to build one is [`Redacted::new`], so no finding can carry a raw secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Redacted(String);
+
+impl Redacted {
+    /// Keeps a 4-character prefix of long values (enough to find the line,
+    /// far too little to use) and nothing of short ones.
+    pub fn new(secret: &str) -> Redacted {
+        let n = secret.chars().count();
+        if n >= 16 {
+            let prefix: String = secret.chars().take(4).collect();
+            Redacted(format!("{prefix}…(redacted)"))
+        } else {
+            Redacted("…(redacted)".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A problem found in a file: a plaintext secret, a bad age file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub rule: String,
+    pub severity: Severity,
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+    pub commit: Option<String>,
+    pub secret: Redacted,
+    pub fingerprint: String,
+    /// What is wrong and how to fix it (never contains the secret).
+    pub message: String,
+}
+
+/// Something the user should know that is not a finding (an unresolvable
+/// import widened the affected set, a host list mismatch, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub path: Option<String>,
+    pub message: String,
+}
+
+/// Why one host is affected: a changed path and the import chain from the
+/// host's entry module to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    pub path: String,
+    pub chain: Vec<String>,
+}
+
+/// One affected host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AffectedHost {
+    pub name: String,
+    pub reasons: Vec<Reason>,
+}
+
+/// The answer of `guard affected`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Affected {
+    pub hosts: Vec<AffectedHost>,
+    pub all_hosts: Vec<String>,
+    /// Hosts that existed in the old snapshot and are gone in the new one.
+    pub removed_hosts: Vec<String>,
+    pub changed_paths: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Counts of what a scan read.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Scanned {
+    pub files: u64,
+    pub bytes: u64,
+    pub commits: u64,
+}
+
+/// The answer of `guard scan` / `guard secrets`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Findings {
+    pub findings: Vec<Finding>,
+    pub scanned: Scanned,
+    pub warnings: Vec<Warning>,
+}
+
+/// Everything one command found. A single-section report prints that
+/// section's shape at the top level of the JSON (docs/cli.md); `check`
+/// reports nest each section under its name.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affected: Option<Affected>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<Findings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Findings>,
+}
+
+impl Report {
+    /// 1 when anything blocks (an error-severity finding), else 0.
+    pub fn exit_code(&self) -> i32 {
+        let blocking = [&self.scan, &self.secrets]
+            .into_iter()
+            .flatten()
+            .flat_map(|f| &f.findings)
+            .any(|f| f.severity == Severity::Error);
+        i32::from(blocking)
+    }
+
+    fn sections(&self) -> usize {
+        usize::from(self.affected.is_some())
+            + usize::from(self.scan.is_some())
+            + usize::from(self.secrets.is_some())
+    }
+}
+
+/// Writes the report as one JSON document followed by a newline.
+pub fn write_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let value = if report.sections() == 1 {
+        if let Some(a) = &report.affected {
+            serde_json::to_value(a)
+        } else if let Some(s) = &report.scan {
+            serde_json::to_value(s)
+        } else {
+            serde_json::to_value(report.secrets.as_ref().unwrap())
+        }
+    } else {
+        serde_json::to_value(report)
+    }
+    .map_err(io::Error::other)?;
+    serde_json::to_writer_pretty(&mut *out, &value).map_err(io::Error::other)?;
+    writeln!(out)
+}
+
+/// Terminal styling.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+    pub verbose: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    fn red(&self, s: &str) -> String {
+        self.paint("31", s)
+    }
+    fn yellow(&self, s: &str) -> String {
+        self.paint("33", s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+}
+
+/// Writes the report for a person.
+pub fn write_human(report: &Report, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    if let Some(a) = &report.affected {
+        write_affected(a, style, out)?;
+    }
+    for f in report.scan.iter().chain(report.secrets.iter()) {
+        write_findings(f, style, out)?;
+    }
+    Ok(())
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn write_affected(a: &Affected, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "{} of {} affected by {}",
+        style.bold(&plural(a.hosts.len(), "host", "hosts")),
+        a.all_hosts.len(),
+        plural(a.changed_paths.len(), "changed path", "changed paths"),
+    )?;
+    let width = a.hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
+    for h in &a.hosts {
+        let Some(first) = h.reasons.first() else {
+            writeln!(out, "  {}", h.name)?;
+            continue;
+        };
+        let more = if h.reasons.len() > 1 && !style.verbose {
+            style.dim(&format!(" (+{} more)", h.reasons.len() - 1))
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "  {:width$}  {}{more}",
+            h.name,
+            first.path,
+            width = width
+        )?;
+        let shown = if style.verbose { h.reasons.len() } else { 1 };
+        for r in h.reasons.iter().take(shown) {
+            if style.verbose || r.chain.len() > 1 {
+                writeln!(
+                    out,
+                    "  {:width$}    {}",
+                    "",
+                    style.dim(&r.chain.join(" → ")),
+                    width = width
+                )?;
+            }
+        }
+    }
+    for r in &a.removed_hosts {
+        writeln!(out, "  {r}  {}", style.dim("(removed)"))?;
+    }
+    for w in &a.warnings {
+        write_warning(w, style, out)?;
+    }
+    Ok(())
+}
+
+fn write_warning(w: &Warning, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    match &w.path {
+        Some(p) => writeln!(out, "{} {p}: {}", style.yellow("warning:"), w.message),
+        None => writeln!(out, "{} {}", style.yellow("warning:"), w.message),
+    }
+}
+
+fn write_findings(f: &Findings, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    for x in &f.findings {
+        let sev = match x.severity {
+            Severity::Error => style.red("error"),
+            Severity::Warning => style.yellow("warning"),
+            Severity::Info => style.dim("info"),
+        };
+        let at = match &x.commit {
+            Some(c) => format!(" ({})", &c[..c.len().min(12)]),
+            None => String::new(),
+        };
+        writeln!(
+            out,
+            "{}:{}:{}{at}: {sev}[{}] {} {}",
+            x.path,
+            x.line,
+            x.column,
+            x.rule,
+            x.secret.as_str(),
+            style.dim(&x.message)
+        )?;
+    }
+    for w in &f.warnings {
+        write_warning(w, style, out)?;
+    }
+    writeln!(
+        out,
+        "{} in {} ({} bytes{})",
+        plural(f.findings.len(), "finding", "findings"),
+        plural(f.scanned.files as usize, "file", "files"),
+        f.scanned.bytes,
+        if f.scanned.commits > 0 {
+            format!(
+                ", {}",
+                plural(f.scanned.commits as usize, "commit", "commits")
+            )
+        } else {
+            String::new()
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(sev: Severity) -> Finding {
+        Finding {
+            rule: "wireguard-private-key".into(),
+            severity: sev,
+            path: "machines/a/wg.nix".into(),
+            line: 3,
+            column: 5,
+            commit: None,
+            secret: Redacted::new("kP3xq1S9mWcT0b7Jf2hL8ZyNvE4uDsGrAoIe6Ck5pH0="),
+            fingerprint: "f".into(),
+            message: "move it to secrix".into(),
+        }
+    }
+
+    #[test]
+    fn redaction_never_keeps_more_than_a_short_prefix() {
+        assert_eq!(Redacted::new("hunter2").as_str(), "…(redacted)");
+        let long = "kP3xq1S9mWcT0b7Jf2hL8ZyNvE4uDsGrAoIe6Ck5pH0=";
+        let r = Redacted::new(long);
+        assert_eq!(r.as_str(), "kP3x…(redacted)");
+        assert!(!r.as_str().contains(&long[4..8]));
+    }
+
+    #[test]
+    fn exit_code_follows_error_findings() {
+        let mut r = Report::default();
+        assert_eq!(r.exit_code(), 0);
+        r.scan = Some(Findings {
+            findings: vec![finding(Severity::Warning)],
+            ..Default::default()
+        });
+        assert_eq!(r.exit_code(), 0);
+        r.scan
+            .as_mut()
+            .unwrap()
+            .findings
+            .push(finding(Severity::Error));
+        assert_eq!(r.exit_code(), 1);
+    }
+
+    #[test]
+    fn single_section_json_is_flat_and_multi_section_is_nested() {
+        let mut r = Report {
+            affected: Some(Affected::default()),
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        write_json(&r, &mut buf).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert!(v.get("hosts").is_some() && v.get("changed_paths").is_some());
+
+        r.scan = Some(Findings::default());
+        let mut buf = Vec::new();
+        write_json(&r, &mut buf).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert!(v["affected"].get("hosts").is_some());
+        assert!(v["scan"].get("findings").is_some());
+    }
+
+    #[test]
+    fn human_output_shows_location_rule_and_redacted_value_only() {
+        let r = Report {
+            scan: Some(Findings {
+                findings: vec![finding(Severity::Error)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        let style = Style {
+            color: false,
+            verbose: false,
+        };
+        write_human(&r, style, &mut buf).unwrap();
+        let s = String::from_utf8(buf).unwrap();
+        assert!(s.contains("machines/a/wg.nix:3:5: error[wireguard-private-key] kP3x…(redacted)"));
+        assert!(!s.contains("q1S9mWcT"));
+        assert!(s.contains("1 finding in 0 files"));
+    }
+}

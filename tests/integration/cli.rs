@@ -1,0 +1,177 @@
+//! The command-line surface: help, exit codes, error messages, and the
+//! guarantee that no command modifies the user's repository state.
+
+use crate::support::{TempRepo, guard_cmd, guard_in};
+
+const COMMANDS: &[&str] = &[
+    "affected",
+    "explain",
+    "graph",
+    "scan",
+    "secrets",
+    "build",
+    "check",
+    "pre-commit",
+    "ci",
+    "bisect",
+    "hook",
+    "init",
+];
+
+#[test]
+fn help_lists_every_command() {
+    let out = guard_in(std::env::temp_dir().as_path(), &["--help"]);
+    out.assert_code(0);
+    for c in COMMANDS {
+        assert!(
+            out.stdout.lines().any(|l| l.trim_start().starts_with(c)),
+            "`guard --help` does not list {c}:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn every_command_has_help_text() {
+    for c in COMMANDS {
+        let out = guard_in(std::env::temp_dir().as_path(), &[c, "--help"]);
+        out.assert_code(0);
+        assert!(out.stdout.contains("Usage: guard"), "{c}: {}", out.stdout);
+        assert!(
+            out.stdout.len() > 120,
+            "{c} help is too thin: {}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let repo = TempRepo::new();
+    repo.guard(&["affected", "--staged", "--all"])
+        .assert_code(2);
+    repo.guard(&["no-such-command"]).assert_code(2);
+    repo.guard(&["build", "--level", "fast"]).assert_code(2);
+}
+
+#[test]
+fn outside_a_repository_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = guard_in(dir.path(), &["affected", "--all"]);
+    out.assert_code(2);
+    assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not a git repository"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn bad_config_names_the_file_and_key() {
+    let repo = TempRepo::new();
+    repo.write("guard.toml", "[build]\ncritcal = [\"x\"]\n");
+    repo.commit_all("config");
+    let out = repo.guard(&["affected", "--all"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("guard.toml"), "{}", out.stderr);
+    assert!(out.stderr.contains("critcal"), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+
+    let out = repo.guard(&["--config", "missing.toml", "affected", "--all"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("missing.toml"), "{}", out.stderr);
+}
+
+#[test]
+fn runs_from_a_subdirectory() {
+    let repo = TempRepo::new();
+    repo.write("machines/a/default.nix", "{ }\n");
+    repo.commit_all("init");
+    let sub = repo.path().join("machines/a");
+    let out = guard_cmd(&sub)
+        .args(["affected", "--all"])
+        .output()
+        .unwrap();
+    // Whatever the command answers, it must have found the repository.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("not a git repository"), "{stderr}");
+}
+
+/// Every command, with every selector, against a repository with staged,
+/// partially staged, unstaged and untracked changes: refs, HEAD, the index
+/// and every work-tree file must be byte-identical afterwards.
+#[test]
+fn no_command_modifies_the_repository() {
+    let repo = TempRepo::new();
+    repo.write("flake.nix", "{ outputs = { self }: { }; }\n");
+    repo.write(
+        "machines/a/default.nix",
+        "{ imports = [ ../../lib/x.nix ]; }\n",
+    );
+    repo.write("lib/x.nix", "{ }\n");
+    repo.write("notes.txt", "one\n");
+    let first = repo.commit_all("init");
+    repo.write("lib/x.nix", "{ a = 1; }\n");
+    repo.commit_all("second");
+    // staged, then further edited on disk (partially staged)
+    repo.write("lib/x.nix", "{ a = 2; }\n");
+    repo.git(&["add", "lib/x.nix"]);
+    repo.write("lib/x.nix", "{ a = 3; }\n");
+    // unstaged edit, untracked file, staged new file
+    repo.write("notes.txt", "two\n");
+    repo.write("untracked.nix", "{ }\n");
+    repo.write("new.nix", "{ }\n");
+    repo.git(&["add", "new.nix"]);
+
+    let before = repo.state();
+    let selectors: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["--staged"],
+        vec!["--worktree"],
+        vec!["--all"],
+        vec!["--commit", "HEAD"],
+        vec!["--base", &first],
+    ];
+    let mut runs = 0;
+    for cmd in ["affected", "scan", "secrets", "check"] {
+        for sel in &selectors {
+            let mut args = vec![cmd];
+            args.extend(sel.iter().copied());
+            let out = repo.guard(&args);
+            assert!(
+                [0, 1, 2].contains(&out.code),
+                "{args:?} exited {}: {}",
+                out.code,
+                out.stderr
+            );
+            assert_eq!(
+                repo.state(),
+                before,
+                "guard {args:?} modified the repository"
+            );
+            runs += 1;
+        }
+    }
+    for args in [
+        vec!["explain", "lib/x.nix"],
+        vec!["graph"],
+        vec!["graph", "--format", "json"],
+        vec!["build", "--hosts", "a", "--level", "eval"],
+        vec!["pre-commit"],
+        vec!["ci", "--base", first.as_str()],
+        vec!["bisect", "--host", "a", "--good", first.as_str()],
+        vec!["hook", "status"],
+    ] {
+        let out = repo.guard(&args);
+        assert!([0, 1, 2].contains(&out.code), "{args:?}: {}", out.stderr);
+        assert_eq!(
+            repo.state(),
+            before,
+            "guard {args:?} modified the repository"
+        );
+        runs += 1;
+    }
+    assert!(runs > 30);
+}
