@@ -12,6 +12,8 @@ use crate::config::Config;
 use crate::git::Repo;
 use crate::report::Style;
 
+mod commands;
+
 /// Exit codes of docs/cli.md.
 pub mod exit {
     /// Clean, success.
@@ -32,6 +34,8 @@ pub struct Context {
     pub config: Config,
     pub config_path: Option<PathBuf>,
     pub style: Style,
+    /// Repository-relative directory of flake.nix ("" = the root).
+    pub flake_dir: String,
 }
 
 impl Context {
@@ -43,14 +47,36 @@ impl Context {
             .unwrap_or_else(|| repo.git_dir())
             .to_path_buf();
         let (config, config_path) = Config::load(&root, config)?;
+        let flake_dir = match &config.flake.dir {
+            Some(d) => crate::nix::parse::normalize(d).unwrap_or_default(),
+            None => find_flake_dir(&root, dir),
+        };
         Ok(Context {
             repo,
             root,
             config,
             config_path,
             style,
+            flake_dir,
         })
     }
+}
+
+/// The nearest directory from `start` up to `root` that holds a flake.nix,
+/// repository-relative; the root when there is none.
+fn find_flake_dir(root: &Path, start: &Path) -> String {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let mut cur = start.canonicalize().unwrap_or_else(|_| start.to_path_buf());
+    while cur.starts_with(&root) {
+        if cur.join("flake.nix").is_file() {
+            let rel = cur.strip_prefix(&root).unwrap_or(Path::new(""));
+            return rel.to_string_lossy().replace('\\', "/");
+        }
+        if !cur.pop() {
+            break;
+        }
+    }
+    String::new()
 }
 
 /// Runs one command and returns its exit code. Errors are returned to
@@ -66,8 +92,18 @@ pub fn run(cli: Cli) -> Result<i32> {
     };
     let name = command_name(&cli.command);
     let ctx = Context::open(&dir, cli.config.as_deref(), style)?;
-    let _ = ctx;
-    not_implemented(name)
+    match &cli.command {
+        Command::Affected {
+            selector,
+            format,
+            verify_hosts,
+        } => commands::affected(&ctx, selector, *format, *verify_hosts),
+        Command::Explain { path, host, format } => {
+            commands::explain(&ctx, path, host.as_deref(), *format)
+        }
+        Command::Graph { format, host } => commands::graph(&ctx, *format, host.as_deref()),
+        _ => not_implemented(name),
+    }
 }
 
 fn not_implemented(name: &str) -> Result<i32> {

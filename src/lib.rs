@@ -2,6 +2,7 @@
 //! repositories. The binary (`src/main.rs`) is a thin shell over this
 //! library; every analysis here is a pure function of a snapshot.
 
+pub mod affected;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -363,19 +363,21 @@ impl Repo {
         let boundary = shallow_boundary(&repo);
         let mut out = Vec::new();
         let mut cur = Some(from);
+        let mut cut_off = false;
         while let Some(id) = cur {
             if Some(id) == until {
                 return Ok(out);
             }
             out.push(id);
-            if boundary.contains(&id) {
-                break;
-            }
             let commit = find_commit(&repo, id)?;
             cur = commit.parent_ids().next().map(|p| p.detach());
+            if cur.is_some() && boundary.contains(&id) {
+                cut_off = true;
+                break;
+            }
         }
-        match (until, boundary.is_empty()) {
-            (Some(u), false) => Err(GitError::ShallowMissing { rev: u.to_string() }),
+        match until {
+            Some(u) if cut_off => Err(GitError::ShallowMissing { rev: u.to_string() }),
             _ => Ok(out),
         }
     }

@@ -2,4 +2,7 @@
 //! the static reference parser, import graph and host discovery.
 
 pub mod cli;
+pub mod graph;
+pub mod hosts;
+pub mod lock;
 pub mod parse;

@@ -121,9 +121,7 @@ pub fn references(src: &str, path: &str, flake_dir: &str) -> FileRefs {
             text: "(file does not parse)".into(),
         });
     }
-    cx.out
-        .refs
-        .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    cx.out.refs.sort_by_key(|r| (r.line, r.column));
     cx.out.refs.dedup();
     cx.out
 }
@@ -182,11 +180,23 @@ impl Extractor<'_> {
 
     fn visit_ident(&mut self, node: &SyntaxNode) {
         let name = node.text().to_string();
-        // Record every identifier and `x.<attr>` name: flake inputs are
-        // matched against these (a superset).
-        self.out.idents.insert(name.clone());
         let parent = node.parent();
         let parent_kind = parent.as_ref().map(|p| p.kind());
+        // Record identifiers and `x.<attr>` names that are uses (not
+        // binding names or function parameters): flake inputs are matched
+        // against these (a superset).
+        let binding_name = match parent_kind {
+            Some(NODE_PAT_ENTRY | NODE_PAT_BIND | NODE_IDENT_PARAM) => true,
+            Some(NODE_ATTRPATH) => parent
+                .as_ref()
+                .and_then(|p| p.parent())
+                .is_some_and(|g| g.kind() == NODE_ATTRPATH_VALUE),
+            Some(NODE_LAMBDA) => true,
+            _ => false,
+        };
+        if !binding_name && !in_non_host_output(node) {
+            self.out.idents.insert(name.clone());
+        }
         if name == "inputs" {
             self.visit_inputs_use(node);
         }
@@ -455,6 +465,24 @@ enum Ctx {
     ToString,
     Interpolated,
     Value,
+}
+
+/// Flake outputs no NixOS host evaluates: inputs used only there (a
+/// devShell's tooling) cannot change a host.
+const NON_HOST_OUTPUTS: &[&str] = &["devShells", "devShell", "formatter", "apps", "templates"];
+
+/// Is this node inside the value of a `devShells = ...`-like binding?
+fn in_non_host_output(node: &SyntaxNode) -> bool {
+    node.ancestors().any(|a| {
+        a.kind() == NODE_ATTRPATH_VALUE
+            && a.children().next().is_some_and(|path| {
+                path.children().any(|attr| {
+                    NON_HOST_OUTPUTS.contains(&attr.text().to_string().as_str())
+                })
+            })
+            // The node must be in the value, not the attribute path itself.
+            && a.children().nth(1).is_some_and(|v| v.text_range().contains_range(node.text_range()))
+    })
 }
 
 /// What a function does with a path argument, by its name.
@@ -919,6 +947,16 @@ mod tests {
         );
         assert!(!r.all_inputs);
         assert!(r.idents.contains("agenix"));
+    }
+
+    #[test]
+    fn input_uses_exclude_bindings_and_dev_shells() {
+        let src = "{ inputs.nixpkgs.url = \"x\"; outputs = { self, nixpkgs, devtools, agenix }: { nixosConfigurations.a = nixpkgs.lib.nixosSystem { modules = [ agenix.nixosModules.default ]; }; devShells.x86_64-linux.default = devtools.mkShell { }; }; }";
+        let r = references(src, "flake.nix", "");
+        assert!(r.idents.contains("nixpkgs"));
+        assert!(r.idents.contains("agenix"));
+        assert!(!r.idents.contains("devtools"), "{:?}", r.idents);
+        assert!(!r.idents.contains("outputs"));
     }
 
     #[test]

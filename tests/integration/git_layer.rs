@@ -539,8 +539,6 @@ fn discover_from_subdirectory_and_outside() {
     let all = r.change_set(&Selector::All).unwrap();
     assert!(all.paths().contains(&BString::from("lib/rename-me.nix")));
 
-    let outside = tempfile::tempdir().unwrap();
-    std::fs::write(outside.path().join(".git"), "not a gitdir file").ok();
     let nowhere = tempfile::tempdir().unwrap();
     let err = Repo::discover(&nowhere.path().join("missing"))
         .err()
@@ -878,53 +876,4 @@ fn merge_conflict_worktree_keeps_the_conflicted_file() {
         let text = wt.new.read(b("modify.nix")).unwrap().unwrap();
         assert!(text.starts_with(b"<<<<<<<"), "{}", text.as_bstr());
     });
-}
-
-#[test]
-#[ignore]
-fn zz_perf_probe() {
-    let repo = TempRepo::new();
-    for i in 0..20000 {
-        repo.write(
-            &format!("m{}/d{}/f{i}.nix", i % 50, i % 13),
-            format!("{{ n = {i}; }}\n"),
-        );
-    }
-    repo.commit_all("big");
-    let mut commits = vec![];
-    for k in 0..50 {
-        repo.write(
-            &format!("m{}/d{}/f{k}.nix", k % 50, k % 13),
-            format!("changed {k}\n"),
-        );
-        commits.push(repo.commit_all("c"));
-    }
-    let r = Repo::discover(repo.path()).unwrap();
-    let t = std::time::Instant::now();
-    for c in &commits {
-        let cs = r.change_set(&Selector::Commit(c.clone())).unwrap();
-        assert_eq!(cs.changes.len(), 1);
-    }
-    eprintln!("50 commit diffs: {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    let s = r
-        .snapshot(SnapshotSpec::Commit(r.head_commit().unwrap().unwrap()))
-        .unwrap();
-    eprintln!(
-        "flatten 20k: {:?} ({} entries)",
-        t.elapsed(),
-        s.entries().len()
-    );
-    let t = std::time::Instant::now();
-    let mut n = 0;
-    for p in s.entries().keys() {
-        n += s.read(p.as_ref()).unwrap().unwrap().len();
-    }
-    eprintln!("read 20k blobs: {:?} ({n} bytes)", t.elapsed());
-    let t = std::time::Instant::now();
-    let cs = r.change_set(&Selector::Staged).unwrap();
-    eprintln!("staged: {:?} {}", t.elapsed(), cs.changes.len());
-    let t = std::time::Instant::now();
-    let cs = r.change_set(&Selector::Worktree).unwrap();
-    eprintln!("worktree: {:?} {}", t.elapsed(), cs.changes.len());
 }

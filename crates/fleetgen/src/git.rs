@@ -110,8 +110,8 @@ pub fn init_with(root: &Path, files: &[(String, String)], message: &str) -> io::
     let sig = signature(0);
     stream.extend_from_slice(
         format!(
-            "commit refs/heads/main\nauthor {sig}\ncommitter {sig}\ndata {}\n{message}\n",
-            message.len()
+            "commit refs/heads/main\nauthor {sig}\ncommitter {sig}\ndata {}\n{message}\n\n",
+            message.len() + 1
         )
         .as_bytes(),
     );
@@ -159,7 +159,7 @@ pub fn commit_paths(
     let mut cmd = git(root);
     with_identity(&mut cmd, index);
     cmd.args(["commit-tree", &tree, "-p", "HEAD"]);
-    let id = run_with_input(cmd, message.as_bytes(), "commit-tree")?;
+    let id = run_with_input(cmd, format!("{message}\n").as_bytes(), "commit-tree")?;
     let mut cmd = git(root);
     cmd.args(["update-ref", "refs/heads/main", &id]);
     run(cmd, "update-ref")?;

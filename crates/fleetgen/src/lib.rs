@@ -607,11 +607,11 @@ pub fn generate(root: &Path, spec: &Spec) -> io::Result<Fleet> {
 impl Fleet {
     fn write(&mut self, path: &str, content: &str) -> io::Result<()> {
         let full = self.root.join(path);
-        if let Some(dir) = full.parent() {
-            if !self.made_dirs.contains(dir) {
-                std::fs::create_dir_all(dir)?;
-                self.made_dirs.insert(dir.to_path_buf());
-            }
+        if let Some(dir) = full.parent()
+            && !self.made_dirs.contains(dir)
+        {
+            std::fs::create_dir_all(dir)?;
+            self.made_dirs.insert(dir.to_path_buf());
         }
         std::fs::write(&full, content)?;
         self.pending.insert(path.to_string());

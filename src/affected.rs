@@ -1,0 +1,523 @@
+//! Changed paths -> affected hosts, each with the import chain that
+//! explains it.
+//!
+//! Soundness contract (architecture.md): a host whose toplevel drvPath can
+//! change between the two snapshots is listed. The analysis reads the *new*
+//! snapshot's graph: a host's evaluation is a function of the files its
+//! dependencies name, so if none of them changed, the old evaluation read
+//! the same bytes and took the same decisions. Whatever cannot be resolved
+//! widens the set (a computed path depends on its whole directory, a file
+//! that does not parse on its directory, `toString ./x` on the whole tree).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::config::Config;
+use crate::git::{BStr, ByteSlice, ChangeKind, ChangeSet, Snapshot};
+use crate::nix::graph::{Dep, DepKind, ImportGraph, Node, ParseCache, Tree};
+use crate::nix::hosts::{self, HostSet, is_below};
+use crate::nix::lock;
+use crate::nix::parse::{RefKind, Target};
+use crate::report::{Affected, AffectedHost, Reason, Warning};
+
+/// Errors of the affected analysis (configuration only: the analysis itself
+/// never fails, it widens).
+#[derive(Debug, thiserror::Error)]
+pub enum AffectedError {
+    #[error("guard.toml: invalid glob {glob:?} in [affected]: {message}")]
+    Glob { glob: String, message: String },
+}
+
+/// Everything the static analysis knows about one snapshot.
+pub struct Analysis {
+    pub flake_dir: String,
+    pub hosts: HostSet,
+    pub graph: ImportGraph,
+}
+
+impl Analysis {
+    /// Discovers the hosts of `snapshot` and builds the import graph from
+    /// flake.nix and every host's entry.
+    pub fn of(
+        snapshot: &Snapshot,
+        flake_dir: &str,
+        config: &Config,
+        cache: &ParseCache,
+    ) -> Analysis {
+        let hosts = hosts::discover(snapshot, flake_dir, &config.hosts, cache);
+        let tree = Tree::new(snapshot);
+        let mut roots = vec![hosts.flake_nix.clone()];
+        for h in hosts.hosts.values() {
+            roots.push(h.entry.clone());
+            if let Some(own) = &h.own_dir {
+                roots.extend(
+                    tree.under(own)
+                        .filter(|p| p.ends_with(b".nix"))
+                        .map(|p| p.to_str_lossy().into_owned()),
+                );
+            }
+        }
+        roots.sort();
+        roots.dedup();
+        let graph = ImportGraph::build(snapshot, flake_dir, &roots, cache);
+        Analysis {
+            flake_dir: flake_dir.to_string(),
+            hosts,
+            graph,
+        }
+    }
+
+    /// The flake's wiring reaches host entries through these references; for
+    /// one host they stand for that host's own entry, not every host's.
+    fn is_host_edge(&self, node: &Node, dep: &Dep) -> bool {
+        let Some(r) = dep.reference.map(|i| &node.refs.refs[i]) else {
+            return false;
+        };
+        let hosts_dir = self.hosts.hosts_dir.as_deref();
+        match (&r.kind, &r.target) {
+            (RefKind::List, Target::Path(d)) => Some(d.as_str()) == hosts_dir,
+            (_, Target::Under(d)) => Some(d.as_str()) == hosts_dir || self.hosts.owner(d).is_some(),
+            (_, Target::Path(p)) => self.hosts.owner(p).is_some(),
+            _ => false,
+        }
+    }
+
+    /// The wiring: files reached from flake.nix without entering a host.
+    /// Every host depends on all of it.
+    pub fn wiring(&self) -> Vec<(&str, Vec<&str>)> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut queue = VecDeque::from([(self.hosts.flake_nix.as_str(), vec![])]);
+        while let Some((file, chain)) = queue.pop_front() {
+            if !seen.insert(file) {
+                continue;
+            }
+            let Some(node) = self.graph.nodes.get(file) else {
+                continue;
+            };
+            let mut chain = chain;
+            chain.push(file);
+            for (target, dep) in &node.edges {
+                if !self.is_host_edge(node, &node.deps[*dep]) {
+                    queue.push_back((target.as_str(), chain.clone()));
+                }
+            }
+            out.push((file, chain));
+        }
+        out
+    }
+
+    /// The files of one host's closure, entry first, each with the chain
+    /// that reaches it (breadth-first, so chains are shortest).
+    pub fn closure(&self, host: &str) -> Vec<(&str, Vec<&str>)> {
+        let Some(h) = self.hosts.hosts.get(host) else {
+            return Vec::new();
+        };
+        let mut starts: Vec<&str> = vec![h.entry.as_str()];
+        if let Some(own) = &h.own_dir {
+            starts.extend(
+                self.graph
+                    .nodes
+                    .keys()
+                    .filter(|p| is_below(p, own))
+                    .map(String::as_str),
+            );
+        }
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut queue: VecDeque<(&str, Vec<&str>)> =
+            starts.into_iter().map(|s| (s, vec![])).collect();
+        while let Some((file, chain)) = queue.pop_front() {
+            if !seen.insert(file) {
+                continue;
+            }
+            let Some(node) = self.graph.nodes.get(file) else {
+                continue;
+            };
+            let mut chain = chain;
+            chain.push(file);
+            for (target, _) in &node.edges {
+                queue.push_back((target.as_str(), chain.clone()));
+            }
+            out.push((file, chain));
+        }
+        out
+    }
+}
+
+/// The question `affected_hosts` answers: which hosts can a change of these
+/// paths, from `old` to `new`, affect?
+pub struct Query<'a> {
+    /// Changed paths (both sides of a rename).
+    pub paths: BTreeSet<String>,
+    pub old: &'a Snapshot,
+    pub new: &'a Snapshot,
+    /// The change makes a new revision, so `self.rev` readers change.
+    pub new_revision: bool,
+    /// Keep every distinct chain (for `guard explain`), not one per path.
+    pub every_chain: bool,
+}
+
+impl<'a> Query<'a> {
+    /// The query for a git change. `new_revision`: whether the change is or
+    /// becomes a commit (false for an empty staged change).
+    pub fn of(changes: &'a ChangeSet, new_revision: bool) -> Query<'a> {
+        let mut paths = BTreeSet::new();
+        for c in &changes.changes {
+            paths.insert(c.path.to_str_lossy().into_owned());
+            if let ChangeKind::Renamed { from } = &c.kind {
+                paths.insert(from.to_str_lossy().into_owned());
+            }
+        }
+        Query {
+            paths,
+            old: &changes.old,
+            new: &changes.new,
+            new_revision,
+            every_chain: false,
+        }
+    }
+}
+
+/// What changed, in the form the matcher needs.
+struct Changes<'a> {
+    paths: BTreeSet<String>,
+    old: Tree<'a>,
+    new: Tree<'a>,
+    /// The change creates a new revision (a commit, or something about to
+    /// be committed): `self.rev` readers change.
+    new_revision: bool,
+}
+
+impl Changes<'_> {
+    /// The first changed path that `dep` depends on, if any.
+    fn hit(&self, dep: &Dep) -> Option<String> {
+        match dep.kind {
+            DepKind::File => self.paths.contains(&dep.path).then(|| dep.path.clone()),
+            DepKind::Copy | DepKind::Exists => self.first_at_or_below(&dep.path),
+            DepKind::List => self.first_listing_change(&dep.path),
+            DepKind::Tree => self.paths.iter().next().cloned(),
+            DepKind::Rev => self.new_revision.then(|| "(every commit)".to_string()),
+        }
+    }
+
+    fn first_at_or_below(&self, dir: &str) -> Option<String> {
+        if dir.is_empty() {
+            return self.paths.iter().next().cloned();
+        }
+        if self.paths.contains(dir) {
+            return Some(dir.to_string());
+        }
+        let prefix = format!("{dir}/");
+        self.paths
+            .range(prefix.clone()..)
+            .next()
+            .filter(|p| p.starts_with(&prefix))
+            .cloned()
+    }
+
+    /// A changed path that adds, removes or retypes an entry of `dir`.
+    fn first_listing_change(&self, dir: &str) -> Option<String> {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        self.paths
+            .range(prefix.clone()..)
+            .take_while(|p| p.starts_with(&prefix))
+            .find(|p| {
+                let entry = match p[prefix.len()..].split_once('/') {
+                    Some((first, _)) => format!("{prefix}{first}"),
+                    None => p.to_string(),
+                };
+                self.old.kind(&entry) != self.new.kind(&entry)
+            })
+            .cloned()
+    }
+}
+
+fn glob_set(globs: &[String]) -> Result<GlobSet, AffectedError> {
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        let glob = Glob::new(g).map_err(|e| AffectedError::Glob {
+            glob: g.clone(),
+            message: e.to_string(),
+        })?;
+        b.add(glob);
+    }
+    b.build().map_err(|e| AffectedError::Glob {
+        glob: globs.join(", "),
+        message: e.to_string(),
+    })
+}
+
+/// The hosts `changes` can affect. `new` is the analysis of the new
+/// snapshot; `old_hosts` the host list of the old one (for removed hosts).
+pub fn affected_hosts(
+    new: &Analysis,
+    old_hosts: &HostSet,
+    query: &Query,
+    config: &Config,
+) -> Result<Affected, AffectedError> {
+    let ignore = glob_set(&config.affected.ignore)?;
+    let global = glob_set(&config.affected.global)?;
+    let mut warnings: Vec<Warning> = new.hosts.warnings.clone();
+
+    let changed_paths = &query.paths;
+    let considered: BTreeSet<String> = changed_paths
+        .iter()
+        .filter(|p| !ignore.is_match(p.as_str()))
+        .cloned()
+        .collect();
+    let ch = Changes {
+        new_revision: query.new_revision,
+        paths: considered,
+        old: Tree::new(query.old),
+        new: Tree::new(query.new),
+    };
+    let every_chain = query.every_chain;
+
+    // Direct hits of every parsed file: (dep index, changed path).
+    let mut direct: HashMap<&str, Vec<(usize, String)>> = HashMap::new();
+    for (path, node) in &new.graph.nodes {
+        let hits: Vec<(usize, String)> = node
+            .deps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| ch.hit(d).map(|p| (i, p)))
+            .collect();
+        if !hits.is_empty() {
+            direct.insert(path.as_str(), hits);
+        }
+    }
+
+    let mut result: BTreeMap<String, Vec<Reason>> = BTreeMap::new();
+    let add = |result: &mut BTreeMap<String, Vec<Reason>>, host: &str, reason: Reason| {
+        let reasons = result.entry(host.to_string()).or_default();
+        let seen = if every_chain {
+            reasons.iter().any(|r| r.chain == reason.chain)
+        } else {
+            reasons.len() >= 16 || reasons.iter().any(|r| r.path == reason.path)
+        };
+        if !seen {
+            reasons.push(reason);
+        }
+    };
+
+    // 1. The wiring (flake.nix and what it evaluates outside hosts).
+    let flake_nix = new.hosts.flake_nix.as_str();
+    let wiring = new.wiring();
+    let mut wiring_reasons = Vec::new();
+    if ch.paths.contains(flake_nix) {
+        wiring_reasons.push(Reason {
+            path: flake_nix.to_string(),
+            chain: vec![flake_nix.to_string()],
+        });
+    }
+    for (file, chain) in &wiring {
+        let node = &new.graph.nodes[*file];
+        for (dep, changed) in direct.get(file).into_iter().flatten() {
+            if new.is_host_edge(node, &node.deps[*dep]) {
+                continue;
+            }
+            wiring_reasons.push(reason(chain, changed, &node.deps[*dep]));
+        }
+    }
+
+    // 2. flake.lock: only hosts that use a changed input.
+    let lock_path = join(&new.flake_dir, "flake.lock");
+    let mut changed_inputs = BTreeSet::new();
+    let mut lock_all = false;
+    if ch.paths.contains(&lock_path) {
+        let read = |s: &Snapshot| s.read(BStr::new(&lock_path)).ok().flatten();
+        match lock::changed_inputs(read(query.old).as_deref(), read(query.new).as_deref()) {
+            Ok(c) => changed_inputs = c,
+            Err(e) => {
+                lock_all = true;
+                warnings.push(Warning {
+                    path: Some(lock_path.clone()),
+                    message: format!("cannot read the lock file ({e}): every host is affected"),
+                });
+            }
+        }
+    }
+    let uses_changed_input = |node: &Node| {
+        node.refs.all_inputs || node.refs.idents.iter().any(|i| changed_inputs.contains(i))
+    };
+    if lock_all {
+        wiring_reasons.push(Reason {
+            path: lock_path.clone(),
+            chain: vec![lock_path.clone()],
+        });
+    }
+    for (file, chain) in &wiring {
+        if uses_changed_input(&new.graph.nodes[*file]) {
+            wiring_reasons.push(lock_reason(
+                &lock_path,
+                chain,
+                &new.graph.nodes[*file],
+                &changed_inputs,
+            ));
+        }
+    }
+
+    // 3. Configured global paths.
+    for p in &ch.paths {
+        if global.is_match(p.as_str()) {
+            wiring_reasons.push(Reason {
+                path: p.clone(),
+                chain: vec!["guard.toml [affected] global".into(), p.clone()],
+            });
+        }
+    }
+
+    let new_names: BTreeSet<&String> = new.hosts.hosts.keys().collect();
+    let old_names: BTreeSet<&String> = old_hosts.hosts.keys().collect();
+
+    for name in &new_names {
+        for r in &wiring_reasons {
+            add(&mut result, name, r.clone());
+        }
+        if !old_names.contains(name) {
+            add(
+                &mut result,
+                name,
+                Reason {
+                    path: new.hosts.hosts[*name].entry.clone(),
+                    chain: vec![format!("new host {name}")],
+                },
+            );
+        }
+        // 4. The host's own closure.
+        for (file, chain) in new.closure(name) {
+            let node = &new.graph.nodes[file];
+            for (dep, changed) in direct.get(file).into_iter().flatten() {
+                add(&mut result, name, reason(&chain, changed, &node.deps[*dep]));
+            }
+            if uses_changed_input(node) {
+                add(
+                    &mut result,
+                    name,
+                    lock_reason(&lock_path, &chain, node, &changed_inputs),
+                );
+            }
+        }
+        // The entry itself and files of the host's own directory.
+        let h = &new.hosts.hosts[*name];
+        if ch.paths.contains(&h.entry) {
+            add(
+                &mut result,
+                name,
+                Reason {
+                    path: h.entry.clone(),
+                    chain: vec![h.entry.clone()],
+                },
+            );
+        }
+        if let Some(own) = &h.own_dir
+            && let Some(p) = ch.first_at_or_below(own)
+        {
+            add(
+                &mut result,
+                name,
+                Reason {
+                    path: p.clone(),
+                    chain: vec![own.clone(), p],
+                },
+            );
+        }
+    }
+
+    // Warnings: what could not be resolved in any host's closure.
+    let mut warned = HashSet::new();
+    for (path, node) in &new.graph.nodes {
+        for e in &node.refs.errors {
+            if warned.insert((path.clone(), e.clone())) {
+                warnings.push(Warning {
+                    path: Some(path.clone()),
+                    message: format!(
+                        "cannot parse ({e}); assuming it depends on everything in its directory"
+                    ),
+                });
+            }
+        }
+        for r in &node.refs.refs {
+            if r.kind == RefKind::External && warned.insert((path.clone(), r.text.clone())) {
+                warnings.push(Warning {
+                    path: Some(format!("{path}:{}:{}", r.line, r.column)),
+                    message: format!(
+                        "`{}` reads outside the repository; guard cannot see changes to it",
+                        r.text
+                    ),
+                });
+            }
+        }
+    }
+
+    let hosts = result
+        .into_iter()
+        .map(|(name, reasons)| AffectedHost { name, reasons })
+        .collect();
+    Ok(Affected {
+        hosts,
+        all_hosts: new.hosts.names(),
+        removed_hosts: old_names
+            .difference(&new_names)
+            .map(|s| s.to_string())
+            .collect(),
+        changed_paths: changed_paths.iter().cloned().collect(),
+        warnings,
+    })
+}
+
+fn reason(chain: &[&str], changed: &str, dep: &Dep) -> Reason {
+    let mut chain: Vec<String> = chain.iter().map(|s| s.to_string()).collect();
+    match dep.kind {
+        DepKind::Tree => chain.push("(depends on the whole tree)".into()),
+        DepKind::Rev => chain.push("(depends on the revision)".into()),
+        _ => {
+            if chain.last().map(String::as_str) != Some(changed) {
+                chain.push(changed.to_string());
+            }
+        }
+    }
+    Reason {
+        path: changed.to_string(),
+        chain,
+    }
+}
+
+fn lock_reason(lock_path: &str, chain: &[&str], node: &Node, changed: &BTreeSet<String>) -> Reason {
+    let mut chain: Vec<String> = chain.iter().map(|s| s.to_string()).collect();
+    let used: Vec<&String> = node
+        .refs
+        .idents
+        .iter()
+        .filter(|i| changed.contains(*i))
+        .collect();
+    chain.push(if node.refs.all_inputs {
+        format!("{lock_path} (uses every input)")
+    } else {
+        format!(
+            "{lock_path} (input {})",
+            used.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    Reason {
+        path: lock_path.to_string(),
+        chain,
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}

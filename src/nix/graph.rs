@@ -1,0 +1,313 @@
+//! The import graph of one snapshot: which files each reachable Nix file
+//! depends on, and how (see [`DepKind`]). Built from the snapshot being
+//! judged (a commit, the index), never the disk, and only from tracked
+//! files: that is all a flake can see.
+//!
+//! Parsing is cached by (blob id, path), so a range or a bisect re-parses
+//! only the files that changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::git::{BStr, BString, ByteSlice, FileMode, ObjectId, Snapshot};
+use crate::nix::parse::{self, FileRefs, RefKind, Target};
+
+/// How a file's evaluation depends on a path (nix-references.md, section 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DepKind {
+    /// The content of exactly this file.
+    File,
+    /// Everything at or below this path (names, contents, modes).
+    Copy,
+    /// Which entries exist directly inside this directory, and their types.
+    List,
+    /// Whether this path exists, and its type.
+    Exists,
+    /// Any tracked file.
+    Tree,
+    /// The revision itself: every commit.
+    Rev,
+}
+
+/// One dependency of a file, with the reference that created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dep {
+    pub kind: DepKind,
+    /// Repository-relative path ("" = the root); empty for Tree and Rev.
+    pub path: String,
+    /// Index into the file's [`FileRefs::refs`], if it came from one.
+    pub reference: Option<usize>,
+}
+
+/// A parsed, reachable file.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub refs: Arc<FileRefs>,
+    /// Expanded dependencies.
+    pub deps: Vec<Dep>,
+    /// Files this one evaluates (imports, or may import): the graph edges,
+    /// each with the index of the dep that created it.
+    pub edges: Vec<(String, usize)>,
+}
+
+/// Caches parse results across snapshots, keyed by blob id and path (the
+/// same bytes at another path resolve relative paths differently).
+#[derive(Default)]
+pub struct ParseCache {
+    map: Mutex<HashMap<(ObjectId, String), Arc<FileRefs>>>,
+}
+
+impl ParseCache {
+    pub fn new() -> ParseCache {
+        ParseCache::default()
+    }
+
+    fn get_or_parse(
+        &self,
+        snapshot: &Snapshot,
+        path: &str,
+        flake_dir: &str,
+    ) -> Option<Arc<FileRefs>> {
+        let entry = *snapshot.get(BStr::new(path))?;
+        if matches!(entry.mode, FileMode::Gitlink) {
+            return None;
+        }
+        let key = (entry.id, path.to_string());
+        if let Some(hit) = self.map.lock().unwrap().get(&key) {
+            return Some(hit.clone());
+        }
+        let refs = match snapshot.read(BStr::new(path)) {
+            Ok(Some(bytes)) => match std::str::from_utf8(&bytes) {
+                Ok(text) => parse::references(text, path, flake_dir),
+                Err(_) => unparseable(path, "the file is not valid UTF-8"),
+            },
+            Ok(None) => return None,
+            Err(e) => unparseable(path, &format!("cannot read it: {e}")),
+        };
+        let refs = Arc::new(refs);
+        self.map.lock().unwrap().insert(key, refs.clone());
+        Some(refs)
+    }
+}
+
+/// A file guard cannot read as Nix: it may reach anything near it.
+fn unparseable(path: &str, why: &str) -> FileRefs {
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+    FileRefs {
+        refs: vec![parse::Reference {
+            kind: RefKind::Copy,
+            target: Target::Under(dir),
+            line: 1,
+            column: 1,
+            dynamic: true,
+            text: "(file cannot be parsed)".into(),
+        }],
+        errors: vec![why.to_string()],
+        ..FileRefs::default()
+    }
+}
+
+/// The files of a snapshot, with the directory queries the graph needs.
+pub struct Tree<'a> {
+    entries: &'a BTreeMap<BString, crate::git::Entry>,
+}
+
+impl<'a> Tree<'a> {
+    pub fn new(snapshot: &'a Snapshot) -> Tree<'a> {
+        Tree {
+            entries: snapshot.entries(),
+        }
+    }
+
+    pub fn is_file(&self, path: &str) -> bool {
+        self.entries.contains_key(BStr::new(path))
+    }
+
+    /// A directory exists in git when some file lies below it.
+    pub fn is_dir(&self, path: &str) -> bool {
+        if path.is_empty() {
+            return !self.entries.is_empty();
+        }
+        self.under(path).next().is_some()
+    }
+
+    /// Every file strictly below `dir` ("" = everything).
+    pub fn under(&self, dir: &str) -> impl Iterator<Item = &'a BString> + 'a {
+        let prefix: BString = if dir.is_empty() {
+            BString::default()
+        } else {
+            format!("{dir}/").into()
+        };
+        self.entries
+            .range(prefix.clone()..)
+            .map(|(k, _)| k)
+            .take_while(move |k| k.starts_with(prefix.as_slice()))
+    }
+
+    /// The names directly inside `dir`, with whether each is a directory.
+    pub fn children(&self, dir: &str) -> BTreeMap<String, bool> {
+        let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+        let mut out = BTreeMap::new();
+        for p in self.under(dir) {
+            let rest = p[skip..].to_str_lossy();
+            match rest.split_once('/') {
+                Some((first, _)) => {
+                    out.insert(first.to_string(), true);
+                }
+                None => {
+                    out.entry(rest.into_owned()).or_insert(false);
+                }
+            }
+        }
+        out
+    }
+
+    /// What `path` is: a file (with its mode), a directory, or nothing.
+    pub fn kind(&self, path: &str) -> Option<PathKind> {
+        if let Some(e) = self.entries.get(BStr::new(path)) {
+            return Some(if e.mode == FileMode::Symlink {
+                PathKind::Symlink
+            } else {
+                PathKind::File
+            });
+        }
+        self.is_dir(path).then_some(PathKind::Dir)
+    }
+}
+
+/// The type of a path, as `readDir` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// The import graph: every file reachable from the given roots.
+#[derive(Debug, Default)]
+pub struct ImportGraph {
+    pub nodes: BTreeMap<String, Node>,
+}
+
+impl ImportGraph {
+    /// Parses every file reachable from `roots` (breadth-first, each level
+    /// in parallel).
+    pub fn build(
+        snapshot: &Snapshot,
+        flake_dir: &str,
+        roots: &[String],
+        cache: &ParseCache,
+    ) -> ImportGraph {
+        let tree = Tree::new(snapshot);
+        let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+        let mut seen: BTreeSet<String> = roots.iter().cloned().collect();
+        let mut frontier: Vec<String> = roots.to_vec();
+        while !frontier.is_empty() {
+            let parsed: Vec<(String, Option<Arc<FileRefs>>)> = frontier
+                .par_iter()
+                .map(|p| (p.clone(), cache.get_or_parse(snapshot, p, flake_dir)))
+                .collect();
+            let mut next = Vec::new();
+            for (path, refs) in parsed {
+                let Some(refs) = refs else { continue };
+                let (deps, edges) = expand(&tree, &refs);
+                for (target, _) in &edges {
+                    if seen.insert(target.clone()) {
+                        next.push(target.clone());
+                    }
+                }
+                nodes.insert(path, Node { refs, deps, edges });
+            }
+            frontier = next;
+        }
+        ImportGraph { nodes }
+    }
+
+    /// Files that import `path` (reverse edges), for explanations.
+    pub fn importers(&self) -> HashMap<&str, Vec<&str>> {
+        let mut rev: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (from, node) in &self.nodes {
+            for (to, _) in &node.edges {
+                rev.entry(to.as_str()).or_default().push(from.as_str());
+            }
+        }
+        rev
+    }
+}
+
+/// Expands one file's references into dependencies and graph edges.
+pub fn expand(tree: &Tree, refs: &FileRefs) -> (Vec<Dep>, Vec<(String, usize)>) {
+    let mut deps = Vec::new();
+    let mut edges = Vec::new();
+    for (i, r) in refs.refs.iter().enumerate() {
+        let dep = |kind, path: &str| Dep {
+            kind,
+            path: path.to_string(),
+            reference: Some(i),
+        };
+        let nix_files_under = |dir: &str, edges: &mut Vec<(String, usize)>, at: usize| {
+            for f in tree.under(dir) {
+                if f.ends_with(b".nix") {
+                    edges.push((f.to_str_lossy().into_owned(), at));
+                }
+            }
+        };
+        match (&r.kind, &r.target) {
+            (RefKind::Tree, _) => deps.push(dep(DepKind::Tree, "")),
+            (RefKind::Rev, _) => deps.push(dep(DepKind::Rev, "")),
+            (RefKind::External, _) => {}
+            (RefKind::Import, Target::Path(p)) => {
+                // `import ./dir` evaluates dir/default.nix.
+                let file = if tree.is_file(p) || !tree.is_dir(p) {
+                    p.clone()
+                } else if p.is_empty() {
+                    "default.nix".to_string()
+                } else {
+                    format!("{p}/default.nix")
+                };
+                deps.push(dep(DepKind::File, &file));
+                edges.push((file, deps.len() - 1));
+            }
+            (RefKind::Copy, Target::Path(p)) => {
+                deps.push(dep(DepKind::Copy, p));
+                let at = deps.len() - 1;
+                if tree.is_file(p) {
+                    // Whoever receives the path may import it.
+                    if p.ends_with(".nix") {
+                        edges.push((p.clone(), at));
+                    }
+                } else {
+                    nix_files_under(p, &mut edges, at);
+                }
+            }
+            (RefKind::File, Target::Path(p)) => deps.push(dep(DepKind::File, p)),
+            (RefKind::List, Target::Path(p)) => deps.push(dep(DepKind::List, p)),
+            (RefKind::Exists, Target::Path(p)) => deps.push(dep(DepKind::Exists, p)),
+            // Computed paths: anything below the constant directory, any
+            // .nix file there possibly evaluated.
+            (_, Target::Under(d)) => {
+                deps.push(dep(DepKind::Copy, d));
+                let at = deps.len() - 1;
+                nix_files_under(d, &mut edges, at);
+            }
+            (_, Target::None) => {}
+        }
+    }
+    (deps, edges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unparseable_files_widen_to_their_directory() {
+        let r = unparseable("machines/a/default.nix", "bad");
+        assert_eq!(r.refs[0].target, Target::Under("machines/a".into()));
+        assert_eq!(r.refs[0].kind, RefKind::Copy);
+    }
+}

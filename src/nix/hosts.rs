@@ -1,0 +1,388 @@
+//! Which hosts a flake defines, and each host's entry module, found
+//! statically (no nix): `[hosts]` in guard.toml, else an attribute set
+//! literal under `nixosConfigurations` in flake.nix, else the directory the
+//! flake's wiring enumerates with `builtins.readDir`, else a conventional
+//! directory (`machines/`, `hosts/`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rnix::{SyntaxKind::*, SyntaxNode};
+use serde::Serialize;
+
+use crate::config::is_valid_host_name;
+use crate::git::{BStr, Snapshot};
+use crate::nix::graph::{ParseCache, Tree};
+use crate::nix::parse::{self, RefKind, Target};
+use crate::report::Warning;
+
+/// One NixOS host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    pub name: String,
+    /// The entry module (a file).
+    pub entry: String,
+    /// The directory that belongs to this host alone (`machines/<name>`),
+    /// when hosts are laid out one directory each. Everything in it is a
+    /// dependency of the host: the flake's wiring may reach any file there
+    /// through the host's name (`./. + "/${name}/hardware.nix"`).
+    pub own_dir: Option<String>,
+}
+
+/// How the host list was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "how", content = "where")]
+pub enum Discovery {
+    /// `[hosts]` in guard.toml.
+    Config,
+    /// An attribute set literal under `nixosConfigurations` in flake.nix.
+    FlakeAttrs,
+    /// The entries of a directory the flake's wiring reads with readDir.
+    ReadDir(String),
+    /// A conventional directory.
+    Convention(String),
+    /// Nothing found.
+    None,
+}
+
+/// The hosts of one snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostSet {
+    pub hosts: BTreeMap<String, Host>,
+    /// The directory holding one entry per host, if there is one.
+    pub hosts_dir: Option<String>,
+    /// flake.nix, repository-relative.
+    pub flake_nix: String,
+    pub discovery: Discovery,
+    pub warnings: Vec<Warning>,
+}
+
+impl HostSet {
+    pub fn names(&self) -> Vec<String> {
+        self.hosts.keys().cloned().collect()
+    }
+
+    /// The host that owns `path` (its entry file or a path in its own
+    /// directory), if any.
+    pub fn owner(&self, path: &str) -> Option<&str> {
+        self.hosts
+            .values()
+            .find(|h| {
+                h.entry == path
+                    || h.own_dir
+                        .as_deref()
+                        .is_some_and(|d| path == d || is_below(path, d))
+            })
+            .map(|h| h.name.as_str())
+    }
+}
+
+/// `path` lies strictly below directory `dir` ("" is the root).
+pub fn is_below(path: &str, dir: &str) -> bool {
+    dir.is_empty() && !path.is_empty()
+        || path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Finds the hosts of `snapshot`. `flake_dir` is the repository-relative
+/// directory of flake.nix.
+pub fn discover(
+    snapshot: &Snapshot,
+    flake_dir: &str,
+    configured: &BTreeMap<String, String>,
+    cache: &ParseCache,
+) -> HostSet {
+    let tree = Tree::new(snapshot);
+    let flake_nix = join(flake_dir, "flake.nix");
+    let mut set = HostSet {
+        hosts: BTreeMap::new(),
+        hosts_dir: None,
+        flake_nix: flake_nix.clone(),
+        discovery: Discovery::None,
+        warnings: Vec::new(),
+    };
+
+    if !configured.is_empty() {
+        for (name, entry) in configured {
+            let entry = parse::normalize(entry).unwrap_or_default();
+            let file = if tree.is_dir(&entry) {
+                join(&entry, "default.nix")
+            } else {
+                entry.clone()
+            };
+            if !tree.is_file(&file) {
+                set.warnings.push(Warning {
+                    path: Some(file.clone()),
+                    message: format!("host {name}: configured entry module is not tracked"),
+                });
+            }
+            set.hosts.insert(
+                name.clone(),
+                Host {
+                    name: name.clone(),
+                    entry: file,
+                    own_dir: tree.is_dir(&entry).then_some(entry),
+                },
+            );
+        }
+        set.discovery = Discovery::Config;
+        return set;
+    }
+
+    let flake_src = snapshot
+        .read(BStr::new(&flake_nix))
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some(flake_src) = flake_src else {
+        set.warnings.push(Warning {
+            path: Some(flake_nix),
+            message: "no flake.nix: no hosts to analyse".into(),
+        });
+        return set;
+    };
+
+    if let Some(hosts) = hosts_from_attrs(&flake_src, flake_dir, &tree) {
+        set.hosts = hosts;
+        set.discovery = Discovery::FlakeAttrs;
+        set.hosts_dir = common_hosts_dir(&set.hosts);
+        return set;
+    }
+
+    for dir in read_dir_candidates(snapshot, &flake_nix, flake_dir, cache) {
+        let hosts = hosts_in_dir(&tree, &dir, &mut set.warnings);
+        if !hosts.is_empty() {
+            set.hosts = hosts;
+            set.hosts_dir = Some(dir.clone());
+            set.discovery = Discovery::ReadDir(dir);
+            return set;
+        }
+    }
+
+    for conv in [
+        "machines",
+        "hosts",
+        "nixos/machines",
+        "nixos/hosts",
+        "systems",
+    ] {
+        let dir = join(flake_dir, conv);
+        let hosts = hosts_in_dir(&tree, &dir, &mut set.warnings);
+        if !hosts.is_empty() {
+            set.hosts = hosts;
+            set.hosts_dir = Some(dir.clone());
+            set.discovery = Discovery::Convention(dir);
+            return set;
+        }
+    }
+    set.warnings.push(Warning {
+        path: Some(flake_nix),
+        message: "found no nixosConfigurations statically; list them under [hosts] in guard.toml"
+            .into(),
+    });
+    set
+}
+
+/// `nixosConfigurations = { alpha = mkHost ./hosts/alpha; ... };` and
+/// `nixosConfigurations.alpha = ...;`: names from the attribute names, entry
+/// from the first constant relative path in each value.
+fn hosts_from_attrs(src: &str, flake_dir: &str, tree: &Tree) -> Option<BTreeMap<String, Host>> {
+    let root = rnix::Root::parse(src).syntax();
+    let mut hosts = BTreeMap::new();
+    for apv in root
+        .descendants()
+        .filter(|n| n.kind() == NODE_ATTRPATH_VALUE)
+    {
+        let mut kids = apv.children();
+        let (Some(path), Some(value)) = (kids.next(), kids.next()) else {
+            continue;
+        };
+        let attrs: Vec<String> = path
+            .children()
+            .map(|a| a.text().to_string().trim_matches('"').to_string())
+            .collect();
+        let Some(pos) = attrs.iter().position(|a| a == "nixosConfigurations") else {
+            continue;
+        };
+        match &attrs[pos + 1..] {
+            [] => {
+                let value = unparen(&value);
+                if value.kind() != NODE_ATTR_SET {
+                    return None;
+                }
+                for inner in value.children().filter(|n| n.kind() == NODE_ATTRPATH_VALUE) {
+                    let mut k = inner.children();
+                    let (Some(p), Some(v)) = (k.next(), k.next()) else {
+                        continue;
+                    };
+                    let name = p.text().to_string().trim_matches('"').to_string();
+                    if let Some(h) = host_from_value(&name, &v, flake_dir, tree) {
+                        hosts.insert(name, h);
+                    }
+                }
+            }
+            [name] => {
+                if let Some(h) = host_from_value(name, &value, flake_dir, tree) {
+                    hosts.insert(name.clone(), h);
+                }
+            }
+            _ => {}
+        }
+    }
+    (!hosts.is_empty()).then_some(hosts)
+}
+
+fn host_from_value(name: &str, value: &SyntaxNode, flake_dir: &str, tree: &Tree) -> Option<Host> {
+    if !is_valid_host_name(name) {
+        return None;
+    }
+    let path = value.descendants().find(|n| {
+        n.kind() == NODE_PATH_REL && n.children().next().is_none() && n.text() != "./."
+    })?;
+    let p = parse::normalize(&format!("/{flake_dir}/{}", path.text()))?;
+    if tree.is_file(&p) {
+        Some(Host {
+            name: name.to_string(),
+            entry: p,
+            own_dir: None,
+        })
+    } else {
+        Some(Host {
+            name: name.to_string(),
+            entry: join(&p, "default.nix"),
+            own_dir: Some(p),
+        })
+    }
+}
+
+/// Directories read with `readDir` by flake.nix or the files it imports
+/// (a few levels deep): where hand-written autoloaders find hosts.
+fn read_dir_candidates(
+    snapshot: &Snapshot,
+    flake_nix: &str,
+    flake_dir: &str,
+    cache: &ParseCache,
+) -> Vec<String> {
+    let graph =
+        crate::nix::graph::ImportGraph::build(snapshot, flake_dir, &[flake_nix.to_string()], cache);
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    // Breadth-first from flake.nix, so the flake's own readDir wins.
+    let mut queue = std::collections::VecDeque::from([(flake_nix.to_string(), 0)]);
+    let mut visited = BTreeSet::new();
+    while let Some((file, depth)) = queue.pop_front() {
+        if !visited.insert(file.clone()) {
+            continue;
+        }
+        let Some(node) = graph.nodes.get(&file) else {
+            continue;
+        };
+        for r in &node.refs.refs {
+            if let (RefKind::List, Target::Path(d)) = (&r.kind, &r.target)
+                && seen.insert(d.clone())
+            {
+                out.push(d.clone());
+            }
+        }
+        if depth < 3 {
+            for r in &node.refs.refs {
+                if let (RefKind::Import, Target::Path(p)) = (&r.kind, &r.target) {
+                    let f = if p.ends_with(".nix") {
+                        p.clone()
+                    } else {
+                        join(p, "default.nix")
+                    };
+                    queue.push_back((f, depth + 1));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Subdirectories holding a default.nix, else `*.nix` files (other than
+/// default.nix): one host each.
+fn hosts_in_dir(tree: &Tree, dir: &str, warnings: &mut Vec<Warning>) -> BTreeMap<String, Host> {
+    let children = tree.children(dir);
+    let mut hosts = BTreeMap::new();
+    for (name, is_dir) in &children {
+        let path = join(dir, name);
+        if *is_dir && tree.is_file(&join(&path, "default.nix")) {
+            if is_valid_host_name(name) {
+                hosts.insert(
+                    name.clone(),
+                    Host {
+                        name: name.clone(),
+                        entry: join(&path, "default.nix"),
+                        own_dir: Some(path),
+                    },
+                );
+            } else {
+                warnings.push(Warning {
+                    path: Some(path),
+                    message: "directory name is not a valid host name; not treated as a host"
+                        .into(),
+                });
+            }
+        }
+    }
+    if hosts.is_empty() {
+        for (name, is_dir) in &children {
+            if let Some(stem) = name.strip_suffix(".nix")
+                && !is_dir
+                && stem != "default"
+                && is_valid_host_name(stem)
+            {
+                hosts.insert(
+                    stem.to_string(),
+                    Host {
+                        name: stem.to_string(),
+                        entry: join(dir, name),
+                        own_dir: None,
+                    },
+                );
+            }
+        }
+    }
+    hosts
+}
+
+/// The directory directly above every host's own directory, if they share one.
+fn common_hosts_dir(hosts: &BTreeMap<String, Host>) -> Option<String> {
+    let mut parents = hosts.values().map(|h| {
+        let own = h.own_dir.as_deref().unwrap_or(&h.entry);
+        own.rsplit_once('/').map_or("", |(d, _)| d).to_string()
+    });
+    let first = parents.next()?;
+    parents.all(|p| p == first).then_some(first)
+}
+
+fn unparen(node: &SyntaxNode) -> SyntaxNode {
+    let mut cur = node.clone();
+    while cur.kind() == NODE_PAREN {
+        match cur.children().next() {
+            Some(c) => cur = c,
+            None => break,
+        }
+    }
+    cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below() {
+        assert!(is_below("machines/a/x.nix", "machines/a"));
+        assert!(!is_below("machines/ab/x.nix", "machines/a"));
+        assert!(!is_below("machines/a", "machines/a"));
+        assert!(is_below("x", ""));
+    }
+}
