@@ -1,6 +1,7 @@
 //! guard's integration tests: one test binary (fast to link), one module per
 //! topic. Every test drives real git (and, where named, real nix).
 
+mod affected;
 mod cli;
 mod fleet;
 mod git_layer;
