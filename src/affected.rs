@@ -16,7 +16,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use crate::config::Config;
 use crate::git::{BStr, ByteSlice, ChangeKind, ChangeSet, Snapshot};
 use crate::nix::graph::{Dep, DepKind, ImportGraph, Node, ParseCache, Tree};
-use crate::nix::hosts::{self, HostSet, is_below};
+use crate::nix::hosts::{self, HostSet};
 use crate::nix::lock;
 use crate::nix::parse::{RefKind, Target};
 use crate::report::{Affected, AffectedHost, Reason, Warning};
@@ -108,22 +108,30 @@ impl Analysis {
         out
     }
 
+    /// Where a host's evaluation starts: its entry and every parsed file of
+    /// its own directory.
+    fn starts<'a>(&'a self, h: &'a hosts::Host) -> Vec<&'a str> {
+        let mut starts: Vec<&str> = vec![h.entry.as_str()];
+        if let Some(own) = &h.own_dir {
+            let prefix = format!("{own}/");
+            starts.extend(
+                self.graph
+                    .nodes
+                    .range(prefix.clone()..)
+                    .map(|(k, _)| k.as_str())
+                    .take_while(|k| k.starts_with(&prefix)),
+            );
+        }
+        starts
+    }
+
     /// The files of one host's closure, entry first, each with the chain
     /// that reaches it (breadth-first, so chains are shortest).
     pub fn closure(&self, host: &str) -> Vec<(&str, Vec<&str>)> {
         let Some(h) = self.hosts.hosts.get(host) else {
             return Vec::new();
         };
-        let mut starts: Vec<&str> = vec![h.entry.as_str()];
-        if let Some(own) = &h.own_dir {
-            starts.extend(
-                self.graph
-                    .nodes
-                    .keys()
-                    .filter(|p| is_below(p, own))
-                    .map(String::as_str),
-            );
-        }
+        let starts = self.starts(h);
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut queue: VecDeque<(&str, Vec<&str>)> =
@@ -373,6 +381,28 @@ pub fn affected_hosts(
         }
     }
 
+    // Files from which a hit is reachable: only hosts starting at one of
+    // these need their closure walked.
+    let mut tainted: HashSet<&str> = direct.keys().copied().collect();
+    if !changed_inputs.is_empty() {
+        tainted.extend(
+            new.graph
+                .nodes
+                .iter()
+                .filter(|(_, n)| uses_changed_input(n))
+                .map(|(p, _)| p.as_str()),
+        );
+    }
+    let importers = new.graph.importers();
+    let mut queue: Vec<&str> = tainted.iter().copied().collect();
+    while let Some(f) = queue.pop() {
+        for &i in importers.get(f).into_iter().flatten() {
+            if tainted.insert(i) {
+                queue.push(i);
+            }
+        }
+    }
+
     let new_names: BTreeSet<&String> = new.hosts.hosts.keys().collect();
     let old_names: BTreeSet<&String> = old_hosts.hosts.keys().collect();
 
@@ -391,7 +421,9 @@ pub fn affected_hosts(
             );
         }
         // 4. The host's own closure.
-        for (file, chain) in new.closure(name) {
+        let h = &new.hosts.hosts[*name];
+        let hit = new.starts(h).iter().any(|f| tainted.contains(f));
+        for (file, chain) in if hit { new.closure(name) } else { Vec::new() } {
             let node = &new.graph.nodes[file];
             for (dep, changed) in direct.get(file).into_iter().flatten() {
                 add(&mut result, name, reason(&chain, changed, &node.deps[*dep]));
@@ -405,7 +437,6 @@ pub fn affected_hosts(
             }
         }
         // The entry itself and files of the host's own directory.
-        let h = &new.hosts.hosts[*name];
         if ch.paths.contains(&h.entry) {
             add(
                 &mut result,

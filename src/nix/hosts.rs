@@ -54,6 +54,9 @@ pub struct HostSet {
     pub flake_nix: String,
     pub discovery: Discovery,
     pub warnings: Vec<Warning>,
+    /// Entry files and own directories -> host name.
+    #[serde(skip)]
+    by_path: std::collections::HashMap<String, String>,
 }
 
 impl HostSet {
@@ -64,15 +67,28 @@ impl HostSet {
     /// The host that owns `path` (its entry file or a path in its own
     /// directory), if any.
     pub fn owner(&self, path: &str) -> Option<&str> {
-        self.hosts
-            .values()
-            .find(|h| {
-                h.entry == path
-                    || h.own_dir
-                        .as_deref()
-                        .is_some_and(|d| path == d || is_below(path, d))
-            })
-            .map(|h| h.name.as_str())
+        // Walk up the path's ancestors: a lookup each, not a scan of hosts.
+        let mut cur = path;
+        loop {
+            if let Some(h) = self.by_path.get(cur) {
+                return Some(h.as_str());
+            }
+            match cur.rfind('/') {
+                Some(i) => cur = &cur[..i],
+                None => return None,
+            }
+        }
+    }
+
+    /// Rebuilds the path -> host index after `hosts` changed.
+    fn index(&mut self) {
+        self.by_path.clear();
+        for h in self.hosts.values() {
+            self.by_path.insert(h.entry.clone(), h.name.clone());
+            if let Some(d) = &h.own_dir {
+                self.by_path.insert(d.clone(), h.name.clone());
+            }
+        }
     }
 }
 
@@ -106,7 +122,22 @@ pub fn discover(
         flake_nix: flake_nix.clone(),
         discovery: Discovery::None,
         warnings: Vec::new(),
+        by_path: Default::default(),
     };
+    discover_into(&mut set, snapshot, flake_dir, configured, cache, &tree);
+    set.index();
+    set
+}
+
+fn discover_into(
+    set: &mut HostSet,
+    snapshot: &Snapshot,
+    flake_dir: &str,
+    configured: &BTreeMap<String, String>,
+    cache: &ParseCache,
+    tree: &Tree,
+) {
+    let flake_nix = set.flake_nix.clone();
 
     if !configured.is_empty() {
         for (name, entry) in configured {
@@ -132,7 +163,7 @@ pub fn discover(
             );
         }
         set.discovery = Discovery::Config;
-        return set;
+        return;
     }
 
     let flake_src = snapshot
@@ -145,23 +176,23 @@ pub fn discover(
             path: Some(flake_nix),
             message: "no flake.nix: no hosts to analyse".into(),
         });
-        return set;
+        return;
     };
 
-    if let Some(hosts) = hosts_from_attrs(&flake_src, flake_dir, &tree) {
+    if let Some(hosts) = hosts_from_attrs(&flake_src, flake_dir, tree) {
         set.hosts = hosts;
         set.discovery = Discovery::FlakeAttrs;
         set.hosts_dir = common_hosts_dir(&set.hosts);
-        return set;
+        return;
     }
 
     for dir in read_dir_candidates(snapshot, &flake_nix, flake_dir, cache) {
-        let hosts = hosts_in_dir(&tree, &dir, &mut set.warnings);
+        let hosts = hosts_in_dir(tree, &dir, &mut set.warnings);
         if !hosts.is_empty() {
             set.hosts = hosts;
             set.hosts_dir = Some(dir.clone());
             set.discovery = Discovery::ReadDir(dir);
-            return set;
+            return;
         }
     }
 
@@ -173,12 +204,12 @@ pub fn discover(
         "systems",
     ] {
         let dir = join(flake_dir, conv);
-        let hosts = hosts_in_dir(&tree, &dir, &mut set.warnings);
+        let hosts = hosts_in_dir(tree, &dir, &mut set.warnings);
         if !hosts.is_empty() {
             set.hosts = hosts;
             set.hosts_dir = Some(dir.clone());
             set.discovery = Discovery::Convention(dir);
-            return set;
+            return;
         }
     }
     set.warnings.push(Warning {
@@ -186,7 +217,6 @@ pub fn discover(
         message: "found no nixosConfigurations statically; list them under [hosts] in guard.toml"
             .into(),
     });
-    set
 }
 
 /// `nixosConfigurations = { alpha = mkHost ./hosts/alpha; ... };` and
