@@ -261,6 +261,9 @@ fn generated_fleets_random_commits() {
     }
 }
 
+/// An edit, and guard's exact expected answer to it.
+type Step<'a> = (&'a str, Box<dyn Fn() + 'a>, BTreeSet<String>);
+
 /// One small flake whose hosts each depend on the tree in one way
 /// (nix-references.md, experiment 12.5), checked against nix commit by
 /// commit, with the exact answers the reference rules give.
@@ -338,7 +341,7 @@ fn reference_forms_against_nix() {
 
     let set = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
     // (edit, guard's exact expected answer)
-    let steps: Vec<(&str, Box<dyn Fn()>, BTreeSet<String>)> = vec![
+    let steps: Vec<Step> = vec![
         (
             "README edit",
             Box::new(|| repo.write("README.md", "readme 2\n")),
