@@ -12,7 +12,15 @@ use crate::config::Config;
 use crate::git::Repo;
 use crate::report::Style;
 
+mod bisect;
+mod build;
+mod check;
+mod ci;
 mod commands;
+mod hook;
+mod init;
+mod scan;
+mod secrets;
 
 /// Exit codes of docs/cli.md.
 pub mod exit {
@@ -62,6 +70,13 @@ impl Context {
     }
 }
 
+impl Context {
+    /// The parse cache of this repository (kept under the git dir).
+    pub fn parse_cache(&self) -> crate::nix::graph::ParseCache {
+        crate::nix::graph::ParseCache::persistent(self.repo.git_dir(), &self.flake_dir)
+    }
+}
+
 /// The nearest directory from `start` up to `root` that holds a flake.nix,
 /// repository-relative; the root when there is none.
 fn find_flake_dir(root: &Path, start: &Path) -> String {
@@ -91,6 +106,21 @@ pub fn run(cli: Cli) -> Result<i32> {
         verbose: cli.verbose,
     };
     let name = command_name(&cli.command);
+    // Commands that need no repository, or no configuration: a broken
+    // guard.toml must not stop `guard hook uninstall` or `guard init --force`.
+    match &cli.command {
+        Command::Completions { shell } => {
+            crate::cli::write_completions(*shell, &mut std::io::stdout().lock())?;
+            return Ok(exit::OK);
+        }
+        Command::Man => {
+            crate::cli::write_man(&mut std::io::stdout().lock())?;
+            return Ok(exit::OK);
+        }
+        Command::Hook { action, force } => return hook::hook(&dir, *action, *force),
+        Command::Init { force } => return init::init(&dir, *force, style),
+        _ => {}
+    }
     let ctx = Context::open(&dir, cli.config.as_deref(), style)?;
     match &cli.command {
         Command::Affected {
@@ -102,6 +132,98 @@ pub fn run(cli: Cli) -> Result<i32> {
             commands::explain(&ctx, path, host.as_deref(), *format)
         }
         Command::Graph { format, host } => commands::graph(&ctx, *format, host.as_deref()),
+        Command::Build {
+            selector,
+            hosts,
+            level,
+            jobs,
+            keep_going,
+            format,
+            nix_args,
+        } => build::build(
+            &ctx,
+            selector,
+            build::BuildArgs {
+                hosts,
+                level: *level,
+                jobs: *jobs,
+                keep_going: *keep_going,
+                format: *format,
+                nix_args,
+                quiet: cli.quiet,
+            },
+        ),
+        Command::Check {
+            selector,
+            level,
+            format,
+        } => build::check(&ctx, selector, *level, *format, cli.quiet),
+        Command::Secrets {
+            selector,
+            format,
+            identity,
+        } => secrets::secrets(&ctx, selector, *format, identity.as_deref()),
+        Command::Scan {
+            selector,
+            history,
+            since,
+            paths,
+            format,
+            write_baseline,
+        } => scan::scan(
+            &ctx,
+            scan::ScanArgs {
+                selector,
+                history: *history,
+                since: since.as_deref(),
+                paths,
+                format: *format,
+                write_baseline: *write_baseline,
+                dir: cli.dir.as_deref(),
+            },
+        ),
+        Command::PreCommit => ci::pre_commit(&ctx, cli.quiet),
+        Command::Ci {
+            base,
+            head,
+            sarif,
+            level,
+            format,
+        } => ci::ci(
+            &ctx,
+            ci::CiArgs {
+                base: base.as_deref(),
+                head: head.as_deref(),
+                sarif: sarif.as_deref(),
+                level: *level,
+                format: *format,
+                quiet: cli.quiet,
+            },
+        ),
+        Command::Bisect {
+            host,
+            good,
+            bad,
+            level,
+            run,
+            skip_exit_code,
+            log,
+            replay,
+            format,
+        } => bisect::bisect(
+            &ctx,
+            bisect::BisectArgs {
+                host,
+                good,
+                bad: bad.as_deref(),
+                level: *level,
+                format: *format,
+                run: run.as_deref(),
+                skip_exit_codes: skip_exit_code,
+                log: log.as_deref(),
+                replay: replay.as_deref(),
+            },
+        ),
         _ => not_implemented(name),
     }
 }
@@ -125,7 +247,9 @@ fn command_name(c: &Command) -> &'static str {
         Command::Ci { .. } => "ci",
         Command::Bisect { .. } => "bisect",
         Command::Hook { .. } => "hook",
-        Command::Init => "init",
+        Command::Init { .. } => "init",
+        Command::Completions { .. } => "completions",
+        Command::Man => "man",
     }
 }
 

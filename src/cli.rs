@@ -247,9 +247,25 @@ pub enum Command {
     },
 
     /// `check --staged` at the configured pre-commit level (default: no nix).
+    ///
+    /// What the git hook runs (`guard hook install`). Judges exactly the
+    /// index git is committing (GIT_INDEX_FILE), never the working tree, and
+    /// prints a compact verdict on stderr. When the pre-commit framework
+    /// passes a range (PRE_COMMIT_FROM_REF / PRE_COMMIT_TO_REF, e.g. the
+    /// pre-push stage or `pre-commit run --from-ref A --to-ref B`), judges
+    /// that range instead.
     PreCommit,
 
     /// `check` over a range, reading the GitHub Actions environment.
+    ///
+    /// Base and head come from --base/--head, else from the event payload
+    /// ($GITHUB_EVENT_NAME, $GITHUB_EVENT_PATH): `push` compares `before`
+    /// with `after` (a new branch or a force push falls back to the merge
+    /// base with the default branch), `pull_request` compares the PR's base
+    /// with its head. Writes `hosts`, `count` and `findings` to
+    /// $GITHUB_OUTPUT, a markdown summary to $GITHUB_STEP_SUMMARY and
+    /// annotations on stdout when run under GitHub Actions. Needs the history
+    /// of both commits (actions/checkout with `fetch-depth: 0`).
     Ci {
         #[arg(long, value_name = "REV")]
         base: Option<String>,
@@ -258,31 +274,100 @@ pub enum Command {
         /// Also write SARIF 2.1.0 to <FILE>.
         #[arg(long, value_name = "FILE")]
         sarif: Option<PathBuf>,
+        /// nix level (default: `[build] level` from guard.toml, `eval`).
+        #[arg(long, value_enum)]
+        level: Option<Level>,
+        /// Output on stdout (default: github under GitHub Actions, else human).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
     },
 
     /// Find the first commit at which a host fails, testing only commits that
     /// can have changed it.
+    ///
+    /// Only first-parent commits in (GOOD, BAD] whose change reaches the
+    /// host's import closure (in the graph of that commit) are candidates;
+    /// each is built from git objects (never your work tree or bisect
+    /// state), and a candidate whose drvPath equals one already tested
+    /// reuses that result. Exit 0 when a first bad commit is found, 1 when
+    /// the host is fine at BAD, 2 on error.
+    #[command(after_help = "Examples:\n  \
+guard bisect --host cortex-alpha --good v1.0                 build level from guard.toml\n  \
+guard bisect --host swarm-0 --good HEAD~50 --level build --log bisect.log\n  \
+guard bisect --host swarm-0 --good HEAD~50 --replay bisect.log --log bisect.log\n  \
+guard bisect --host monitor --good main~20 --run './tests/smoke.sh'")]
     Bisect {
+        /// The host that broke.
         #[arg(long)]
         host: String,
+        /// A commit where the host is good.
         #[arg(long, value_name = "REV")]
         good: String,
+        /// A commit where the host is bad (default HEAD).
         #[arg(long, value_name = "REV")]
         bad: Option<String>,
+        /// What "good" means: evaluates (eval), builds (build), its VM builds
+        /// (vm); default [build].level (at least eval), or none with --run.
         #[arg(long, value_enum)]
         level: Option<Level>,
+        /// Also (or, with --level none, only) run this shell command in a
+        /// checkout of each candidate made under the git dir: exit 0 good,
+        /// 125 skip, 1-127 bad, above 127 aborts (git bisect run's meaning).
+        #[arg(long, value_name = "CMD")]
+        run: Option<String>,
+        /// Exit codes of --run that mean "skip" besides 125.
+        #[arg(long, value_name = "CODE")]
+        skip_exit_code: Vec<i32>,
+        /// Append every tested commit to this file (JSON lines).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// Reuse the results recorded in a --log file (resume a bisect).
+        #[arg(long, value_name = "FILE")]
+        replay: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
 
-    /// Install, remove or inspect guard's git hooks.
+    /// Install, remove or inspect guard's git hooks (pre-commit and
+    /// pre-merge-commit).
+    ///
+    /// Installs into the directory git runs hooks from (`core.hooksPath` if
+    /// set, else the common git dir's `hooks/`). An existing hook that guard
+    /// did not write is kept as `<hook>.legacy` and run first (its failure
+    /// blocks the commit); `uninstall` puts it back. Re-installing is a
+    /// no-op. Writes nothing outside the hooks directory.
     Hook {
         #[arg(value_enum)]
         action: HookAction,
+        /// Install even when core.hooksPath comes from your global or system
+        /// git config (the hook then runs in every repository using it).
+        #[arg(long)]
+        force: bool,
     },
 
     /// Write a commented guard.toml listing the hosts guard found.
-    Init,
+    ///
+    /// Discovers the hosts and the age-encrypted secret files of the
+    /// repository and writes guard.toml at its root. Refuses to overwrite an
+    /// existing file unless --force.
+    Init {
+        /// Overwrite an existing guard.toml.
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// e.g. `guard completions bash > ~/.local/share/bash-completion/completions/guard`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff) generated from these definitions.
+    ///
+    /// e.g. `guard man > ~/.local/share/man/man1/guard.1`.
+    Man,
 }
 
 /// `guard hook` actions.
@@ -301,10 +386,55 @@ pub enum GraphFormat {
     Json,
 }
 
+/// Writes the completion script for `shell`, generated from the same clap
+/// definitions as `--help`, so the two cannot drift apart.
+pub fn write_completions(
+    shell: clap_complete::Shell,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    // clap_complete panics on a write error; render into memory so that a
+    // closed pipe (`guard completions bash | head`) is an ordinary error.
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "guard", &mut buf);
+    out.write_all(&buf)?;
+    out.flush()
+}
+
+/// Writes the `guard(1)` man page (roff), generated from the same clap
+/// definitions as `--help`.
+pub fn write_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(cmd).render(out)?;
+    out.flush()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn completions_and_man_page_cover_every_command() {
+        let mut bash = Vec::new();
+        write_completions(clap_complete::Shell::Bash, &mut bash).unwrap();
+        let bash = String::from_utf8(bash).unwrap();
+        let mut man = Vec::new();
+        write_man(&mut man).unwrap();
+        let man = String::from_utf8(man).unwrap();
+        assert!(
+            man.starts_with(".ie") || man.contains(".TH guard"),
+            "{man:.200}"
+        );
+        for sub in Cli::command().get_subcommands() {
+            let name = sub.get_name();
+            assert!(bash.contains(name), "bash completion lacks {name}");
+            // roff writes `-` as `\-`.
+            let roff = name.replace('-', "\\-");
+            assert!(man.contains(&roff), "man page lacks {name}");
+        }
+        assert!(bash.contains("--staged") && bash.contains("--sarif"));
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -76,6 +76,16 @@ pub struct SecretsConfig {
     pub rules: Vec<RuleConfig>,
     /// Built-in rule ids to turn off.
     pub disable: Vec<String>,
+    /// `[secrets.severity]`: rule id -> `error`, `warning` or `info`,
+    /// overriding the rule's default (only `error` findings fail a run).
+    pub severity: BTreeMap<String, String>,
+    /// `[secrets.recipients]`: host name -> its public keys (OpenSSH
+    /// `ssh-ed25519 …` / `ssh-rsa …` lines or `age1…`). Replaces what guard
+    /// reads from the Nix files (`secrix.hostPubKey`, agenix `secrets.nix`).
+    pub recipients: BTreeMap<String, Vec<String>>,
+    /// Keys that may be recipients of any secret (admins, CI deploy keys):
+    /// never reported as stale.
+    pub admin_keys: Vec<String>,
 }
 
 impl Default for SecretsConfig {
@@ -86,6 +96,9 @@ impl Default for SecretsConfig {
             allow: AllowConfig::default(),
             rules: Vec::new(),
             disable: Vec::new(),
+            severity: BTreeMap::new(),
+            recipients: BTreeMap::new(),
+            admin_keys: Vec::new(),
         }
     }
 }
@@ -124,19 +137,29 @@ fn default_severity() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BuildConfig {
-    /// Level of `guard check` / `guard ci` when --level is not given.
+    /// Level of `guard build` / `guard check` / `guard ci` when --level is
+    /// not given.
     pub level: Level,
     /// Level of `guard pre-commit` (keep it `none` for a fast hook).
     pub pre_commit_level: Level,
-    /// Hosts evaluated or built at once.
+    /// Hosts evaluated or built at once (`--jobs` overrides).
     pub jobs: usize,
-    /// Per-host timeout in seconds (0: none).
+    /// Keep building other hosts after one fails (`--keep-going` forces it).
+    pub keep_going: bool,
+    /// Per-host timeout in seconds (0: none): each host's build or own
+    /// evaluation; the batch evaluation of n hosts gets n times as long.
     pub timeout_secs: u64,
-    /// Hosts always built at least at `vm` level by `check`.
+    /// Hosts always built at least at `vm` level (unless the level is `none`).
     pub critical: Vec<String>,
-    /// Passed to nix as `--builders`.
+    /// Minimum level per host or group of hosts: host-name glob -> level,
+    /// e.g. `"display-*" = "build"`. Levels only ever go up: the highest of
+    /// the command's level, every matching entry and `critical` wins.
+    pub levels: BTreeMap<String, Level>,
+    /// Also run `nix flake check` (`--no-build` at level eval).
+    pub flake_check: bool,
+    /// Passed to nix as `--builders` unless the command line gives one.
     pub builders: Option<String>,
-    /// Extra arguments for every nix invocation.
+    /// Extra arguments for every nix invocation (before those after `--`).
     pub nix_args: Vec<String>,
 }
 
@@ -146,8 +169,11 @@ impl Default for BuildConfig {
             level: Level::Eval,
             pre_commit_level: Level::None,
             jobs: 2,
+            keep_going: false,
             timeout_secs: 0,
             critical: Vec::new(),
+            levels: BTreeMap::new(),
+            flake_check: false,
             builders: None,
             nix_args: Vec::new(),
         }
@@ -196,6 +222,18 @@ impl Config {
         if self.build.jobs == 0 {
             return Err(invalid("build.jobs must be at least 1".into()));
         }
+        for host in &self.build.critical {
+            if !is_valid_host_name(host) {
+                return Err(invalid(format!(
+                    "build.critical: {host:?} is not a valid host name"
+                )));
+            }
+        }
+        for glob in self.build.levels.keys() {
+            if let Err(e) = globset::Glob::new(glob) {
+                return Err(invalid(format!("build.levels: invalid glob {glob:?}: {e}")));
+            }
+        }
         for (host, entry) in &self.hosts {
             if !is_valid_host_name(host) {
                 return Err(invalid(format!(
@@ -208,11 +246,33 @@ impl Config {
                 )));
             }
         }
+        for (host, keys) in &self.secrets.recipients {
+            if !is_valid_host_name(host) {
+                return Err(invalid(format!(
+                    "secrets.recipients: {host:?} is not a valid host name"
+                )));
+            }
+            for (i, k) in keys.iter().enumerate() {
+                crate::secrets::age::keys::parse_public_key(k)
+                    .map_err(|e| invalid(format!("secrets.recipients.{host}[{i}]: {e}")))?;
+            }
+        }
+        for (i, k) in self.secrets.admin_keys.iter().enumerate() {
+            crate::secrets::age::keys::parse_public_key(k)
+                .map_err(|e| invalid(format!("secrets.admin_keys[{i}]: {e}")))?;
+        }
         for rule in &self.secrets.rules {
             if !matches!(rule.severity.as_str(), "error" | "warning" | "info") {
                 return Err(invalid(format!(
                     "secrets.rules {}: severity must be error, warning or info, not {:?}",
                     rule.id, rule.severity
+                )));
+            }
+        }
+        for (id, sev) in &self.secrets.severity {
+            if !matches!(sev.as_str(), "error" | "warning" | "info") {
+                return Err(invalid(format!(
+                    "secrets.severity.{id}: severity must be error, warning or info, not {sev:?}"
                 )));
             }
         }
@@ -313,6 +373,58 @@ mod tests {
         assert!(parse("[hosts]\n\"a b\" = \"x.nix\"\n").is_err());
         assert!(parse("[hosts]\nx = \"../outside.nix\"\n").is_err());
         assert!(parse("[build]\nlevel = \"fast\"\n").is_err());
+        assert!(parse("[secrets.severity]\njwt = \"loud\"\n").is_err());
+    }
+
+    #[test]
+    fn secret_scan_settings() {
+        let c = parse(
+            "[secrets]\nbaseline = \"ci/baseline.json\"\ndisable = [\"jwt\"]\n\
+             [secrets.severity]\nhigh-entropy-secret = \"warning\"\n\
+             [secrets.allow]\npaths = [\"docs/**\"]\nregexes = [\"^test-\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.secrets.baseline, "ci/baseline.json");
+        assert_eq!(c.secrets.disable, ["jwt"]);
+        assert_eq!(c.secrets.severity["high-entropy-secret"], "warning");
+        assert_eq!(c.secrets.allow.paths, ["docs/**"]);
+        assert!(parse("[secrets]\nseverty = {}\n").is_err());
+    }
+
+    #[test]
+    fn secret_recipients_and_admin_keys() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH7Qtf8mf+FjBoeYaBiwNrJ9tm7BJgwdLi+hjqyoGQdt";
+        let c = parse(&format!(
+            "[secrets]\nadmin_keys = [\"{key} alice\"]\n[secrets.recipients]\ncortex-alpha = [\"{key}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.secrets.recipients["cortex-alpha"], [key]);
+        assert_eq!(c.secrets.admin_keys.len(), 1);
+        let err = parse("[secrets.recipients]\nalpha = [\"ssh-ed25519 !!\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secrets.recipients.alpha[0]"), "{err}");
+        assert!(parse("[secrets]\nadmin_keys = [\"hello\"]\n").is_err());
+        assert!(parse("[secrets.recipients]\n\"a b\" = []\n").is_err());
+        assert!(parse("[secrets]\nadmin_key = []\n").is_err());
+    }
+
+    #[test]
+    fn build_section_keys() {
+        let c = parse(
+            "[build]\nlevel = \"build\"\njobs = 4\nkeep_going = true\ntimeout_secs = 600\n\
+             critical = [\"cortex-alpha\"]\nflake_check = true\nbuilders = \"ssh://b x86_64-linux\"\n\
+             nix_args = [\"--option\", \"cores\", \"2\"]\n[build.levels]\n\"display-*\" = \"vm\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.build.jobs, 4);
+        assert!(c.build.keep_going && c.build.flake_check);
+        assert_eq!(c.build.levels["display-*"], Level::Vm);
+        assert_eq!(c.build.builders.as_deref(), Some("ssh://b x86_64-linux"));
+        assert!(parse("[build]\ncritical = [\"a b\"]\n").is_err());
+        assert!(parse("[build.levels]\n\"[\" = \"vm\"\n").is_err());
+        assert!(parse("[build.levels]\nx = \"fast\"\n").is_err());
     }
 
     #[test]

@@ -4,8 +4,12 @@
 
 pub mod affected;
 pub mod app;
+pub mod bisect;
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod git;
+pub mod github;
 pub mod nix;
 pub mod report;
+pub mod secrets;

@@ -6,6 +6,12 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+mod github;
+mod sarif;
+
+pub use github::{escape_data, escape_property, stop_token, write_github};
+pub use sarif::{RegionEnd, write_sarif};
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +58,22 @@ pub struct Finding {
     pub fingerprint: String,
     /// What is wrong and how to fix it (never contains the secret).
     pub message: String,
+}
+
+/// What a rule is, for writers that describe rules (SARIF
+/// `tool.driver.rules`). Never contains a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleInfo {
+    /// Stable rule id (`wireguard-private-key`).
+    pub id: String,
+    /// One line: what was found.
+    pub title: String,
+    /// Why it matters.
+    pub description: String,
+    /// How to fix it and how to allow a false positive.
+    pub help: String,
+    /// Default severity.
+    pub severity: Severity,
 }
 
 /// Something the user should know that is not a finding (an unresolvable
@@ -104,6 +126,69 @@ pub struct Findings {
     pub warnings: Vec<Warning>,
 }
 
+/// What happened to one host in `guard build` / `guard check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStatus {
+    /// Evaluated (level eval) or built (build, vm).
+    Ok,
+    /// Evaluation or build failed, timed out or was interrupted.
+    Failed,
+    /// Not evaluated or built; `reason` says why (unchanged drvPath,
+    /// already built, stopped after the first failure).
+    Skipped,
+}
+
+/// One host's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildHost {
+    pub name: String,
+    pub status: BuildStatus,
+    /// `eval`, `build` or `vm`.
+    pub level: String,
+    pub drv_path: Option<String>,
+    pub out_path: Option<String>,
+    pub duration_ms: u64,
+    /// Path of the host's full nix log (under the repository's git dir).
+    pub log: Option<String>,
+    /// Why it failed or was skipped (one line).
+    pub reason: Option<String>,
+    /// The part of a failed host's log that shows the failure: the last
+    /// lines of a build log, the first lines of an evaluation error (the
+    /// message and the innermost location come first there).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub log_excerpt: Vec<String>,
+}
+
+/// The answer of `guard build`, and the build section of `guard check`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BuildReport {
+    pub hosts: Vec<BuildHost>,
+    /// What was evaluated, for people: `commit 1a2b3c4`, `staged content
+    /// (temporary commit 5d6e7f8)`, `work tree (uncommitted changes included)`.
+    pub source: String,
+    /// The flake reference nix was given.
+    pub flake: String,
+    /// The revision drvPaths were compared against, if any.
+    pub base: Option<String>,
+    /// `nix flake check`, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flake_check: Option<BuildHost>,
+    /// Ctrl-C stopped the run; the results are incomplete.
+    pub interrupted: bool,
+    pub warnings: Vec<Warning>,
+}
+
+impl BuildReport {
+    /// Whether any host (or the flake check) failed.
+    pub fn failed(&self) -> bool {
+        self.hosts
+            .iter()
+            .chain(self.flake_check.iter())
+            .any(|h| h.status == BuildStatus::Failed)
+    }
+}
+
 /// Everything one command found. A single-section report prints that
 /// section's shape at the top level of the JSON (docs/cli.md); `check`
 /// reports nest each section under its name.
@@ -115,23 +200,28 @@ pub struct Report {
     pub scan: Option<Findings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Findings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildReport>,
 }
 
 impl Report {
-    /// 1 when anything blocks (an error-severity finding), else 0.
+    /// 1 when anything blocks (an error-severity finding, a failed
+    /// build), else 0.
     pub fn exit_code(&self) -> i32 {
         let blocking = [&self.scan, &self.secrets]
             .into_iter()
             .flatten()
             .flat_map(|f| &f.findings)
             .any(|f| f.severity == Severity::Error);
-        i32::from(blocking)
+        let failed = self.build.as_ref().is_some_and(BuildReport::failed);
+        i32::from(blocking || failed)
     }
 
     fn sections(&self) -> usize {
         usize::from(self.affected.is_some())
             + usize::from(self.scan.is_some())
             + usize::from(self.secrets.is_some())
+            + usize::from(self.build.is_some())
     }
 }
 
@@ -142,6 +232,8 @@ pub fn write_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             serde_json::to_value(a)
         } else if let Some(s) = &report.scan {
             serde_json::to_value(s)
+        } else if let Some(b) = &report.build {
+            serde_json::to_value(b)
         } else {
             serde_json::to_value(report.secrets.as_ref().unwrap())
         }
@@ -149,7 +241,7 @@ pub fn write_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         serde_json::to_value(report)
     }
     .map_err(io::Error::other)?;
-    serde_json::to_writer_pretty(&mut *out, &value).map_err(io::Error::other)?;
+    serde_json::to_writer_pretty(&mut *out, &value).map_err(io::Error::from)?;
     writeln!(out)
 }
 
@@ -190,7 +282,92 @@ pub fn write_human(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
     for f in report.scan.iter().chain(report.secrets.iter()) {
         write_findings(f, style, out)?;
     }
+    if let Some(b) = &report.build {
+        write_build(b, style, out)?;
+    }
     Ok(())
+}
+
+/// `12.3s`, `1m05s`, `850ms`.
+fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+fn write_build(b: &BuildReport, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    for w in &b.warnings {
+        write_warning(w, style, out)?;
+    }
+    let rows: Vec<&BuildHost> = b.hosts.iter().chain(b.flake_check.iter()).collect();
+    if rows.is_empty() {
+        writeln!(out, "nothing to build: no host affected ({})", b.source)?;
+        return Ok(());
+    }
+    let width = rows.iter().map(|h| h.name.len()).max().unwrap_or(4).max(4);
+    writeln!(
+        out,
+        "{}",
+        style.bold(&format!(
+            "{:width$}  {:5}  {:7}  {:>8}  note",
+            "host", "level", "status", "time"
+        ))
+    )?;
+    for h in &rows {
+        let (status, note) = match h.status {
+            BuildStatus::Ok => ("ok".to_string(), String::new()),
+            BuildStatus::Failed => (style.red("failed "), h.reason.clone().unwrap_or_default()),
+            BuildStatus::Skipped => (
+                style.dim("skipped"),
+                style.dim(h.reason.as_deref().unwrap_or_default()),
+            ),
+        };
+        let time = if h.status == BuildStatus::Skipped {
+            String::new()
+        } else {
+            duration(h.duration_ms)
+        };
+        writeln!(
+            out,
+            "{:width$}  {:5}  {:7}  {:>8}  {}",
+            h.name,
+            h.level,
+            status,
+            time,
+            first_line(&note)
+        )?;
+    }
+    for h in rows.iter().filter(|h| h.status == BuildStatus::Failed) {
+        if h.log_excerpt.is_empty() && h.log.is_none() {
+            continue;
+        }
+        writeln!(out)?;
+        writeln!(out, "{}", style.bold(&format!("── {} ──", h.name)))?;
+        for l in &h.log_excerpt {
+            writeln!(out, "  {l}")?;
+        }
+        if let Some(log) = &h.log {
+            writeln!(out, "  {}", style.dim(&format!("full log: {log}")))?;
+        }
+    }
+    let count = |s: BuildStatus| rows.iter().filter(|h| h.status == s).count();
+    writeln!(
+        out,
+        "{} ok, {} failed, {} skipped ({}){}",
+        count(BuildStatus::Ok),
+        count(BuildStatus::Failed),
+        count(BuildStatus::Skipped),
+        b.source,
+        if b.interrupted { "; interrupted" } else { "" }
+    )
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

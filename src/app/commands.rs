@@ -10,7 +10,6 @@ use super::{Context, exit};
 use crate::affected::{Analysis, Query, affected_hosts};
 use crate::cli::{Format, GraphFormat, Selector};
 use crate::git::{self, SnapshotSpec};
-use crate::nix::graph::ParseCache;
 use crate::nix::hosts;
 use crate::report::{self, Affected, Report, Warning};
 
@@ -18,7 +17,7 @@ use crate::report::{self, Affected, Report, Warning};
 pub fn affected(ctx: &Context, selector: &Selector, format: Format, verify: bool) -> Result<i32> {
     let sel = selector.resolve(git::Selector::Worktree);
     let changes = ctx.repo.change_set(&sel)?;
-    let cache = ParseCache::new();
+    let cache = ctx.parse_cache();
     let new = Analysis::of(&changes.new, &ctx.flake_dir, &ctx.config, &cache);
     let old_hosts = hosts::discover(&changes.old, &ctx.flake_dir, &ctx.config.hosts, &cache);
     // An empty staged or work-tree change makes no commit; anything else is
@@ -153,7 +152,7 @@ fn verify_hosts(
 pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) -> Result<i32> {
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
     let empty = ctx.repo.snapshot(SnapshotSpec::Empty)?;
-    let cache = ParseCache::new();
+    let cache = ctx.parse_cache();
     let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
     let path = crate::nix::parse::normalize(path.trim_end_matches('/')).unwrap_or_default();
     if let Some(h) = host
@@ -201,7 +200,7 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
 /// `guard graph`: the import graph of the work tree.
 pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i32> {
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
-    let cache = ParseCache::new();
+    let cache = ctx.parse_cache();
     let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
     let files: BTreeSet<&str> = match host {
         Some(h) => {

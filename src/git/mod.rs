@@ -12,7 +12,9 @@
 //! read snapshots from many threads at once.
 
 mod diff;
+mod hooks;
 mod snapshot;
+mod tempref;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +23,9 @@ pub use gix::ObjectId;
 pub use gix::bstr::{BStr, BString, ByteSlice};
 
 pub use diff::{Change, ChangeKind, ChangeSet};
+pub use hooks::{ConfigScope, HooksDir, HooksPathSetting};
 pub use snapshot::{Entry, FileMode, Snapshot, SnapshotSpec};
+pub use tempref::{TEMP_REF_PREFIX, TempRef, remove_all_temp_refs};
 
 /// Everything that can go wrong in the git layer. Messages name the path or
 /// revision involved so that a one-line cause on stderr is actionable.

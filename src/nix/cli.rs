@@ -6,9 +6,20 @@
 //! repository-locating variables are stripped from every child, because a
 //! hook's `GIT_INDEX_FILE` would change what nix's own `git ls-files` sees;
 //! the repository is always passed explicitly in the flake URL.
+//!
+//! Every child runs in its own process group and is registered while it
+//! runs, so that Ctrl-C ([`interrupt_children`]) or a per-host timeout can
+//! stop nix together with the builders it started, and so that no new nix
+//! starts once guard is being interrupted.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 /// Errors running nix.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +34,10 @@ pub enum NixError {
     Failed { what: String, message: String },
     #[error("nix {what} printed unexpected output: {message}")]
     Output { what: String, message: String },
+    #[error("nix {what} was stopped after {secs}s (timeout)")]
+    TimedOut { what: String, secs: u64 },
+    #[error("nix {what} was interrupted")]
+    Interrupted { what: String },
 }
 
 /// git's `local_repo_env` list (`git rev-parse --local-env-vars`): these
@@ -43,13 +58,71 @@ const GIT_LOCAL_ENV: &[&str] = &[
     "GIT_COMMON_DIR",
 ];
 
-/// A detected nix installation.
+/// A detected nix installation, plus the arguments added to every call.
 #[derive(Debug, Clone)]
 pub struct Nix {
     /// `nix --version` output, e.g. "nix (Nix) 2.8.0".
     pub version: String,
     /// Major and minor version, when parseable.
     pub release: Option<(u32, u32)>,
+    /// Added to every invocation after the subcommand's own arguments
+    /// (`--builders`, `--store`, `--option k v`, ...).
+    pub extra_args: Vec<String>,
+}
+
+/// Which part of a host's configuration is evaluated or built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostAttr {
+    /// `config.system.build.toplevel`: what `nixos-rebuild build` builds.
+    Toplevel,
+    /// `config.system.build.vm`: what `nixos-rebuild build-vm` builds.
+    Vm,
+}
+
+impl HostAttr {
+    /// The attribute name under `config.system.build`.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostAttr::Toplevel => "toplevel",
+            HostAttr::Vm => "vm",
+        }
+    }
+}
+
+/// A host attribute's derivation and main output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Drv {
+    /// `/nix/store/...drv`.
+    pub drv: String,
+    /// The `out` output path.
+    pub out: String,
+}
+
+/// One host's answer in a batch evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEval {
+    /// Evaluated.
+    Ok(Drv),
+    /// Evaluation threw (the message needs a separate, per-host evaluation:
+    /// `builtins.tryEval` does not return it).
+    Failed,
+    /// No such host in `nixosConfigurations`.
+    Missing,
+}
+
+/// Limits for one nix process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunLimits {
+    /// Stop the process (and its builders) after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// What a finished nix process left.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    /// Every stderr line, in order (for error messages).
+    stderr: String,
 }
 
 impl Nix {
@@ -70,7 +143,14 @@ impl Nix {
         Ok(Nix {
             release: parse_release(&version),
             version,
+            extra_args: Vec::new(),
         })
+    }
+
+    /// The same installation with `args` added to every invocation.
+    pub fn with_args(mut self, args: Vec<String>) -> Nix {
+        self.extra_args = args;
+        self
     }
 
     /// A `nix` command with flakes enabled and git's variables removed.
@@ -90,24 +170,544 @@ impl Nix {
         installable: &str,
         apply: Option<&str>,
     ) -> Result<serde_json::Value, NixError> {
+        self.eval_json_limited(installable, apply, RunLimits::default(), false)
+    }
+
+    fn eval_json_limited(
+        &self,
+        installable: &str,
+        apply: Option<&str>,
+        limits: RunLimits,
+        show_trace: bool,
+    ) -> Result<serde_json::Value, NixError> {
+        let what = format!("eval {installable}");
         let mut c = self.command();
         c.args(["eval", "--json", installable]);
+        if show_trace {
+            c.arg("--show-trace");
+        }
         if let Some(f) = apply {
             c.args(["--apply", f]);
         }
-        let out = c.output().map_err(NixError::Spawn)?;
+        // The flake eval cache cannot answer `--apply` anyway, and Nix 2.8
+        // reports "SQLite database ... is busy" when several evaluations of
+        // one flake open it at once.
+        c.args(["--option", "eval-cache", "false"]);
+        c.args(&self.extra_args);
+        let out = run(c, &what, limits, &mut |_| {})?;
         if !out.status.success() {
             return Err(NixError::Failed {
-                what: format!("eval {installable}"),
-                message: error_message(&out.stderr),
+                what,
+                message: error_message(out.stderr.as_bytes()),
             });
         }
         serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
+            what,
+            message: e.to_string(),
+        })
+    }
+
+    /// Evaluates the drvPath and out path of `attr` of many hosts in one
+    /// nix process. Each host is guarded with `builtins.tryEval`, so a host
+    /// whose modules `throw` is reported as [`HostEval::Failed`] without
+    /// hiding the others. Errors `tryEval` cannot catch (a type error, a
+    /// missing attribute) fail the whole call: evaluate per host then.
+    pub fn eval_hosts(
+        &self,
+        flake: &str,
+        hosts: &[(String, HostAttr)],
+        limits: RunLimits,
+    ) -> Result<BTreeMap<String, HostEval>, NixError> {
+        if hosts.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let value = self.eval_json_limited(
+            &format!("{flake}#nixosConfigurations"),
+            Some(&batch_apply(hosts)),
+            limits,
+            false,
+        )?;
+        parse_batch(&value, hosts).map_err(|message| NixError::Output {
+            what: format!("eval {flake}#nixosConfigurations"),
+            message,
+        })
+    }
+
+    /// Evaluates one host's `attr`; on failure the error names the cause
+    /// (with `--show-trace`: the message, then the innermost file and line
+    /// first).
+    pub fn eval_host(
+        &self,
+        flake: &str,
+        host: &str,
+        attr: HostAttr,
+        limits: RunLimits,
+    ) -> Result<Drv, NixError> {
+        let installable = format!("{flake}#{}", host_attr_path(host, attr));
+        let value = self.eval_json_limited(
+            &installable,
+            Some("t: { drv = t.drvPath; out = t.outPath; }"),
+            limits,
+            true,
+        )?;
+        serde_json::from_value(value).map_err(|e| NixError::Output {
             what: format!("eval {installable}"),
             message: e.to_string(),
         })
     }
+
+    /// The installable that builds every output of a store derivation:
+    /// Nix before 2.15 builds the outputs of a bare `.drv` path, later
+    /// versions (and Lix) need `^*` (a bare `.drv` means the file itself).
+    pub fn drv_installable(&self, drv: &str) -> String {
+        match self.release {
+            Some(r) if r < (2, 15) => drv.to_string(),
+            _ => format!("{drv}^*"),
+        }
+    }
+
+    /// `nix build --json --no-link --log-format internal-json -v` of a
+    /// derivation's outputs. `on_line` receives every stderr line as it
+    /// arrives (the internal-json log). Returns the out path.
+    pub fn build_drv(
+        &self,
+        drv: &str,
+        limits: RunLimits,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Option<String>, NixError> {
+        let what = format!("build {drv}");
+        let mut c = self.command();
+        c.args(["build", "--json", "--no-link"]);
+        c.args(["--log-format", "internal-json", "-v"]);
+        c.arg(self.drv_installable(drv));
+        c.args(&self.extra_args);
+        let out = run(c, &what, limits, on_line)?;
+        if !out.status.success() {
+            return Err(NixError::Failed {
+                what,
+                message: internal_json_error(&out.stderr),
+            });
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
+                what: what.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(value
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|b| b.get("outputs"))
+            .and_then(|o| o.get("out"))
+            .and_then(|o| o.as_str())
+            .map(String::from))
+    }
+
+    /// Which of `paths` are valid in the store (`--store` in the extra
+    /// arguments is honoured, so a remote build store is asked). Understands
+    /// both JSON shapes: 2.8's array with `"valid": false` entries and the
+    /// object keyed by path (null when invalid) of later versions.
+    pub fn valid_paths(&self, paths: &[String]) -> Result<BTreeSet<String>, NixError> {
+        if paths.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let what = "path-info".to_string();
+        let mut c = self.command();
+        c.args(["path-info", "--json"]);
+        c.args(paths);
+        c.args(&self.extra_args);
+        let out = run(c, &what, RunLimits::default(), &mut |_| {})?;
+        if !out.status.success() {
+            return Err(NixError::Failed {
+                what,
+                message: error_message(out.stderr.as_bytes()),
+            });
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
+                what,
+                message: e.to_string(),
+            })?;
+        Ok(parse_path_info(&value))
+    }
+
+    /// `nix flake check` (`--no-build` when `build` is false), with the
+    /// internal-json log streamed to `on_line`.
+    pub fn flake_check(
+        &self,
+        flake: &str,
+        build: bool,
+        limits: RunLimits,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), NixError> {
+        let what = format!("flake check {flake}");
+        let mut c = self.command();
+        c.args(["flake", "check", "--log-format", "internal-json", "-v"]);
+        if !build {
+            c.arg("--no-build");
+        }
+        c.arg(flake);
+        c.args(&self.extra_args);
+        let out = run(c, &what, limits, on_line)?;
+        if !out.status.success() {
+            return Err(NixError::Failed {
+                what,
+                message: internal_json_error(&out.stderr),
+            });
+        }
+        Ok(())
+    }
 }
+
+/// `nixosConfigurations.<host>.config.system.build.<attr>`, host quoted.
+pub fn host_attr_path(host: &str, attr: HostAttr) -> String {
+    format!(
+        "nixosConfigurations.{}.config.system.build.{}",
+        quote_attr(host),
+        attr.name()
+    )
+}
+
+/// A Nix string literal.
+fn nix_string(s: &str) -> String {
+    format!(
+        "\"{}\"",
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace("${", "\\${")
+    )
+}
+
+/// The `--apply` function of [`Nix::eval_hosts`]: host name -> `{drv, out}`,
+/// `{error = true;}` or `{missing = true;}`. Forcing `drvPath` instantiates
+/// the derivation (writes the .drv), which the build step then uses.
+fn batch_apply(hosts: &[(String, HostAttr)]) -> String {
+    let list: Vec<String> = hosts
+        .iter()
+        .map(|(h, a)| format!("{{ n = {}; a = {}; }}", nix_string(h), nix_string(a.name())))
+        .collect();
+    format!(
+        "cs: builtins.listToAttrs (map (x: {{ name = x.n; value = \
+         if !(cs ? ${{x.n}}) then {{ missing = true; }} else \
+         let t = cs.${{x.n}}.config.system.build.${{x.a}} or null; \
+         r = builtins.tryEval (if t == null then null else t.drvPath); \
+         in if r.success && r.value != null then {{ drv = r.value; out = t.outPath; }} \
+         else {{ error = true; }}; }}) [ {} ])",
+        list.join(" ")
+    )
+}
+
+fn parse_batch(
+    value: &serde_json::Value,
+    hosts: &[(String, HostAttr)],
+) -> Result<BTreeMap<String, HostEval>, String> {
+    let obj = value.as_object().ok_or("expected an attribute set")?;
+    let mut out = BTreeMap::new();
+    for (h, _) in hosts {
+        let v = obj
+            .get(h)
+            .ok_or_else(|| format!("no result for host {h}"))?;
+        let r = if v.get("missing").is_some() {
+            HostEval::Missing
+        } else if v.get("error").is_some() {
+            HostEval::Failed
+        } else {
+            HostEval::Ok(serde_json::from_value(v.clone()).map_err(|e| format!("host {h}: {e}"))?)
+        };
+        out.insert(h.clone(), r);
+    }
+    Ok(out)
+}
+
+fn parse_path_info(value: &serde_json::Value) -> BTreeSet<String> {
+    let mut valid = BTreeSet::new();
+    match value {
+        serde_json::Value::Array(items) => {
+            for i in items {
+                let path = i.get("path").and_then(|p| p.as_str());
+                let ok = i.get("valid").and_then(|v| v.as_bool()).unwrap_or(true);
+                if let (Some(p), true) = (path, ok) {
+                    valid.insert(p.to_string());
+                }
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (p, info) in map {
+                let ok =
+                    !info.is_null() && info.get("valid").and_then(|v| v.as_bool()).unwrap_or(true);
+                if ok {
+                    valid.insert(p.clone());
+                }
+            }
+        }
+        _ => {}
+    }
+    valid
+}
+
+/// The error messages of an internal-json log (level-0 `msg` lines), ANSI
+/// removed; falls back to the plain-text rule for other output.
+fn internal_json_error(stderr: &str) -> String {
+    let mut errors = Vec::new();
+    for line in stderr.lines() {
+        if let Some(json) = line.strip_prefix("@nix ")
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(json)
+            && v.get("action").and_then(|a| a.as_str()) == Some("msg")
+            && v.get("level").and_then(|l| l.as_u64()) == Some(0)
+        {
+            let msg = v
+                .get("raw_msg")
+                .or_else(|| v.get("msg"))
+                .and_then(|m| m.as_str())
+                .unwrap_or_default();
+            errors.push(strip_ansi(msg).trim().to_string());
+        }
+    }
+    if errors.is_empty() {
+        error_message(stderr.as_bytes())
+    } else {
+        errors.join("\n")
+    }
+}
+
+/// Children currently running, by process group, and whether guard is
+/// being interrupted (then no new child starts).
+struct Registry {
+    interrupted: bool,
+    groups: BTreeSet<i32>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    interrupted: false,
+    groups: BTreeSet::new(),
+});
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    // A panic while holding the lock leaves the set consistent (inserts and
+    // removes are single operations), so a poisoned lock is still usable.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stops every running nix child: SIGTERM to each process group (nix then
+/// kills its builders and exits), and refuses to start new ones from now on.
+pub fn interrupt_children() {
+    let mut r = registry();
+    r.interrupted = true;
+    for &g in &r.groups {
+        signal_group(g, libc::SIGTERM);
+    }
+}
+
+/// SIGKILL to every running nix child and everything it started: the last
+/// resort when nix does not react to SIGTERM.
+pub fn kill_children() {
+    let r = registry();
+    for &g in &r.groups {
+        kill_tree(g);
+    }
+}
+
+/// Whether [`interrupt_children`] was called.
+pub fn is_interrupted() -> bool {
+    registry().interrupted
+}
+
+/// Whether any nix child is running.
+pub fn children_running() -> bool {
+    !registry().groups.is_empty()
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions. `pgid` is the pid
+    // of a child we have not reaped yet (it leaves the registry before
+    // `wait`), so the group id cannot have been reused by another process.
+    unsafe {
+        libc::kill(-pgid, sig);
+    }
+}
+
+/// Signals `pgid` only while it is still registered (still ours).
+fn signal_if_running(pgid: i32, sig: i32) {
+    let r = registry();
+    if r.groups.contains(&pgid) {
+        signal_group(pgid, sig);
+    }
+}
+
+/// SIGKILL to `pid`'s group and to every descendant of `pid`. nix starts
+/// each builder in a session of its own, so killing nix's group alone
+/// would orphan a builder that nix did not stop itself (nix can miss one
+/// that was being started at the moment it was told to stop). The
+/// descendants are found through /proc before nix dies; where /proc does
+/// not exist only the group is killed.
+fn kill_tree(pid: i32) {
+    let first = descendants(pid);
+    signal_group(pid, libc::SIGKILL);
+    // A second look catches processes forked while the first was taken.
+    let mut all = first;
+    for d in descendants(pid) {
+        if !all.contains(&d) {
+            all.push(d);
+        }
+    }
+    for d in all {
+        // SAFETY: kill(2) has no memory-safety preconditions; `d` was a
+        // descendant of our unreaped child an instant ago.
+        unsafe {
+            libc::kill(d, libc::SIGKILL);
+        }
+    }
+}
+
+/// Every process below `root` (children, grandchildren, ...) per /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parents: Vec<(i32, i32)> = Vec::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may contain spaces and ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(child, parent) in &parents {
+            if parent == p && !out.contains(&child) {
+                out.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// Waits until `pid` has exited without reaping it, so that the registry
+/// entry can be removed while the pid is still reserved.
+fn wait_exited_no_reap(pid: i32) {
+    loop {
+        // SAFETY: `info` is a plain C struct written by waitid; zeroed is a
+        // valid initial value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// Starts `cmd` in its own process group, streams its stderr lines to
+/// `on_line`, enforces `limits`, and waits for it.
+fn run(
+    mut cmd: Command,
+    what: &str,
+    limits: RunLimits,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<Finished, NixError> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Its own group: a terminal's Ctrl-C reaches guard only, and guard
+    // stops each nix with its builders through the group.
+    cmd.process_group(0);
+    let mut child: Child = {
+        let mut r = registry();
+        if r.interrupted {
+            return Err(NixError::Interrupted { what: what.into() });
+        }
+        let child = cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                NixError::Missing
+            } else {
+                NixError::Spawn(e)
+            }
+        })?;
+        r.groups.insert(child.id() as i32);
+        child
+    };
+    let pid = child.id() as i32;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let stdout_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = limits.timeout.map(|t| {
+        let timed_out = timed_out.clone();
+        std::thread::spawn(move || {
+            if done_rx.recv_timeout(t) != Err(mpsc::RecvTimeoutError::Timeout) {
+                return;
+            }
+            timed_out.store(true, Ordering::SeqCst);
+            signal_if_running(pid, libc::SIGTERM);
+            if done_rx.recv_timeout(KILL_GRACE) == Err(mpsc::RecvTimeoutError::Timeout) {
+                let r = registry();
+                if r.groups.contains(&pid) {
+                    kill_tree(pid);
+                }
+            }
+        })
+    });
+    let mut collected = String::new();
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']);
+                on_line(line);
+                collected.push_str(line);
+                collected.push('\n');
+            }
+        }
+    }
+    wait_exited_no_reap(pid);
+    registry().groups.remove(&pid);
+    let status = child.wait().map_err(NixError::Spawn)?;
+    drop(done_tx);
+    if let Some(w) = watchdog {
+        let _ = w.join();
+    }
+    let stdout = stdout_reader.join().unwrap_or_default();
+    if timed_out.load(Ordering::SeqCst) {
+        return Err(NixError::TimedOut {
+            what: what.into(),
+            secs: limits.timeout.map(|t| t.as_secs()).unwrap_or_default(),
+        });
+    }
+    if is_interrupted() && !status.success() {
+        return Err(NixError::Interrupted { what: what.into() });
+    }
+    Ok(Finished {
+        status,
+        stdout,
+        stderr: collected,
+    })
+}
+
+/// How long nix gets to stop its builders after SIGTERM before SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// "nix (Nix) 2.8.0" / "nix (Lix, like Nix) 2.91.1" -> (2, 8) / (2, 91).
 fn parse_release(version: &str) -> Option<(u32, u32)> {
@@ -121,6 +721,23 @@ fn parse_release(version: &str) -> Option<(u32, u32)> {
 /// The flake URL of a directory in a git repository, optionally pinned to a
 /// revision. `git+file` sees exactly the tracked files (what a flake sees).
 pub fn flake_url(repo_root: &Path, subdir: &str, rev: Option<&str>) -> String {
+    flake_url_with(repo_root, subdir, None, rev)
+}
+
+/// Like [`flake_url`], pinned to `rev` and naming the ref that keeps it
+/// alive (`?ref=refs/guard/<id>&rev=<sha>`): unambiguous on every Nix
+/// version, also for a commit no branch reaches (a temporary commit of the
+/// index).
+pub fn flake_url_at_ref(repo_root: &Path, subdir: &str, git_ref: &str, rev: &str) -> String {
+    flake_url_with(repo_root, subdir, Some(git_ref), Some(rev))
+}
+
+fn flake_url_with(
+    repo_root: &Path,
+    subdir: &str,
+    git_ref: Option<&str>,
+    rev: Option<&str>,
+) -> String {
     let mut url = format!(
         "git+file://{}",
         percent_encode(&repo_root.to_string_lossy())
@@ -128,6 +745,9 @@ pub fn flake_url(repo_root: &Path, subdir: &str, rev: Option<&str>) -> String {
     let mut params = Vec::new();
     if !subdir.is_empty() && subdir != "." {
         params.push(format!("dir={}", percent_encode(subdir)));
+    }
+    if let Some(r) = git_ref {
+        params.push(format!("ref={}", percent_encode(r)));
     }
     if let Some(rev) = rev {
         params.push(format!("rev={rev}"));
@@ -182,11 +802,17 @@ fn last_line(bytes: &[u8]) -> String {
         .to_string()
 }
 
-/// The `error:` part of nix's stderr (warnings dropped), ANSI codes removed.
+/// The last `error:` block of nix's stderr (warnings and earlier, ignored
+/// errors such as a busy cache database dropped), ANSI codes removed.
 fn error_message(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let text = strip_ansi(&text);
-    match text.find("error:") {
+    let start = text
+        .match_indices("error:")
+        .map(|(i, _)| i)
+        .filter(|&i| i == 0 || text[..i].ends_with('\n'))
+        .last();
+    match start {
         Some(i) => text[i..].trim().to_string(),
         None => last_line(text.as_bytes()),
     }
@@ -230,6 +856,10 @@ mod tests {
             flake_url(root, "examples/fleet", Some("abc")),
             "git+file:///home/me/my%20fleet?dir=examples/fleet&rev=abc"
         );
+        assert_eq!(
+            flake_url_at_ref(root, "", "refs/guard/1-0", "abc"),
+            "git+file:///home/me/my%20fleet?ref=refs/guard/1-0&rev=abc"
+        );
     }
 
     #[test]
@@ -241,8 +871,116 @@ mod tests {
     }
 
     #[test]
+    fn batch_apply_quotes_host_names_as_strings() {
+        let f = batch_apply(&[
+            ("web".into(), HostAttr::Toplevel),
+            ("a\"${x}".into(), HostAttr::Vm),
+        ]);
+        assert!(f.contains(r#"{ n = "web"; a = "toplevel"; }"#), "{f}");
+        assert!(f.contains(r#"{ n = "a\"\${x}"; a = "vm"; }"#), "{f}");
+        assert!(f.contains("builtins.tryEval"), "{f}");
+    }
+
+    #[test]
+    fn batch_results_are_parsed() {
+        let hosts = vec![
+            ("a".to_string(), HostAttr::Toplevel),
+            ("b".to_string(), HostAttr::Toplevel),
+            ("c".to_string(), HostAttr::Toplevel),
+        ];
+        let v = serde_json::json!({
+            "a": {"drv": "/nix/store/x-a.drv", "out": "/nix/store/x-a"},
+            "b": {"error": true},
+            "c": {"missing": true},
+        });
+        let r = parse_batch(&v, &hosts).unwrap();
+        assert_eq!(
+            r["a"],
+            HostEval::Ok(Drv {
+                drv: "/nix/store/x-a.drv".into(),
+                out: "/nix/store/x-a".into()
+            })
+        );
+        assert_eq!(r["b"], HostEval::Failed);
+        assert_eq!(r["c"], HostEval::Missing);
+        assert!(parse_batch(&serde_json::json!({}), &hosts).is_err());
+    }
+
+    #[test]
+    fn path_info_shapes_of_old_and_new_nix() {
+        // 2.8: an array, invalid paths flagged.
+        let old = serde_json::json!([
+            {"path": "/nix/store/a", "narSize": 1},
+            {"path": "/nix/store/b", "valid": false},
+        ]);
+        assert_eq!(
+            parse_path_info(&old).into_iter().collect::<Vec<_>>(),
+            vec!["/nix/store/a"]
+        );
+        // 2.19+: an object keyed by path, null when invalid.
+        let new = serde_json::json!({"/nix/store/a": {"narSize": 1}, "/nix/store/b": null});
+        assert_eq!(
+            parse_path_info(&new).into_iter().collect::<Vec<_>>(),
+            vec!["/nix/store/a"]
+        );
+    }
+
+    #[test]
+    fn drv_installables_follow_the_version() {
+        let mut nix = Nix {
+            version: "nix (Nix) 2.8.0".into(),
+            release: Some((2, 8)),
+            extra_args: Vec::new(),
+        };
+        assert_eq!(nix.drv_installable("/nix/store/x.drv"), "/nix/store/x.drv");
+        nix.release = Some((2, 18));
+        assert_eq!(
+            nix.drv_installable("/nix/store/x.drv"),
+            "/nix/store/x.drv^*"
+        );
+        nix.release = None;
+        assert_eq!(
+            nix.drv_installable("/nix/store/x.drv"),
+            "/nix/store/x.drv^*"
+        );
+    }
+
+    #[test]
+    fn internal_json_errors_are_extracted() {
+        let log = "@nix {\"action\":\"start\",\"id\":1,\"level\":3,\"text\":\"building\",\"type\":105}\n\
+                   @nix {\"action\":\"msg\",\"level\":0,\"msg\":\"\\u001b[31;1merror:\\u001b[0m builder failed\",\"raw_msg\":\"builder failed\"}\n";
+        assert_eq!(internal_json_error(log), "builder failed");
+        assert_eq!(internal_json_error("error: plain\n"), "error: plain");
+    }
+
+    #[test]
+    fn descendants_are_found_through_proc() {
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "/bin/sleep 5 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let start = std::time::Instant::now();
+        let mut found = Vec::new();
+        while found.is_empty() && start.elapsed() < Duration::from_secs(5) {
+            found = descendants(pid);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        kill_tree(pid);
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+    }
+
+    #[test]
     fn errors_are_extracted() {
         let s = b"warning: Git tree is dirty\n\x1b[31;1merror:\x1b[0m attribute 'x' missing\n";
         assert_eq!(error_message(s), "error: attribute 'x' missing");
+        let s = b"error: SQLite database 'x' is busy\nerror: broken module\n\n       at /a.nix:1:1: error: nested\n";
+        assert_eq!(
+            error_message(s),
+            "error: broken module\n\n       at /a.nix:1:1: error: nested"
+        );
     }
 }

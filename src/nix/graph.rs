@@ -56,14 +56,93 @@ pub struct Node {
 
 /// Caches parse results across snapshots, keyed by blob id and path (the
 /// same bytes at another path resolve relative paths differently).
+///
+/// A cache made with [`ParseCache::persistent`] also lives on disk, under
+/// the git dir (never the work tree), so the next run parses only the files
+/// that changed since: parsing is most of the cost of `guard affected` on a
+/// small fleet. Unreadable or stale cache files are ignored; writing is
+/// best-effort and atomic (a temporary file renamed into place), so
+/// concurrent guard processes never see a torn file.
 #[derive(Default)]
 pub struct ParseCache {
     map: Mutex<HashMap<(ObjectId, String), Arc<FileRefs>>>,
+    /// Where to save on drop, and for which flake directory the entries were
+    /// computed (`self` resolves against it).
+    file: Option<(std::path::PathBuf, String)>,
+    dirty: std::sync::atomic::AtomicBool,
+}
+
+/// On-disk format of the persistent cache.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    /// guard's version and the format: any change invalidates the cache.
+    version: String,
+    flake_dir: String,
+    entries: Vec<(String, String, FileRefs)>,
+}
+
+/// Entries kept on disk at most (a long history accumulates blobs).
+const MAX_PERSISTED: usize = 50_000;
+
+fn cache_version() -> String {
+    format!("{}-refs-1", env!("CARGO_PKG_VERSION"))
 }
 
 impl ParseCache {
+    /// An in-memory cache.
     pub fn new() -> ParseCache {
         ParseCache::default()
+    }
+
+    /// A cache loaded from (and saved back to, when dropped)
+    /// `<git_dir>/guard/cache/nix-refs.json`.
+    pub fn persistent(git_dir: &std::path::Path, flake_dir: &str) -> ParseCache {
+        let path = git_dir.join("guard").join("cache").join("nix-refs.json");
+        let mut map = HashMap::new();
+        if let Ok(bytes) = std::fs::read(&path)
+            && let Ok(file) = serde_json::from_slice::<CacheFile>(&bytes)
+            && file.version == cache_version()
+            && file.flake_dir == flake_dir
+        {
+            for (oid, p, refs) in file.entries {
+                if let Ok(id) = ObjectId::from_hex(oid.as_bytes()) {
+                    map.insert((id, p), Arc::new(refs));
+                }
+            }
+        }
+        ParseCache {
+            map: Mutex::new(map),
+            file: Some((path, flake_dir.to_string())),
+            dirty: Default::default(),
+        }
+    }
+
+    /// Writes a persistent cache back if anything was parsed.
+    fn save(&self) -> std::io::Result<()> {
+        let Some((path, flake_dir)) = &self.file else {
+            return Ok(());
+        };
+        if !self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let entries: Vec<(String, String, FileRefs)> = map
+            .iter()
+            .take(MAX_PERSISTED)
+            .map(|((id, p), refs)| (id.to_string(), p.clone(), (**refs).clone()))
+            .collect();
+        let file = CacheFile {
+            version: cache_version(),
+            flake_dir: flake_dir.clone(),
+            entries,
+        };
+        let dir = path.parent().expect("the cache path has a parent");
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".nix-refs.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(&file)?)?;
+        std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
     }
 
     fn get_or_parse(
@@ -90,7 +169,15 @@ impl ParseCache {
         };
         let refs = Arc::new(refs);
         self.map.lock().unwrap().insert(key, refs.clone());
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         Some(refs)
+    }
+}
+
+impl Drop for ParseCache {
+    fn drop(&mut self) {
+        // Best effort: a read-only git dir only costs the next run a parse.
+        let _ = self.save();
     }
 }
 
@@ -303,6 +390,39 @@ pub fn expand(tree: &Tree, refs: &FileRefs) -> (Vec<Dep>, Vec<(String, usize)>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn persistent_cache_round_trips_and_rejects_other_flake_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").unwrap();
+        {
+            let c = ParseCache::persistent(dir.path(), "");
+            c.map.lock().unwrap().insert(
+                (id, "a.nix".into()),
+                Arc::new(parse::references("import ./b.nix", "a.nix", "")),
+            );
+            c.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let again = ParseCache::persistent(dir.path(), "");
+        let got = again
+            .map
+            .lock()
+            .unwrap()
+            .get(&(id, "a.nix".into()))
+            .cloned();
+        assert_eq!(got.unwrap().refs[0].target, Target::Path("b.nix".into()));
+        let other = ParseCache::persistent(dir.path(), "sub");
+        assert!(other.map.lock().unwrap().is_empty());
+        // A corrupt file is ignored, not an error.
+        std::fs::write(dir.path().join("guard/cache/nix-refs.json"), b"{").unwrap();
+        assert!(
+            ParseCache::persistent(dir.path(), "")
+                .map
+                .lock()
+                .unwrap()
+                .is_empty()
+        );
+    }
 
     #[test]
     fn unparseable_files_widen_to_their_directory() {

@@ -9,10 +9,10 @@
 use std::collections::BTreeSet;
 
 use rnix::{SyntaxKind, SyntaxKind::*, SyntaxNode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a reference depends on its target (nix-references.md, section 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RefKind {
     /// `import p`, `imports = [ p ]`, `callPackage p`: p is evaluated as Nix.
@@ -37,7 +37,7 @@ pub enum RefKind {
 
 /// What a reference points at, as a repository-relative path ("" is the
 /// repository root).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", content = "path", rename_all = "lowercase")]
 pub enum Target {
     /// Exactly this path.
@@ -51,7 +51,7 @@ pub enum Target {
 }
 
 /// One reference found in a file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reference {
     pub kind: RefKind,
     pub target: Target,
@@ -65,7 +65,7 @@ pub struct Reference {
 }
 
 /// Everything one file refers to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRefs {
     pub refs: Vec<Reference>,
     /// Flake inputs mentioned by name (`inputs.foo`, or an identifier `foo`

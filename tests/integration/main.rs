@@ -2,7 +2,13 @@
 //! topic. Every test drives real git (and, where named, real nix).
 
 mod affected;
+mod age;
+mod bisect;
+mod build;
+mod ci;
 mod cli;
 mod fleet;
 mod git_layer;
+mod hooks;
+mod scan;
 mod support;

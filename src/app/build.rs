@@ -1,0 +1,395 @@
+//! `guard build` and `guard check`: the affected hosts of a change,
+//! evaluated or built with nix at the snapshot being judged (never "whatever
+//! is on disk", except for --worktree, which says so).
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Context, exit};
+use crate::affected::{Analysis, Query, affected_hosts};
+use crate::build::{self, Plan, progress};
+use crate::cli::{Format, Level, Selector};
+use crate::config::is_valid_host_name;
+use crate::git::{self, ChangeSet, TempRef};
+use crate::nix::cli::{self as nixcli, Nix};
+use crate::nix::graph::ParseCache;
+use crate::nix::hosts;
+use crate::report::{self, Affected, BuildReport, Report, Warning};
+
+/// Options of `guard build` beyond the selector.
+pub struct BuildArgs<'a> {
+    pub hosts: &'a [String],
+    pub level: Option<Level>,
+    pub jobs: Option<usize>,
+    pub keep_going: bool,
+    pub format: Format,
+    pub nix_args: &'a [String],
+    pub quiet: bool,
+}
+
+/// `guard build`.
+pub fn build(ctx: &Context, selector: &Selector, args: BuildArgs<'_>) -> Result<i32> {
+    check_format(args.format)?;
+    let level = args.level.unwrap_or(ctx.config.build.level);
+    let opts = RunOpts {
+        level,
+        jobs: args.jobs,
+        keep_going: args.keep_going || ctx.config.build.keep_going,
+        nix_args: args.nix_args,
+        quiet: args.quiet,
+    };
+    let (build_report, interrupted) = if args.hosts.is_empty() {
+        let sel = selector.resolve(git::Selector::Worktree);
+        let changes = ctx.repo.change_set(&sel)?;
+        let affected = affected_of(ctx, &sel, &changes)?;
+        let names: Vec<String> = affected.hosts.iter().map(|h| h.name.clone()).collect();
+        let mut r = run(ctx, &sel, &changes, &names, &opts)?;
+        // The static analysis' warnings explain why hosts were selected.
+        let mut warnings = affected.warnings;
+        warnings.append(&mut r.0.warnings);
+        r.0.warnings = warnings;
+        r
+    } else {
+        for h in args.hosts {
+            if !is_valid_host_name(h) {
+                bail!("--hosts: {h:?} is not a valid host name (letters, digits, '-', '_', '.')");
+            }
+        }
+        // Named hosts: the work tree as it is, nothing to compare against.
+        let mut names = args.hosts.to_vec();
+        names.sort();
+        names.dedup();
+        run_without_base(ctx, &names, &opts)?
+    };
+    let report = Report {
+        build: Some(build_report),
+        ..Default::default()
+    };
+    write(ctx, &report, args.format)?;
+    Ok(if interrupted {
+        exit::INTERRUPTED
+    } else {
+        report.exit_code()
+    })
+}
+
+/// `guard check`: affected + scan + secrets + build at the level, one
+/// report, one exit code.
+pub fn check(
+    ctx: &Context,
+    selector: &Selector,
+    level: Option<Level>,
+    format: Format,
+    quiet: bool,
+) -> Result<i32> {
+    check_format(format)?;
+    let level = level.unwrap_or(ctx.config.build.level);
+    let sel = selector.resolve(git::Selector::Worktree);
+    let verdict = super::check::judge(ctx, &sel, level, quiet)?;
+    write(ctx, &verdict.report, format)?;
+    Ok(verdict.code)
+}
+
+/// The build part of `check` for one change.
+pub struct BuildSection {
+    /// `None` at level `none` (no nix was run).
+    pub report: Option<BuildReport>,
+    /// Ctrl-C stopped it: the caller exits 130.
+    pub interrupted: bool,
+}
+
+/// Evaluates/builds the affected hosts of `changes` at `level` (hosts of
+/// `[build].critical` / `[build.levels]` may go higher). The seam for every
+/// command that runs `check` (`check`, `ci`, `pre-commit`).
+pub fn build_section(
+    ctx: &Context,
+    sel: &git::Selector,
+    changes: &ChangeSet,
+    affected: &Affected,
+    level: Level,
+    quiet: bool,
+) -> Result<BuildSection> {
+    if level == Level::None {
+        return Ok(BuildSection {
+            report: None,
+            interrupted: false,
+        });
+    }
+    let names: Vec<String> = affected.hosts.iter().map(|h| h.name.clone()).collect();
+    let opts = RunOpts {
+        level,
+        jobs: None,
+        keep_going: ctx.config.build.keep_going,
+        nix_args: &[],
+        quiet,
+    };
+    let (report, interrupted) = run(ctx, sel, changes, &names, &opts)?;
+    Ok(BuildSection {
+        report: Some(report),
+        interrupted,
+    })
+}
+
+fn check_format(format: Format) -> Result<()> {
+    if format == Format::Sarif {
+        bail!("--format sarif is for findings (scan, secrets, ci); use human, json or github");
+    }
+    Ok(())
+}
+
+fn write(ctx: &Context, report: &Report, format: Format) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => report::write_json(report, &mut out)?,
+        Format::Github => {
+            write_github_annotations(report.build.as_ref(), &mut out)?;
+            // Annotations of findings, then the readable report (with the
+            // nix log excerpts, which quote repository text) fenced by
+            // stop-commands.
+            report::write_github(report, ctx.style, &mut out)?;
+        }
+        _ => report::write_human(report, ctx.style, &mut out)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `::error` workflow commands for failed hosts, escaped as the Actions
+/// toolkit does (the reason is nix's text and may quote repository files).
+fn write_github_annotations(build: Option<&BuildReport>, out: &mut dyn Write) -> Result<()> {
+    let Some(b) = build else { return Ok(()) };
+    for h in b
+        .hosts
+        .iter()
+        .chain(b.flake_check.iter())
+        .filter(|h| h.status == report::BuildStatus::Failed)
+    {
+        writeln!(
+            out,
+            "::error title={}::{}",
+            report::escape_property(&format!("guard build {} ({})", h.name, h.level)),
+            report::escape_data(h.reason.as_deref().unwrap_or("failed"))
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether the change is or becomes a commit (`self.rev` readers change).
+fn new_revision(sel: &git::Selector, changes: &ChangeSet) -> bool {
+    match sel {
+        git::Selector::Staged | git::Selector::Worktree => !changes.is_empty(),
+        _ => true,
+    }
+}
+
+/// The affected hosts, computed as `guard affected` does.
+fn affected_of(ctx: &Context, sel: &git::Selector, changes: &ChangeSet) -> Result<Affected> {
+    affected_with(ctx, sel, changes, &ctx.parse_cache())
+}
+
+fn affected_with(
+    ctx: &Context,
+    sel: &git::Selector,
+    changes: &ChangeSet,
+    cache: &ParseCache,
+) -> Result<Affected> {
+    let new = Analysis::of(&changes.new, &ctx.flake_dir, &ctx.config, cache);
+    let old_hosts = hosts::discover(&changes.old, &ctx.flake_dir, &ctx.config.hosts, cache);
+    Ok(affected_hosts(
+        &new,
+        &old_hosts,
+        &Query::of(changes, new_revision(sel, changes)),
+        &ctx.config,
+    )?)
+}
+
+struct RunOpts<'a> {
+    level: Level,
+    jobs: Option<usize>,
+    keep_going: bool,
+    nix_args: &'a [String],
+    quiet: bool,
+}
+
+/// The snapshot nix evaluates.
+struct Target {
+    flake: String,
+    base: Option<git::ObjectId>,
+    source: String,
+    /// Keeps the temporary commit of the index alive while nix reads it.
+    _temp: Option<TempRef>,
+    /// The hosts were named on the command line (not found by analysis).
+    named_hosts: bool,
+    warnings: Vec<Warning>,
+}
+
+fn short(id: git::ObjectId) -> String {
+    id.to_hex_with_len(7).to_string()
+}
+
+fn target(ctx: &Context, sel: &git::Selector, changes: &ChangeSet) -> Result<Target> {
+    let base = changes.old.commit();
+    let t = match sel {
+        git::Selector::Staged => {
+            let temp = ctx
+                .repo
+                .temp_commit_of_index()
+                .context("cannot make a temporary commit of the staged content")?;
+            let commit = temp.commit().to_string();
+            Target {
+                flake: nixcli::flake_url_at_ref(&ctx.root, &ctx.flake_dir, temp.name(), &commit),
+                base,
+                source: format!(
+                    "staged content (temporary commit {} at {})",
+                    short(temp.commit()),
+                    temp.name()
+                ),
+                _temp: Some(temp),
+                named_hosts: false,
+                warnings: Vec::new(),
+            }
+        }
+        git::Selector::Worktree => worktree_target(ctx, base),
+        _ => {
+            let Some(new) = changes.new.commit() else {
+                bail!("internal error: {} is not a commit", changes.new.label());
+            };
+            Target {
+                flake: nixcli::flake_url(&ctx.root, &ctx.flake_dir, Some(&new.to_string())),
+                base,
+                source: format!("commit {}", short(new)),
+                _temp: None,
+                named_hosts: false,
+                warnings: Vec::new(),
+            }
+        }
+    };
+    Ok(t)
+}
+
+fn worktree_target(ctx: &Context, base: Option<git::ObjectId>) -> Target {
+    Target {
+        flake: nixcli::flake_url(&ctx.root, &ctx.flake_dir, None),
+        base,
+        source: "work tree".into(),
+        _temp: None,
+        named_hosts: false,
+        warnings: vec![Warning {
+            path: None,
+            message: "building the work tree as it is on disk: uncommitted changes are included, untracked files are invisible to nix (use --staged or --commit to build a snapshot)".into(),
+        }],
+    }
+}
+
+fn run(
+    ctx: &Context,
+    sel: &git::Selector,
+    changes: &ChangeSet,
+    names: &[String],
+    opts: &RunOpts<'_>,
+) -> Result<(BuildReport, bool)> {
+    if names.is_empty() || opts.level == Level::None {
+        // Nothing to judge (or level none): no nix, no temporary commit.
+        let source = match sel {
+            git::Selector::Staged => "staged content".to_string(),
+            git::Selector::Worktree => "work tree".to_string(),
+            _ => changes.new.label(),
+        };
+        let warnings = if opts.level == Level::None && !names.is_empty() {
+            vec![Warning {
+                path: None,
+                message: format!(
+                    "level none: {} affected {} not evaluated",
+                    names.len(),
+                    if names.len() == 1 {
+                        "host was"
+                    } else {
+                        "hosts were"
+                    }
+                ),
+            }]
+        } else {
+            Vec::new()
+        };
+        return Ok((
+            BuildReport {
+                source,
+                warnings,
+                ..Default::default()
+            },
+            false,
+        ));
+    }
+    build::signals::install().context("cannot install the Ctrl-C handler")?;
+    // nix first: a missing nix should not cost a temporary commit.
+    let nix = Nix::detect()?;
+    let target = target(ctx, sel, changes)?;
+    execute(ctx, nix, target, names, opts)
+}
+
+fn run_without_base(
+    ctx: &Context,
+    names: &[String],
+    opts: &RunOpts<'_>,
+) -> Result<(BuildReport, bool)> {
+    build::signals::install().context("cannot install the Ctrl-C handler")?;
+    let nix = Nix::detect()?;
+    let target = Target {
+        named_hosts: true,
+        ..worktree_target(ctx, None)
+    };
+    execute(ctx, nix, target, names, opts)
+}
+
+fn execute(
+    ctx: &Context,
+    nix: Nix,
+    target: Target,
+    names: &[String],
+    opts: &RunOpts<'_>,
+) -> Result<(BuildReport, bool)> {
+    let cfg = &ctx.config.build;
+    let hosts = build::host_levels(names, opts.level, cfg)?;
+    let mut args = cfg.nix_args.clone();
+    if let Some(b) = &cfg.builders
+        && !opts.nix_args.iter().any(|a| a == "--builders")
+    {
+        args.push("--builders".into());
+        args.push(b.clone());
+    }
+    args.extend(opts.nix_args.iter().cloned());
+    let nix = nix.with_args(args);
+    let base_flake = target
+        .base
+        .map(|b| nixcli::flake_url(&ctx.root, &ctx.flake_dir, Some(&b.to_string())));
+    let plan = Plan {
+        flake: target.flake.clone(),
+        base_flake,
+        hosts,
+        jobs: opts.jobs.unwrap_or(cfg.jobs).max(1),
+        keep_going: opts.keep_going,
+        timeout: (cfg.timeout_secs > 0).then(|| Duration::from_secs(cfg.timeout_secs)),
+        log_dir: ctx.repo.git_dir().join("guard").join("logs"),
+        flake_check: cfg.flake_check,
+        missing_fails: target.named_hosts,
+    };
+    let progress = progress::for_stderr(opts.quiet);
+    let outcome = build::run(&nix, &plan, progress.as_ref());
+    progress.clear();
+    let mut warnings = target.warnings;
+    warnings.extend(outcome.warnings);
+    let report = BuildReport {
+        hosts: outcome.hosts,
+        source: target.source,
+        flake: target.flake,
+        base: target.base.map(|b| b.to_string()),
+        flake_check: outcome.flake_check,
+        interrupted: outcome.interrupted,
+        warnings,
+    };
+    // `target` (and with it the temporary ref) is dropped here, before the
+    // report is written.
+    Ok((report, outcome.interrupted))
+}

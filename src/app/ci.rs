@@ -1,0 +1,524 @@
+//! The two entry points that run `check` where the user already is:
+//! `guard pre-commit` (the git hook: the staged content, a compact verdict
+//! on stderr) and `guard ci` (GitHub Actions: a range from the event, step
+//! outputs, a job summary, annotations and SARIF).
+//!
+//! Both call [`judge`](super::check::judge), the one place that runs the
+//! analyses of `check`; this module only picks the change and writes the
+//! answer.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::Context;
+use super::check::{Verdict, judge};
+use crate::cli::{Format, Level};
+use crate::git::{self, GitError};
+use crate::github::{self, EventRange, SummaryContext};
+use crate::report::{self, BuildHost, BuildStatus, Finding, Report, Severity};
+use crate::secrets::scan::ALLOW_HINT;
+
+/// The flags of `guard ci`.
+pub struct CiArgs<'a> {
+    pub base: Option<&'a str>,
+    pub head: Option<&'a str>,
+    pub sarif: Option<&'a Path>,
+    pub level: Option<Level>,
+    pub format: Option<Format>,
+    pub quiet: bool,
+}
+
+/// `guard pre-commit`.
+pub fn pre_commit(ctx: &Context, quiet: bool) -> Result<i32> {
+    let start = Instant::now();
+    let (sel, what) = match framework_range() {
+        Some((from, to)) => {
+            let what = format!("{}..{}", short(&from), short(&to));
+            (
+                git::Selector::Range {
+                    base: from,
+                    head: Some(to),
+                },
+                what,
+            )
+        }
+        None => {
+            check_index_file()?;
+            (git::Selector::Staged, "staged".to_string())
+        }
+    };
+    let mut level = ctx.config.build.pre_commit_level;
+    let mut notes = Vec::new();
+    // git-hooks.nix runs hooks inside a Nix build: no daemon, no network.
+    if level != Level::None && std::env::var_os("NIX_BUILD_TOP").is_some() {
+        notes.push("nix level skipped inside a Nix build".to_string());
+        level = Level::None;
+    }
+    let verdict = judge(ctx, &sel, level, quiet)?;
+    let mut err = std::io::stderr().lock();
+    write_verdict(
+        &verdict.report,
+        &what,
+        &notes,
+        start.elapsed().as_millis(),
+        quiet,
+        ctx.style,
+        &mut err,
+    )?;
+    err.flush()?;
+    Ok(verdict.code)
+}
+
+/// git exports `GIT_INDEX_FILE` to the hook, often relative (`.git/index`)
+/// to the directory the hook runs in. guard never changes directory (not
+/// even for `-C`), so the path stays valid; but a missing file would read as
+/// an empty index and judge "every file deleted", so refuse it instead.
+fn check_index_file() -> Result<()> {
+    let Some(idx) = std::env::var_os("GIT_INDEX_FILE").filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    let p = Path::new(&idx);
+    if !p.exists() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        bail!(
+            "GIT_INDEX_FILE={} does not exist (relative paths are taken from the current \
+             directory, {}); run guard from the directory git ran the hook in",
+            p.display(),
+            cwd.display()
+        );
+    }
+    Ok(())
+}
+
+/// The range the pre-commit framework passes for its pre-push stage and for
+/// `pre-commit run --from-ref A --to-ref B` (integration-conventions 2.1).
+fn framework_range() -> Option<(String, String)> {
+    let get = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty() && !v.bytes().all(|b| b == b'0'))
+    };
+    Some((get("PRE_COMMIT_FROM_REF")?, get("PRE_COMMIT_TO_REF")?))
+}
+
+fn short(rev: &str) -> &str {
+    if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &rev[..10]
+    } else {
+        rev
+    }
+}
+
+/// The hook's verdict: one line when clean; when blocked, each finding with
+/// its fix and each host that failed at the nix level, then how to accept a
+/// false positive. Never suggests skipping the hook.
+fn write_verdict(
+    report: &Report,
+    what: &str,
+    notes: &[String],
+    elapsed_ms: u128,
+    quiet: bool,
+    style: report::Style,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let paint = |code: &str, s: &str| {
+        if style.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let s = |n: usize| if n == 1 { "" } else { "s" };
+    let findings: Vec<&Finding> = [&report.scan, &report.secrets]
+        .into_iter()
+        .flatten()
+        .flat_map(|f| &f.findings)
+        .collect();
+    let blocking = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let built: Vec<&BuildHost> = report
+        .build
+        .iter()
+        .flat_map(|b| b.hosts.iter().chain(b.flake_check.iter()))
+        .collect();
+    let failed: Vec<&&BuildHost> = built
+        .iter()
+        .filter(|h| h.status == BuildStatus::Failed)
+        .collect();
+    let affected = report.affected.as_ref();
+    let hosts: Vec<&str> = affected
+        .map(|a| a.hosts.iter().map(|h| h.name.as_str()).collect())
+        .unwrap_or_default();
+    let all = affected.map_or(0, |a| a.all_hosts.len());
+    let changed = affected.map_or(0, |a| a.changed_paths.len());
+    let host_list = match hosts.len() {
+        0 => String::new(),
+        1..=5 => format!(" ({})", hosts.join(", ")),
+        n => format!(" ({}, … (+{}))", hosts[..4].join(", "), n - 4),
+    };
+    let mut summary = format!(
+        "{changed} {what} path{}, {} of {all} host{} affected{host_list}",
+        s(changed),
+        hosts.len(),
+        s(all)
+    );
+    if let Some(b) = &report.build {
+        let level = b.hosts.first().map_or("nix", |h| h.level.as_str());
+        let ok = built.iter().filter(|h| h.status == BuildStatus::Ok).count();
+        summary.push_str(&format!(", {level}: {ok} ok, {} failed", failed.len()));
+    }
+    let clean = findings.is_empty() && failed.is_empty();
+    if quiet && clean {
+        return Ok(());
+    }
+    if clean {
+        writeln!(
+            out,
+            "guard: {} · {summary} · {elapsed_ms} ms",
+            paint("32", "ok")
+        )?;
+        for n in notes {
+            writeln!(out, "guard: note: {n}")?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "guard: {summary}")?;
+    for f in &findings {
+        let sev = match f.severity {
+            Severity::Error => paint("31", "error"),
+            Severity::Warning => paint("33", "warning"),
+            Severity::Info => "info".to_string(),
+        };
+        writeln!(
+            out,
+            "  {}:{}:{}  {sev}  {}  {}",
+            f.path,
+            f.line,
+            f.column,
+            f.rule,
+            f.secret.as_str()
+        )?;
+        let msg = f.message.trim_end();
+        let msg = msg.strip_suffix(ALLOW_HINT).unwrap_or(msg).trim_end();
+        writeln!(out, "      {msg}")?;
+    }
+    for h in &failed {
+        writeln!(
+            out,
+            "  {}  {}  {}",
+            h.name,
+            paint("31", &format!("failed at {}", h.level)),
+            h.reason
+                .as_deref()
+                .and_then(|r| r.lines().next())
+                .unwrap_or_default()
+        )?;
+        if let Some(log) = &h.log {
+            writeln!(out, "      full log: {log}")?;
+        }
+    }
+    for n in notes {
+        writeln!(out, "guard: note: {n}")?;
+    }
+    let problems = blocking + failed.len();
+    if problems > 0 {
+        let what = match (blocking, failed.len()) {
+            (0, f) => format!("{f} host{} failing at the nix level", s(f)),
+            (b, 0) => format!("{b} finding{}", s(b)),
+            (b, f) => format!("{b} finding{} and {f} failing host{}", s(b), s(f)),
+        };
+        writeln!(
+            out,
+            "guard: {} · fix the staged content (`git add` the fix) and commit again · \
+             {elapsed_ms} ms",
+            paint("1;31", &format!("commit blocked by {what}")),
+        )?;
+        if blocking > 0 {
+            writeln!(
+                out,
+                "  A false positive? Add a `guard:allow` comment on its line (or the line \
+                 before), stage it, commit again.\n  Already known and accepted? Record it in \
+                 the baseline: `guard scan --write-baseline`, then commit the baseline file."
+            )?;
+        }
+    } else {
+        writeln!(
+            out,
+            "guard: {} · {} non-blocking finding{} · {elapsed_ms} ms",
+            paint("32", "ok"),
+            findings.len(),
+            s(findings.len())
+        )?;
+    }
+    Ok(())
+}
+
+/// Which change `guard ci` judges, and what to say about it.
+struct CiPlan {
+    /// `None`: nothing to judge (a deleted branch).
+    sel: Option<git::Selector>,
+    summary: SummaryContext,
+}
+
+/// Base and head from the flags, else from the event (integration-conventions 3.5).
+fn plan(ctx: &Context, args: &CiArgs<'_>, env: &github::Env) -> Result<CiPlan> {
+    let mut summary = SummaryContext::default();
+    if let Some(base) = args.base {
+        summary.source = format!("--base {base}");
+        return Ok(CiPlan {
+            sel: Some(git::Selector::Range {
+                base: base.to_string(),
+                head: args.head.map(String::from),
+            }),
+            summary,
+        });
+    }
+    let (Some(event), Some(payload)) = (env.event_name.as_deref(), env.payload()?) else {
+        bail!(
+            "guard ci needs --base <rev> outside GitHub Actions \
+             ($GITHUB_EVENT_NAME and $GITHUB_EVENT_PATH are not set)"
+        );
+    };
+    let range = github::event_range(event, &payload, env.sha.as_deref())?;
+    let head_override = |h: String| args.head.map(String::from).unwrap_or(h);
+    summary.source = match event {
+        "push" => format!(
+            "push to {}",
+            payload
+                .get("ref")
+                .and_then(|r| r.as_str())
+                .unwrap_or("a branch")
+        ),
+        "pull_request" | "pull_request_target" => match payload
+            .pointer("/pull_request/number")
+            .and_then(|n| n.as_u64())
+        {
+            Some(n) => format!("pull request #{n}"),
+            None => "pull request".into(),
+        },
+        other => format!("{other} event"),
+    };
+    let sel = match range {
+        EventRange::Deleted => {
+            summary
+                .notes
+                .push("the branch was deleted: nothing to judge".into());
+            None
+        }
+        EventRange::Compare { base, head, forced } => {
+            let head = head_override(head);
+            match ctx.repo.resolve(&base) {
+                Ok(_) => Some(git::Selector::Range {
+                    base,
+                    head: Some(head),
+                }),
+                Err(GitError::UnknownRev { .. }) if forced => {
+                    summary.notes.push(format!(
+                        "force push: the previous tip {} is not in this clone; compared with the default branch instead",
+                        short(&base)
+                    ));
+                    Some(new_branch_selector(
+                        ctx,
+                        head,
+                        payload
+                            .pointer("/repository/default_branch")
+                            .and_then(|v| v.as_str()),
+                        &mut summary,
+                    ))
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot find the base {base} of the {event} event")
+                    });
+                }
+            }
+        }
+        EventRange::NewBranch {
+            head,
+            default_branch,
+            pushed_ref,
+        } => {
+            let head = head_override(head);
+            let default = default_branch
+                .filter(|d| pushed_ref.as_deref() != Some(format!("refs/heads/{d}").as_str()));
+            summary
+                .notes
+                .push("a new branch: compared with the default branch".into());
+            Some(new_branch_selector(
+                ctx,
+                head,
+                default.as_deref(),
+                &mut summary,
+            ))
+        }
+        EventRange::NoBase { head } => {
+            if let Some(h) = head.as_deref().or(args.head)
+                && ctx.repo.resolve(h).ok() != ctx.repo.head_commit()?
+            {
+                bail!(
+                    "the {event} event has no base revision and {h} is not the checked-out HEAD; \
+                     pass --base <rev> (and --head)"
+                );
+            }
+            summary.notes.push(format!(
+                "the {event} event has no base revision: judging everything (every host); pass --base to narrow it"
+            ));
+            Some(git::Selector::All)
+        }
+    };
+    Ok(CiPlan { sel, summary })
+}
+
+/// A pushed branch without a usable previous tip: its merge base with the
+/// default branch when that is known here, else everything (and say so:
+/// never silently diff against the empty tree).
+fn new_branch_selector(
+    ctx: &Context,
+    head: String,
+    default_branch: Option<&str>,
+    summary: &mut SummaryContext,
+) -> git::Selector {
+    if let Some(d) = default_branch {
+        for candidate in [
+            format!("refs/remotes/origin/{d}"),
+            format!("refs/heads/{d}"),
+        ] {
+            if ctx.repo.resolve(&candidate).is_ok() {
+                return git::Selector::Range {
+                    base: candidate,
+                    head: Some(head),
+                };
+            }
+        }
+    }
+    summary.notes.push(
+        "no default branch to compare with in this clone: judging everything (every host)".into(),
+    );
+    git::Selector::All
+}
+
+/// `guard ci`.
+pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
+    let env = github::Env::from_process();
+    let format = args.format.unwrap_or(if env.actions {
+        Format::Github
+    } else {
+        Format::Human
+    });
+    let CiPlan { sel, mut summary } = plan(ctx, &args, &env)?;
+    let level = args.level.unwrap_or(ctx.config.build.level);
+    let verdict = match &sel {
+        Some(sel) => {
+            let v = judge(ctx, sel, level, args.quiet)?;
+            let (base, head) = range_ids(ctx, sel)?;
+            summary.base = base;
+            summary.head = head;
+            v
+        }
+        None => Verdict {
+            report: Report {
+                affected: Some(Default::default()),
+                ..Default::default()
+            },
+            code: super::exit::OK,
+            rules: Vec::new(),
+            regions: HashMap::new(),
+        },
+    };
+    let report = &verdict.report;
+
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Github => {
+            github::write_build_annotations(report, &mut out)?;
+            report::write_github(report, ctx.style, &mut out)?;
+            for n in &summary.notes {
+                writeln!(out, "::notice title=guard::{}", report::escape_data(n))?;
+            }
+        }
+        Format::Json => report::write_json(report, &mut out)?,
+        Format::Human => {
+            for n in &summary.notes {
+                writeln!(out, "note: {n}")?;
+            }
+            report::write_human(report, ctx.style, &mut out)?;
+        }
+        Format::Sarif => write_sarif(&verdict, &mut out)?,
+    }
+    out.flush()?;
+
+    if let Some(path) = args.sarif {
+        let mut f = std::fs::File::create(path)
+            .with_context(|| format!("cannot write the SARIF file {}", path.display()))?;
+        write_sarif(&verdict, &mut f)?;
+    }
+    if let Some(path) = &env.output {
+        let hosts: Vec<&str> = report
+            .affected
+            .iter()
+            .flat_map(|a| &a.hosts)
+            .map(|h| h.name.as_str())
+            .collect();
+        let findings = [&report.scan, &report.secrets]
+            .into_iter()
+            .flatten()
+            .map(|f| f.findings.len())
+            .sum::<usize>();
+        github::write_outputs(
+            path,
+            &[
+                ("hosts", serde_json::to_string(&hosts)?),
+                ("count", hosts.len().to_string()),
+                ("findings", findings.to_string()),
+                ("base", summary.base.clone().unwrap_or_default()),
+                ("head", summary.head.clone().unwrap_or_default()),
+            ],
+        )?;
+    }
+    if let Some(path) = &env.step_summary {
+        github::append(
+            path,
+            &github::summary_markdown(report, &summary),
+            "$GITHUB_STEP_SUMMARY",
+        )?;
+    }
+    if !args.quiet && format != Format::Human {
+        let mut err = std::io::stderr().lock();
+        let n_hosts = report.affected.as_ref().map_or(0, |a| a.hosts.len());
+        writeln!(
+            err,
+            "guard ci: {n_hosts} host{} affected, exit {}",
+            if n_hosts == 1 { "" } else { "s" },
+            verdict.code
+        )?;
+    }
+    Ok(verdict.code)
+}
+
+/// The commit ids a selector compared (for the summary and outputs).
+fn range_ids(ctx: &Context, sel: &git::Selector) -> Result<(Option<String>, Option<String>)> {
+    Ok(match sel {
+        git::Selector::Range { base, head } => {
+            let h = ctx.repo.resolve(head.as_deref().unwrap_or("HEAD"))?;
+            let b = ctx.repo.resolve(base)?;
+            let mb = ctx.repo.merge_base(b, h)?;
+            (Some(mb.to_string()), Some(h.to_string()))
+        }
+        _ => (None, ctx.repo.head_commit()?.map(|h| h.to_string())),
+    })
+}
+
+fn write_sarif(v: &Verdict, out: &mut dyn Write) -> std::io::Result<()> {
+    let end = |f: &Finding| {
+        v.regions
+            .get(&(f.fingerprint.clone(), f.line, f.column))
+            .copied()
+    };
+    report::write_sarif(&v.report, &v.rules, &end, out)
+}

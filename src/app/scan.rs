@@ -1,0 +1,181 @@
+//! `guard scan`: picks the mode, runs the scanner over it, writes the
+//! report. The only file it ever writes is the baseline, and only with
+//! `--write-baseline`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Context, exit};
+use crate::cli::{Format, Selector};
+use crate::git;
+use crate::report::{self, Findings, Report};
+use crate::secrets::scan::{Baseline, Scanner, run};
+
+/// The flags of `guard scan`.
+pub struct ScanArgs<'a> {
+    pub selector: &'a Selector,
+    pub history: bool,
+    pub since: Option<&'a str>,
+    pub paths: &'a [PathBuf],
+    pub format: Format,
+    pub write_baseline: bool,
+    /// `-C`, against which relative paths are resolved.
+    pub dir: Option<&'a Path>,
+}
+
+/// `guard scan`.
+pub fn scan(ctx: &Context, args: ScanArgs<'_>) -> Result<i32> {
+    let scanner = Scanner::new(&ctx.config).with_context(|| match &ctx.config_path {
+        Some(p) => format!("invalid [secrets] settings in {}", p.display()),
+        None => "invalid [secrets] settings".to_string(),
+    })?;
+    let baseline_path = baseline_path(ctx)?;
+    let scanner = if args.write_baseline {
+        // The baseline being written must contain every current finding,
+        // including those the old baseline accepted.
+        scanner
+    } else {
+        let b = Baseline::load(&baseline_path)?;
+        scanner.with_baseline(&b)
+    };
+
+    let outcome = run_mode(ctx, &scanner, &args)?;
+
+    if args.write_baseline {
+        let findings: Vec<_> = outcome.located.iter().map(|l| l.finding.clone()).collect();
+        let text = Baseline::render(&findings);
+        std::fs::write(&baseline_path, text)
+            .with_context(|| format!("cannot write the baseline {}", baseline_path.display()))?;
+        let unique: std::collections::HashSet<&str> =
+            findings.iter().map(|f| f.fingerprint.as_str()).collect();
+        let mut err = std::io::stderr().lock();
+        writeln!(
+            err,
+            "guard: wrote {} fingerprint{} ({} finding{}) to {}; commit it to accept them",
+            unique.len(),
+            if unique.len() == 1 { "" } else { "s" },
+            findings.len(),
+            if findings.len() == 1 { "" } else { "s" },
+            baseline_path.display()
+        )?;
+        return Ok(exit::OK);
+    }
+
+    let regions: HashMap<(String, usize, usize), (usize, usize)> = outcome
+        .located
+        .iter()
+        .map(|l| {
+            (
+                (
+                    l.finding.fingerprint.clone(),
+                    l.finding.line,
+                    l.finding.column,
+                ),
+                (l.end_line, l.end_column),
+            )
+        })
+        .collect();
+    let report = Report {
+        scan: Some(Findings {
+            findings: outcome.located.into_iter().map(|l| l.finding).collect(),
+            scanned: outcome.scanned,
+            warnings: outcome.warnings,
+        }),
+        ..Default::default()
+    };
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Human => report::write_human(&report, ctx.style, &mut out)?,
+        Format::Json => report::write_json(&report, &mut out)?,
+        Format::Github => {
+            report::write_github(&report, ctx.style, &mut out)?;
+            let n = report.scan.as_ref().map_or(0, |s| s.findings.len());
+            write_github_output(&format!("findings={n}\n"))?;
+        }
+        Format::Sarif => {
+            let end = |f: &report::Finding| {
+                regions
+                    .get(&(f.fingerprint.clone(), f.line, f.column))
+                    .copied()
+            };
+            report::write_sarif(&report, &scanner.rule_infos(), &end, &mut out)?;
+        }
+    }
+    out.flush()?;
+    Ok(report.exit_code())
+}
+
+fn run_mode(ctx: &Context, scanner: &Scanner, args: &ScanArgs<'_>) -> Result<run::Outcome> {
+    let repo = &ctx.repo;
+    if !args.paths.is_empty() {
+        return Ok(run::scan_paths(scanner, args.paths, args.dir)?);
+    }
+    if args.history {
+        let head = repo
+            .head_commit()?
+            .ok_or(git::GitError::EmptyRepo)
+            .context("--history needs at least one commit")?;
+        let since = match args.since {
+            Some(rev) => Some(repo.resolve(rev)?),
+            None => None,
+        };
+        return Ok(run::scan_history(scanner, repo, head, since)?);
+    }
+    // --write-baseline adopts a repository: by default everything in HEAD.
+    let default = if args.write_baseline {
+        git::Selector::All
+    } else {
+        git::Selector::Worktree
+    };
+    let sel = args.selector.resolve(default);
+    Ok(match sel {
+        git::Selector::Commit(rev) => {
+            let id = repo.resolve(&rev)?;
+            run::scan_commits(scanner, repo, &[id])?
+        }
+        git::Selector::Range { base, head } => {
+            let head_rev = head.as_deref().unwrap_or("HEAD");
+            let head_id = repo.resolve(head_rev)?;
+            let base_id = repo.resolve(&base)?;
+            let mb = repo.merge_base(base_id, head_id)?;
+            let commits = repo.first_parent_history(head_id, Some(mb))?;
+            run::scan_commits(scanner, repo, &commits)?
+        }
+        sel => {
+            let changes = repo.change_set(&sel)?;
+            run::scan_change_set(scanner, &changes)?
+        }
+    })
+}
+
+/// The configured baseline path, which must stay inside the repository:
+/// it is the one file `guard scan` may write.
+fn baseline_path(ctx: &Context) -> Result<PathBuf> {
+    let rel = &ctx.config.secrets.baseline;
+    let p = Path::new(rel);
+    if rel.is_empty()
+        || p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        bail!("secrets.baseline {rel:?} must be a path inside the repository");
+    }
+    Ok(ctx.root.join(p))
+}
+
+/// Appends to $GITHUB_OUTPUT when set (outside Actions there is nowhere to
+/// write the outputs, and the annotations already say everything).
+fn write_github_output(lines: &str) -> Result<()> {
+    if let Some(path) = std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .with_context(|| format!("cannot open $GITHUB_OUTPUT ({})", path.to_string_lossy()))?;
+        f.write_all(lines.as_bytes())?;
+    }
+    Ok(())
+}

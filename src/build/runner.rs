@@ -1,0 +1,670 @@
+//! The build pipeline for a set of hosts at their levels:
+//!
+//! 1. evaluate every host's drvPath (toplevel or vm) at the new revision and
+//!    at the base, one nix call each, the two in parallel;
+//! 2. hosts whose evaluation threw are evaluated alone to get the message
+//!    (also every host, when the batch call itself failed);
+//! 3. hosts whose drvPath equals the base's are skipped ("unchanged
+//!    drvPath"): nothing they depend on changed;
+//! 4. at level build/vm, outputs already valid in the store are skipped
+//!    ("already built");
+//! 5. the rest are built, `jobs` hosts at once, each by its own
+//!    `nix build` with an internal-json log parsed into progress and
+//!    written to `<log dir>/<host>.log`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::level_name;
+use super::log::{LogState, TAIL_LINES, drv_name};
+use super::progress::Progress;
+use crate::cli::Level;
+use crate::nix::cli::{self as nixcli, Drv, HostAttr, HostEval, Nix, NixError, RunLimits};
+use crate::report::{BuildHost, BuildStatus, Warning};
+
+/// What to evaluate and build.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Flake reference of the snapshot being judged.
+    pub flake: String,
+    /// Flake reference of the base revision, for drvPath comparison.
+    pub base_flake: Option<String>,
+    /// Hosts and their levels (`eval`, `build` or `vm`; `none` is dropped).
+    pub hosts: Vec<(String, Level)>,
+    /// Hosts (nix processes) at once.
+    pub jobs: usize,
+    /// Keep scheduling hosts after a failure.
+    pub keep_going: bool,
+    /// Per-process timeout.
+    pub timeout: Option<Duration>,
+    /// Where `<host>.log` files go.
+    pub log_dir: PathBuf,
+    /// Also run `nix flake check` (building checks above level eval).
+    pub flake_check: bool,
+    /// A host nix does not define fails (named with `--hosts`) rather than
+    /// being skipped (found by the static analysis, which can over-approximate
+    /// the host list).
+    pub missing_fails: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// One entry per planned host, in plan order.
+    pub hosts: Vec<BuildHost>,
+    pub flake_check: Option<BuildHost>,
+    pub warnings: Vec<Warning>,
+    pub interrupted: bool,
+}
+
+/// The log file name of `nix flake check` (`@` cannot start a host name).
+const FLAKE_CHECK_LOG: &str = "@flake-check.log";
+
+fn attr_of(level: Level) -> HostAttr {
+    if level == Level::Vm {
+        HostAttr::Vm
+    } else {
+        HostAttr::Toplevel
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One planned host while the pipeline runs.
+struct Slot {
+    name: String,
+    level: Level,
+    drv: Option<Drv>,
+    /// Evaluation time (the batch's, or the host's own evaluation).
+    eval_ms: u64,
+    needs_eval: bool,
+    done: Option<BuildHost>,
+}
+
+impl Slot {
+    fn host(&self, status: BuildStatus, reason: Option<String>, duration_ms: u64) -> BuildHost {
+        BuildHost {
+            name: self.name.clone(),
+            status,
+            level: level_name(self.level).to_string(),
+            drv_path: self.drv.as_ref().map(|d| d.drv.clone()),
+            out_path: self.drv.as_ref().map(|d| d.out.clone()),
+            duration_ms,
+            log: None,
+            reason,
+            log_excerpt: Vec::new(),
+        }
+    }
+}
+
+/// Runs the plan. Never fails as a whole: every problem ends up in a host's
+/// result or in `warnings`.
+pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
+    let mut out = Outcome::default();
+    let mut slots: Vec<Slot> = plan
+        .hosts
+        .iter()
+        .filter(|(_, l)| *l > Level::None)
+        .map(|(name, level)| Slot {
+            name: name.clone(),
+            level: *level,
+            drv: None,
+            eval_ms: 0,
+            needs_eval: false,
+            done: None,
+        })
+        .collect();
+    let logs_ok = match std::fs::create_dir_all(&plan.log_dir) {
+        Ok(()) => true,
+        Err(e) => {
+            out.warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "cannot create the log directory {}: {e}; logs are not kept",
+                    plan.log_dir.display()
+                ),
+            });
+            false
+        }
+    };
+    let log_dir = logs_ok.then_some(plan.log_dir.as_path());
+    let limits = RunLimits {
+        timeout: plan.timeout,
+    };
+
+    if !slots.is_empty() {
+        evaluate(nix, plan, &mut slots, &mut out.warnings, progress);
+        evaluate_failed(nix, plan, &mut slots, log_dir, limits, progress);
+        decide(nix, &mut slots, &mut out.warnings, progress);
+        build(nix, plan, &mut slots, log_dir, limits, progress);
+    }
+    out.interrupted = nixcli::is_interrupted();
+    let any_failed = slots.iter().any(|s| {
+        s.done
+            .as_ref()
+            .is_some_and(|d| d.status == BuildStatus::Failed)
+    });
+    if plan.flake_check && !out.interrupted && (plan.keep_going || !any_failed) {
+        out.flake_check = Some(flake_check(nix, plan, log_dir, limits, progress));
+    }
+    let why = if out.interrupted {
+        "interrupted"
+    } else {
+        "not evaluated"
+    };
+    out.hosts = slots
+        .into_iter()
+        .map(|s| {
+            let fallback = s.host(BuildStatus::Skipped, Some(why.into()), 0);
+            s.done.unwrap_or(fallback)
+        })
+        .collect();
+    out
+}
+
+/// Step 1: the two batch evaluations.
+fn evaluate(
+    nix: &Nix,
+    plan: &Plan,
+    slots: &mut [Slot],
+    warnings: &mut Vec<Warning>,
+    progress: &dyn Progress,
+) {
+    let pairs: Vec<(String, HostAttr)> = slots
+        .iter()
+        .map(|s| (s.name.clone(), attr_of(s.level)))
+        .collect();
+    let n = pairs.len();
+    progress.phase(&format!(
+        "evaluating {} {}",
+        n,
+        if n == 1 { "host" } else { "hosts" }
+    ));
+    // The batch gets each host's timeout; when it runs out, the hosts are
+    // evaluated one by one, each with its own.
+    let limits = RunLimits {
+        timeout: plan
+            .timeout
+            .map(|t| t.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX))),
+    };
+    let start = Instant::now();
+    let (new, base) = std::thread::scope(|s| {
+        let base = plan.base_flake.as_ref().map(|b| {
+            let pairs = &pairs;
+            let run = move || nix.eval_hosts(b, pairs, limits);
+            if plan.jobs > 1 {
+                Err(s.spawn(run))
+            } else {
+                Ok(run())
+            }
+        });
+        let new = nix.eval_hosts(&plan.flake, &pairs, limits);
+        let base = base.map(|b| match b {
+            Ok(r) => r,
+            Err(handle) => handle.join().unwrap_or_else(|_| {
+                Err(NixError::Output {
+                    what: "eval of the base revision".into(),
+                    message: "the evaluating thread panicked".into(),
+                })
+            }),
+        });
+        (new, base)
+    });
+    let elapsed = ms(start.elapsed());
+    progress.phase_done(&format!(
+        "evaluated {n} {} in {:.1}s",
+        if n == 1 { "host" } else { "hosts" },
+        elapsed as f64 / 1000.0
+    ));
+
+    match new {
+        Ok(map) => {
+            for s in slots.iter_mut() {
+                s.eval_ms = elapsed;
+                match map.get(&s.name) {
+                    Some(HostEval::Ok(d)) => s.drv = Some(d.clone()),
+                    Some(HostEval::Failed) => s.needs_eval = true,
+                    Some(HostEval::Missing) | None => {
+                        let status = if plan.missing_fails {
+                            BuildStatus::Failed
+                        } else {
+                            BuildStatus::Skipped
+                        };
+                        let host = s.host(
+                            status,
+                            Some(format!("no host named {} in nixosConfigurations", s.name)),
+                            elapsed,
+                        );
+                        progress.finished(&host);
+                        s.done = Some(host);
+                    }
+                }
+            }
+        }
+        Err(NixError::Interrupted { .. }) => {}
+        Err(e) => {
+            if !nixcli::is_interrupted() {
+                warnings.push(Warning {
+                    path: None,
+                    message: format!(
+                        "evaluating the hosts in one nix call failed, evaluating them one by one: {}",
+                        first_line(&e.to_string())
+                    ),
+                });
+                for s in slots.iter_mut() {
+                    s.needs_eval = true;
+                }
+            }
+        }
+    }
+
+    if let Some(base) = base {
+        match base {
+            Ok(map) => {
+                for s in slots.iter_mut() {
+                    let (Some(HostEval::Ok(b)), Some(d)) = (map.get(&s.name), &s.drv) else {
+                        continue;
+                    };
+                    if b.drv == d.drv && s.done.is_none() {
+                        let host = s.host(
+                            BuildStatus::Skipped,
+                            Some("unchanged drvPath".into()),
+                            s.eval_ms,
+                        );
+                        progress.finished(&host);
+                        s.done = Some(host);
+                    }
+                }
+            }
+            Err(NixError::Interrupted { .. }) => {}
+            Err(e) => warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "could not evaluate the base revision, so no host is skipped as unchanged: {}",
+                    first_line(&e.to_string())
+                ),
+            }),
+        }
+    }
+}
+
+/// One host's own evaluation and how long it took (ms).
+type Evaluated = (Result<Drv, NixError>, u64);
+
+/// Step 2: hosts whose evaluation failed (or was not attempted), one by
+/// one, `jobs` at once, to get each error message.
+fn evaluate_failed(
+    nix: &Nix,
+    plan: &Plan,
+    slots: &mut [Slot],
+    log_dir: Option<&Path>,
+    limits: RunLimits,
+    progress: &dyn Progress,
+) {
+    let todo: Vec<usize> = (0..slots.len())
+        .filter(|&i| slots[i].needs_eval && slots[i].done.is_none())
+        .collect();
+    let results: Mutex<BTreeMap<usize, Evaluated>> = Mutex::default();
+    let next = AtomicUsize::new(0);
+    let shared: &[Slot] = slots;
+    std::thread::scope(|s| {
+        for _ in 0..plan.jobs.min(todo.len()) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&i) = todo.get(k) else { break };
+                    if nixcli::is_interrupted() {
+                        break;
+                    }
+                    let slot = &shared[i];
+                    progress.started(&slot.name, "evaluating");
+                    let start = Instant::now();
+                    let r = nix.eval_host(&plan.flake, &slot.name, attr_of(slot.level), limits);
+                    let took = ms(start.elapsed());
+                    lock(&results).insert(i, (r, took));
+                }
+            });
+        }
+    });
+    for (i, (r, took)) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        let slot = &mut slots[i];
+        slot.eval_ms = took;
+        match r {
+            Ok(d) => slot.drv = Some(d),
+            Err(e) => {
+                let message = error_text(&e);
+                let mut host = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
+                let lines: Vec<String> = message.lines().map(str::to_string).collect();
+                host.log = log_dir.and_then(|d| {
+                    write_log(
+                        &d.join(format!("{}.log", slot.name)),
+                        &header(&slot.name, "eval", &plan.flake, None),
+                        &lines,
+                    )
+                });
+                host.log_excerpt = head(&lines);
+                progress.finished(&host);
+                slot.done = Some(host);
+            }
+        }
+    }
+}
+
+/// Steps 3 and 4: eval-level hosts are done; build-level hosts whose
+/// outputs are already valid are skipped.
+fn decide(nix: &Nix, slots: &mut [Slot], warnings: &mut Vec<Warning>, progress: &dyn Progress) {
+    for s in slots.iter_mut() {
+        if s.done.is_none() && s.level == Level::Eval && s.drv.is_some() {
+            let host = s.host(BuildStatus::Ok, None, s.eval_ms);
+            progress.finished(&host);
+            s.done = Some(host);
+        }
+    }
+    let outs: Vec<String> = slots
+        .iter()
+        .filter(|s| s.done.is_none())
+        .filter_map(|s| s.drv.as_ref().map(|d| d.out.clone()))
+        .collect();
+    if outs.is_empty() || nixcli::is_interrupted() {
+        return;
+    }
+    match nix.valid_paths(&outs) {
+        Ok(valid) => {
+            for s in slots.iter_mut() {
+                if s.done.is_none() && s.drv.as_ref().is_some_and(|d| valid.contains(&d.out)) {
+                    let host = s.host(BuildStatus::Skipped, Some("already built".into()), 0);
+                    progress.finished(&host);
+                    s.done = Some(host);
+                }
+            }
+        }
+        Err(e) => warnings.push(Warning {
+            path: None,
+            message: format!(
+                "could not ask the store which outputs exist, building them all: {}",
+                first_line(&e.to_string())
+            ),
+        }),
+    }
+}
+
+/// Step 5: the builds.
+fn build(
+    nix: &Nix,
+    plan: &Plan,
+    slots: &mut [Slot],
+    log_dir: Option<&Path>,
+    limits: RunLimits,
+    progress: &dyn Progress,
+) {
+    let todo: Vec<usize> = (0..slots.len())
+        .filter(|&i| slots[i].done.is_none() && slots[i].drv.is_some())
+        .collect();
+    // A failure before this step (an evaluation) counts like a build
+    // failure: without --keep-going nothing new starts.
+    let first_failure: Mutex<Option<String>> = Mutex::new(
+        slots
+            .iter()
+            .filter_map(|s| s.done.as_ref())
+            .find(|d| d.status == BuildStatus::Failed)
+            .map(|d| d.name.clone()),
+    );
+    let results: Mutex<BTreeMap<usize, BuildHost>> = Mutex::default();
+    let next = AtomicUsize::new(0);
+    let shared: &[Slot] = slots;
+    std::thread::scope(|s| {
+        for _ in 0..plan.jobs.min(todo.len()) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&i) = todo.get(k) else { break };
+                    let slot = &shared[i];
+                    let failed_before = lock(&first_failure).clone();
+                    let host = if nixcli::is_interrupted() {
+                        slot.host(BuildStatus::Skipped, Some("interrupted".into()), 0)
+                    } else if let (Some(f), false) = (failed_before, plan.keep_going) {
+                        slot.host(
+                            BuildStatus::Skipped,
+                            Some(format!(
+                                "not built: {f} failed first (--keep-going builds the rest)"
+                            )),
+                            0,
+                        )
+                    } else {
+                        let h = build_one(nix, plan, slot, log_dir, limits, progress);
+                        if h.status == BuildStatus::Failed {
+                            lock(&first_failure).get_or_insert_with(|| slot.name.clone());
+                        }
+                        h
+                    };
+                    progress.finished(&host);
+                    lock(&results).insert(i, host);
+                }
+            });
+        }
+    });
+    for (i, host) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        slots[i].done = Some(host);
+    }
+}
+
+fn build_one(
+    nix: &Nix,
+    plan: &Plan,
+    slot: &Slot,
+    log_dir: Option<&Path>,
+    limits: RunLimits,
+    progress: &dyn Progress,
+) -> BuildHost {
+    let drv = slot.drv.as_ref().expect("only evaluated hosts are built");
+    let level = level_name(slot.level);
+    progress.started(&slot.name, &format!("{level} {}", drv_name(&drv.drv)));
+    let log_path = log_dir.map(|d| d.join(format!("{}.log", slot.name)));
+    let mut file = log_path.as_ref().and_then(|p| {
+        let f = File::create(p).ok()?;
+        let mut w = BufWriter::new(f);
+        let _ = w.write_all(header(&slot.name, level, &plan.flake, Some(&drv.drv)).as_bytes());
+        Some(w)
+    });
+    let mut state = LogState::new();
+    let start = Instant::now();
+    let result = nix.build_drv(&drv.drv, limits, &mut |line| {
+        let fed = state.feed(line);
+        if let Some(f) = file.as_mut() {
+            for l in &fed.lines {
+                let _ = writeln!(f, "{l}");
+            }
+        }
+        if let Some(d) = &fed.build_started {
+            progress.build_started(&slot.name, d);
+        }
+        if fed.status_changed {
+            progress.status(&slot.name, &state.status());
+        }
+    });
+    let took = ms(start.elapsed());
+    let mut host = match &result {
+        Ok(out) => {
+            let mut h = slot.host(BuildStatus::Ok, None, took);
+            if let Some(o) = out {
+                h.out_path = Some(o.clone());
+            }
+            h
+        }
+        Err(e) => {
+            let message = error_text(e);
+            if let Some(f) = file.as_mut() {
+                // Timeouts and interrupts are guard's words, not nix's.
+                if matches!(e, NixError::TimedOut { .. } | NixError::Interrupted { .. }) {
+                    let _ = writeln!(f, "guard: {message}");
+                }
+            }
+            let mut h = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
+            let mut t = state.tail();
+            if matches!(e, NixError::TimedOut { .. } | NixError::Interrupted { .. }) {
+                t.push(format!("guard: {message}"));
+            }
+            h.log_excerpt = tail(&t);
+            h
+        }
+    };
+    if let Some(mut f) = file {
+        let _ = f.flush();
+        host.log = log_path.map(|p| p.display().to_string());
+    }
+    host
+}
+
+fn flake_check(
+    nix: &Nix,
+    plan: &Plan,
+    log_dir: Option<&Path>,
+    limits: RunLimits,
+    progress: &dyn Progress,
+) -> BuildHost {
+    let build = plan.hosts.iter().any(|(_, l)| *l >= Level::Build);
+    let level = if build { "build" } else { "eval" };
+    let name = "flake check";
+    progress.started(name, "nix flake check");
+    let log_path = log_dir.map(|d| d.join(FLAKE_CHECK_LOG));
+    let mut lines = Vec::new();
+    let mut state = LogState::new();
+    let start = Instant::now();
+    let r = nix.flake_check(&plan.flake, build, limits, &mut |line| {
+        let fed = state.feed(line);
+        lines.extend(fed.lines);
+        if fed.status_changed {
+            progress.status(name, &state.status());
+        }
+    });
+    let took = ms(start.elapsed());
+    let mut host = BuildHost {
+        name: name.into(),
+        status: BuildStatus::Ok,
+        level: level.into(),
+        drv_path: None,
+        out_path: None,
+        duration_ms: took,
+        log: None,
+        reason: None,
+        log_excerpt: Vec::new(),
+    };
+    if let Err(e) = &r {
+        let message = error_text(e);
+        host.status = BuildStatus::Failed;
+        host.reason = Some(reason_of(&message));
+        host.log_excerpt = tail(&state.tail());
+    }
+    host.log =
+        log_path.and_then(|p| write_log(&p, &header(name, level, &plan.flake, None), &lines));
+    progress.finished(&host);
+    host
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn header(host: &str, level: &str, flake: &str, drv: Option<&str>) -> String {
+    let mut h = format!("# guard: {host} at level {level}\n# flake: {flake}\n");
+    if let Some(d) = drv {
+        h.push_str(&format!("# derivation: {d}\n"));
+    }
+    h
+}
+
+/// Writes a whole log file; returns its path on success.
+fn write_log(path: &Path, header: &str, lines: &[String]) -> Option<String> {
+    let mut f = BufWriter::new(File::create(path).ok()?);
+    f.write_all(header.as_bytes()).ok()?;
+    for l in lines {
+        writeln!(f, "{l}").ok()?;
+    }
+    f.flush().ok()?;
+    Some(path.display().to_string())
+}
+
+/// How many lines of an evaluation error the report shows: the message and
+/// the innermost location.
+const EVAL_HEAD_LINES: usize = 12;
+
+/// The first lines, trailing blank lines dropped.
+fn head(lines: &[String]) -> Vec<String> {
+    let mut h: Vec<String> = lines.iter().take(EVAL_HEAD_LINES).cloned().collect();
+    while h.last().is_some_and(|l| l.trim().is_empty()) {
+        h.pop();
+    }
+    h
+}
+
+fn tail(lines: &[String]) -> Vec<String> {
+    lines[lines.len().saturating_sub(TAIL_LINES)..].to_vec()
+}
+
+/// The message of an error without the `nix <what> failed:` wrapper.
+fn error_text(e: &NixError) -> String {
+    match e {
+        NixError::Failed { message, .. } => message.clone(),
+        NixError::TimedOut { secs, .. } => {
+            format!(
+                "timed out after {secs}s ([build].timeout_secs); nix and its builders were stopped"
+            )
+        }
+        NixError::Interrupted { .. } => "interrupted".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The one-line reason: the first non-empty line, without `error: `.
+fn reason_of(message: &str) -> String {
+    let line = first_line(message);
+    line.strip_prefix("error: ")
+        .unwrap_or(line)
+        .trim()
+        .to_string()
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_one_line_without_prefix() {
+        assert_eq!(
+            reason_of("error: broken module\n       at /x.nix:1:1"),
+            "broken module"
+        );
+        assert_eq!(reason_of("\n\nbuilder failed"), "builder failed");
+        assert_eq!(reason_of(""), "");
+    }
+
+    #[test]
+    fn tails_keep_the_last_lines() {
+        let lines: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+        let t = tail(&lines);
+        assert_eq!(t.len(), TAIL_LINES);
+        assert_eq!(t[0], "10");
+        assert_eq!(tail(&lines[..3]).len(), 3);
+    }
+
+    #[test]
+    fn vm_level_builds_the_vm_attribute() {
+        assert_eq!(attr_of(Level::Vm), HostAttr::Vm);
+        assert_eq!(attr_of(Level::Build), HostAttr::Toplevel);
+        assert_eq!(attr_of(Level::Eval), HostAttr::Toplevel);
+    }
+}

@@ -1,0 +1,289 @@
+//! The age/secrix/agenix checks behind `guard secrets`: every secret a host
+//! uses is real age ciphertext, encrypted to exactly the hosts that use it.
+//!
+//! It takes the import graph (who uses which secret, `model`) and the age
+//! header (to whom a file is encrypted, `header`) together:
+//!
+//! * `header`: strict age v1 parser (binary and armored), pure.
+//! * `keys`: recipient keys as text, and the SSH stanza tag.
+//! * `nixfacts`: options, `secrix.hostPubKey`, agenix rules, read with rnix.
+//! * `model`: hosts -> secrets they use, hosts -> keys.
+//! * `check`: the findings (rule ids listed there).
+//! * `decrypt`: the optional decrypt proof with an identity.
+//!
+//! [`check_change`] is the entry point: a change, the configuration, and
+//! whether to check everything; it returns the findings plus the model the
+//! decrypt proof needs.
+
+pub mod check;
+pub mod decrypt;
+pub mod header;
+pub mod keys;
+pub mod model;
+pub mod nixfacts;
+
+use std::collections::BTreeSet;
+
+use rayon::prelude::*;
+
+use crate::affected::{AffectedError, Analysis, Query, affected_hosts};
+use crate::config::Config;
+use crate::git::{BStr, ChangeSet, GitError, Snapshot};
+use crate::nix::graph::ParseCache;
+use crate::report::{Finding, Findings, Scanned, Severity, Warning};
+use crate::secrets::scan::{Baseline, ScanError, Scanner};
+
+pub use check::{Checker, Counts, finding, fingerprint, rule_infos};
+pub use decrypt::{Identity, IdentityError, ProofError};
+pub use model::{FactsCache, Model, ModelError};
+
+/// Errors of the secrets check (configuration and repository access; bad
+/// secrets are findings, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum AgeError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Affected(#[from] AffectedError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+/// The result of [`check_change`].
+pub struct Outcome {
+    pub findings: Findings,
+    /// The new snapshot's model (for the decrypt proof).
+    pub model: Model,
+    /// The secrets that were checked.
+    pub scope: BTreeSet<String>,
+}
+
+/// Checks the secrets a change concerns: with `all`, every secret of the
+/// new snapshot; otherwise the secrets the change touches, those any
+/// affected host uses (before or after the change), and those a removed
+/// host used. `new_revision`: the change is or becomes a commit (for the
+/// affected-hosts query).
+pub fn check_change(
+    changes: &ChangeSet,
+    flake_dir: &str,
+    config: &Config,
+    all: bool,
+    new_revision: bool,
+    cache: &ParseCache,
+) -> Result<Outcome, AgeError> {
+    let facts = FactsCache::new();
+    let new_analysis = Analysis::of(&changes.new, flake_dir, config, cache);
+    let model = Model::build(&changes.new, &new_analysis, config, &facts)?;
+    let secrets = model.secrets();
+    let mut warnings = model.warnings.clone();
+    let (scope, old) = if all {
+        (secrets.clone(), None)
+    } else {
+        let old_analysis = Analysis::of(&changes.old, flake_dir, config, cache);
+        let old_model = Model::build(&changes.old, &old_analysis, config, &facts)?;
+        let query = Query::of(changes, new_revision);
+        let affected = affected_hosts(&new_analysis, &old_analysis.hosts, &query, config)?;
+        let mut scope = BTreeSet::new();
+        for p in &query.paths {
+            if secrets.contains(p) {
+                scope.insert(p.clone());
+            }
+            // A changed agenix rules file concerns all the files it lists.
+            for m in [&model, &old_model] {
+                if let Some(rules) = m.agenix.get(p) {
+                    scope.extend(rules.rules.iter().map(|r| r.file.clone()));
+                }
+            }
+        }
+        for h in affected.hosts.iter().map(|h| h.name.as_str()) {
+            scope.extend(model.used_by(h).into_iter().map(String::from));
+            scope.extend(old_model.used_by(h).into_iter().map(String::from));
+        }
+        for h in &affected.removed_hosts {
+            scope.extend(old_model.used_by(h).into_iter().map(String::from));
+        }
+        // A secret the change deleted is gone, not broken (unless a host
+        // still references it: then it is in `secrets` as missing).
+        scope.retain(|p| secrets.contains(p));
+        (scope, Some(old_model))
+    };
+    let checker = Checker {
+        snapshot: &changes.new,
+        model: &model,
+        old: old.as_ref().map(|m| (&changes.old, m)),
+        commit: changes.new.commit().map(|c| c.to_string()),
+    };
+    let (findings, counts) = checker.check(&scope)?;
+    if counts.sops > 0 {
+        warnings.push(Warning {
+            path: None,
+            message: format!(
+                "{} sops-encrypted file(s) match the secret patterns; they are left to sops",
+                counts.sops
+            ),
+        });
+    }
+    Ok(Outcome {
+        findings: Findings {
+            findings,
+            scanned: Scanned {
+                files: counts.files,
+                bytes: counts.bytes,
+                commits: 0,
+            },
+            warnings,
+        },
+        model,
+        scope,
+    })
+}
+
+/// What the decrypt proof did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProofStats {
+    /// Files decrypted completely (MAC and every chunk verified).
+    pub decrypted: usize,
+    /// Plaintext bytes read (and discarded).
+    pub bytes: u64,
+}
+
+/// Decrypts, with `identity`, the secrets of `scope` it must be able to
+/// read: those used by hosts whose key it is (or every secret in scope when
+/// it is no host's key, e.g. an admin or CI key), plus any other file with a
+/// stanza for it. Each failure is an `age-decrypt-failed` error naming the
+/// secret. Files that do not parse are skipped (the format check reports
+/// them).
+pub fn prove(
+    snapshot: &Snapshot,
+    model: &Model,
+    scope: &BTreeSet<String>,
+    identity: &Identity,
+    commit: Option<&str>,
+) -> Result<(Vec<Finding>, ProofStats), GitError> {
+    let hosts: BTreeSet<&str> = model
+        .host_keys
+        .iter()
+        .filter(|(_, hk)| hk.keys.iter().any(|k| identity.public.contains(&k.key)))
+        .map(|(h, _)| h.as_str())
+        .collect();
+    let expected: BTreeSet<&str> = if hosts.is_empty() {
+        scope.iter().map(String::as_str).collect()
+    } else {
+        hosts.iter().flat_map(|h| model.used_by(h)).collect()
+    };
+    let whose = if hosts.is_empty() {
+        format!("the identity ({})", identity.describe())
+    } else {
+        format!(
+            "the identity ({}, key of {})",
+            identity.describe(),
+            hosts.iter().copied().collect::<Vec<_>>().join(", ")
+        )
+    };
+    let mut findings = Vec::new();
+    let mut stats = ProofStats::default();
+    for path in scope {
+        let Some(bytes) = snapshot.read(BStr::new(path))? else {
+            continue;
+        };
+        let Ok(h) = header::parse(&bytes) else {
+            continue;
+        };
+        let is_expected = expected.contains(path.as_str());
+        let for_us =
+            identity.matches_stanza(&h) || (identity.has_untagged() && decrypt::has_x25519(&h));
+        if !is_expected && !for_us {
+            continue;
+        }
+        if h.stanzas
+            .iter()
+            .any(|s| s.kind() == header::StanzaKind::Scrypt)
+        {
+            continue;
+        }
+        match identity.prove(&bytes) {
+            Ok(n) => {
+                stats.decrypted += 1;
+                stats.bytes += n;
+            }
+            Err(ProofError::NotRecipient) if !is_expected => {}
+            Err(e) => {
+                let users = model.users_of(path);
+                let consequence = if hosts.iter().any(|h| users.contains(h)) {
+                    format!(
+                        "; host {} will fail to decrypt it at activation",
+                        hosts
+                            .iter()
+                            .filter(|h| users.contains(*h))
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                } else {
+                    String::new()
+                };
+                findings.push(finding(
+                    "age-decrypt-failed",
+                    Severity::Error,
+                    path,
+                    1,
+                    &format!("{}:{}", identity.describe(), e),
+                    format!("{whose} cannot decrypt this secret: {e}{consequence}"),
+                    commit,
+                ));
+            }
+        }
+    }
+    Ok((findings, stats))
+}
+
+/// The plaintext scanner's rules for key material that decrypts secrets
+/// (one implementation, shared with `guard scan`).
+pub const IDENTITY_RULES: [&str; 3] = ["age-secret-key", "age-plugin-identity", "ssh-private-key"];
+
+/// Errors of [`identity_leaks`].
+#[derive(Debug, thiserror::Error)]
+pub enum LeakError {
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+/// Identities (`AGE-SECRET-KEY-1…`, age plugin identities, SSH private
+/// keys) in the files the change adds or modifies, found by the plaintext
+/// scanner's rules; the baseline and allow-lists of `guard scan` apply.
+/// Rules turned off with `[secrets] disable` stay off.
+pub fn identity_leaks(
+    changes: &ChangeSet,
+    config: &Config,
+    baseline: &Baseline,
+) -> Result<Vec<Finding>, LeakError> {
+    let ids: Vec<&str> = IDENTITY_RULES
+        .into_iter()
+        .filter(|id| !config.secrets.disable.iter().any(|d| d == id))
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scanner = Scanner::with_rules(config, &ids)?.with_baseline(baseline);
+    let commit = changes.new.commit().map(|c| c.to_string());
+    let results: Vec<Result<Vec<Finding>, GitError>> = changes
+        .changes
+        .par_iter()
+        .filter(|c| c.new.is_some())
+        .map(|c| {
+            let path = crate::git::ByteSlice::to_str_lossy(c.path.as_slice()).into_owned();
+            Ok(match changes.new.read(BStr::new(&path))? {
+                Some(bytes) => scanner.scan_bytes(&path, &bytes, commit.as_deref()),
+                None => Vec::new(),
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for r in results {
+        out.extend(r?);
+    }
+    out.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+    Ok(out)
+}

@@ -1,0 +1,784 @@
+//! The per-file checks: format (header parser) and recipients (header
+//! stanzas against the hosts that use the file). Never decrypts, never
+//! needs a private key, never puts file content in a message.
+//!
+//! Rule ids (severity):
+//! * `age-plaintext` (error): text where ciphertext belongs.
+//! * `age-malformed` (error): empty, binary non-age, bad or truncated
+//!   header or payload, scrypt mixed with other stanzas, only grease.
+//! * `age-missing-file` (error): a secret option points to an untracked path.
+//! * `age-missing-recipient` (error): a host uses the secret but its key is
+//!   not a recipient (or the file is passphrase-only).
+//! * `age-stale-recipient` (warning): an SSH recipient that belongs to a
+//!   host not using the secret, a removed host, a rotated key, or no known
+//!   key at all.
+//! * `age-unverifiable` (info): recipients guard cannot match from the
+//!   header (X25519/post-quantum/plugin stanzas, passphrases, wiring use).
+//! * `age-host-key-unknown` (warning): a host uses the secret but guard does
+//!   not know its key.
+//! * `age-unused` (info): no host references the secret.
+//! * `age-legacy-encoding` (warning): a stanza in the pre-1.0 body encoding.
+//! * `agenix-rules-mismatch` (warning): the SSH recipients differ from the
+//!   file's rule in `secrets.nix`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sha2::{Digest, Sha256};
+
+use super::header::{self, Header, HeaderError, StanzaKind};
+use super::keys::PublicKey;
+use super::model::Model;
+use crate::git::{BStr, GitError, Snapshot};
+use crate::report::{Finding, Redacted, RuleInfo, Severity};
+
+/// A finding of this checker: no secret value, a stable fingerprint made of
+/// the rule, the path and what the finding is about (a host, a key tag),
+/// so it survives unrelated edits.
+pub fn finding(
+    rule: &str,
+    severity: Severity,
+    path: &str,
+    line: usize,
+    about: &str,
+    message: String,
+    commit: Option<&str>,
+) -> Finding {
+    Finding {
+        rule: rule.to_string(),
+        severity,
+        path: path.to_string(),
+        line: line.max(1),
+        column: 1,
+        commit: commit.map(str::to_string),
+        secret: Redacted::new(""),
+        fingerprint: fingerprint(rule, path, about),
+        message,
+    }
+}
+
+/// Descriptions of this checker's rules (SARIF `tool.driver.rules`).
+pub fn rule_infos() -> Vec<RuleInfo> {
+    let rule = |id: &str, severity, title: &str, description: &str, help: &str| RuleInfo {
+        id: id.into(),
+        title: title.into(),
+        description: description.into(),
+        help: help.into(),
+        severity,
+    };
+    vec![
+        rule(
+            "age-plaintext",
+            Severity::Error,
+            "Plaintext where age ciphertext belongs",
+            "A file that must be an age-encrypted secret holds readable text: it was decrypted to edit and committed, or never encrypted.",
+            "Encrypt it again (secrix: nix run .#secrix -- encrypt <file> -s <host>; agenix: agenix -e <file>) and rotate the secret if the plaintext was ever committed.",
+        ),
+        rule(
+            "age-malformed",
+            Severity::Error,
+            "Not a valid age file",
+            "The file is empty, binary without an age header, or its age header or payload is malformed or truncated; the host will fail to decrypt it at activation.",
+            "Restore the file from git history or re-encrypt the secret.",
+        ),
+        rule(
+            "age-missing-file",
+            Severity::Error,
+            "Secret file not tracked",
+            "A secret option points to a path git does not track; flakes only see tracked files.",
+            "git add the encrypted file, or fix the path.",
+        ),
+        rule(
+            "age-missing-recipient",
+            Severity::Error,
+            "A host that uses the secret cannot decrypt it",
+            "The host's key is not among the file's recipients (or the file is passphrase-only): the deploy succeeds and activation fails on the host.",
+            "Rekey the secret to include the host's key.",
+        ),
+        rule(
+            "age-stale-recipient",
+            Severity::Warning,
+            "A key that no longer needs access can decrypt the secret",
+            "The file is encrypted to a host that does not use it, a removed host, a rotated key, or a key guard does not know.",
+            "Rekey the secret without that key, or list a legitimate key in [secrets] admin_keys.",
+        ),
+        rule(
+            "age-unverifiable",
+            Severity::Info,
+            "Recipients cannot be verified from the header",
+            "X25519, post-quantum and plugin stanzas do not name their recipient, passphrase files have none, and secrets used from the flake wiring have no known set of hosts.",
+            "Prove readability with guard secrets --identity <key>.",
+        ),
+        rule(
+            "age-host-key-unknown",
+            Severity::Warning,
+            "The public key of a host using the secret is unknown",
+            "guard reads secrix.hostPubKey literals (or readFile of a tracked .pub file), agenix secrets.nix bindings named after the host, and [secrets.recipients].",
+            "Set secrix.hostPubKey to a literal or add the host under [secrets.recipients] in guard.toml.",
+        ),
+        rule(
+            "age-unused",
+            Severity::Info,
+            "No host uses the secret",
+            "No host configuration references this encrypted file.",
+            "Delete it if it is obsolete.",
+        ),
+        rule(
+            "age-legacy-encoding",
+            Severity::Warning,
+            "Legacy stanza encoding",
+            "A stanza body is written in the pre-1.0 encoding without the final short line.",
+            "Re-encrypt the file with a current age.",
+        ),
+        rule(
+            "agenix-rules-mismatch",
+            Severity::Warning,
+            "Recipients differ from secrets.nix",
+            "The file's SSH recipients or X25519 count differ from its rule in the agenix rules file.",
+            "Run agenix --rekey.",
+        ),
+        rule(
+            "age-decrypt-failed",
+            Severity::Error,
+            "The identity cannot decrypt the secret",
+            "guard secrets --identity tried to decrypt a secret the identity must read, and failed (not a recipient, or corrupt MAC or payload).",
+            "Rekey or re-encrypt the secret.",
+        ),
+    ]
+}
+
+/// First 128 bits of SHA-256 over the rule, path and subject, in hex.
+pub fn fingerprint(rule: &str, path: &str, about: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [rule, path, about] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether bytes are a sops-encrypted document (age-and-secrix.md, E.2):
+/// such files are recognised and left to sops.
+pub fn is_sops(bytes: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    let t = text.trim_start();
+    if t.starts_with('{') {
+        return serde_json::from_str::<serde_json::Value>(t)
+            .ok()
+            .and_then(|v| v.get("sops").map(serde_json::Value::is_object))
+            .unwrap_or(false);
+    }
+    let has_enc = text.contains("ENC[AES256_GCM,");
+    text.lines().any(|l| {
+        l == "sops:"
+            || l.starts_with("sops_version=")
+            || l.starts_with("sops_mac=")
+            || l.trim() == "[sops]"
+    }) && (has_enc || text.contains("sops_mac") || text.contains("\n    mac: "))
+}
+
+/// Who a key tag belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    /// A current host's key.
+    Host(String),
+    /// A host that exists only in the old snapshot.
+    Removed(String),
+    /// A key the host had in the old snapshot and no longer has.
+    Previous(String),
+    /// A user/admin key (source for messages).
+    Other(String),
+}
+
+/// Everything the per-file checks need.
+pub struct Checker<'a> {
+    pub snapshot: &'a Snapshot,
+    pub model: &'a Model,
+    /// The state before the change, when judging a change.
+    pub old: Option<(&'a Snapshot, &'a Model)>,
+    /// Recorded on every finding (CI ranges).
+    pub commit: Option<String>,
+}
+
+/// Counts for the report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub files: u64,
+    pub bytes: u64,
+    pub sops: u64,
+}
+
+impl Checker<'_> {
+    fn owners(&self) -> HashMap<(StanzaKind, String), Vec<Owner>> {
+        let mut by_tag: HashMap<(StanzaKind, String), Vec<Owner>> = HashMap::new();
+        let mut add = |key: &PublicKey, owner: Owner| {
+            if let (Some(kind), Some(tag)) = (key.kind.stanza(), &key.tag) {
+                by_tag.entry((kind, tag.clone())).or_default().push(owner);
+            }
+        };
+        for (host, hk) in &self.model.host_keys {
+            for k in &hk.keys {
+                add(&k.key, Owner::Host(host.clone()));
+            }
+        }
+        for k in &self.model.other_keys {
+            add(&k.key, Owner::Other(k.source.clone()));
+        }
+        if let Some((_, old)) = self.old {
+            for (host, hk) in &old.host_keys {
+                let now = self.model.host_keys.get(host);
+                for k in &hk.keys {
+                    match now {
+                        None => add(&k.key, Owner::Removed(host.clone())),
+                        // guard cannot read the host's key now: assume it
+                        // did not change rather than call it rotated.
+                        Some(n) if n.keys.is_empty() => add(&k.key, Owner::Host(host.clone())),
+                        Some(n) if !n.keys.iter().any(|x| x.key == k.key) => {
+                            add(&k.key, Owner::Previous(host.clone()))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        by_tag
+    }
+
+    /// Checks every secret in `secrets` (sorted findings).
+    pub fn check(&self, secrets: &BTreeSet<String>) -> Result<(Vec<Finding>, Counts), GitError> {
+        let owners = self.owners();
+        let mut out = Vec::new();
+        let mut counts = Counts::default();
+        for path in secrets {
+            self.check_one(path, &owners, &mut out, &mut counts)?;
+        }
+        out.sort_by(|a, b| {
+            (&a.path, a.line, &a.rule, &a.message).cmp(&(&b.path, b.line, &b.rule, &b.message))
+        });
+        Ok((out, counts))
+    }
+
+    /// A finding of this run (with the run's commit).
+    fn mk(
+        &self,
+        rule: &str,
+        severity: Severity,
+        path: &str,
+        line: usize,
+        about: &str,
+        message: String,
+    ) -> Finding {
+        finding(
+            rule,
+            severity,
+            path,
+            line,
+            about,
+            message,
+            self.commit.as_deref(),
+        )
+    }
+
+    fn check_one(
+        &self,
+        path: &str,
+        owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
+        out: &mut Vec<Finding>,
+        counts: &mut Counts,
+    ) -> Result<(), GitError> {
+        let m = self.model;
+        let users: BTreeSet<&str> = m.users_of(path);
+        let Some(bytes) = self.snapshot.read(BStr::new(path))? else {
+            if m.missing.contains(path) {
+                let u = &m.uses.get(path).map(|u| &u[0]);
+                let (line, msg) = match u {
+                    Some(u) => (
+                        1,
+                        format!(
+                            "referenced by {} (host {}) but not tracked by git; flakes only see tracked files",
+                            u.describe(),
+                            u.host
+                        ),
+                    ),
+                    None => (1, "referenced by the flake but not tracked by git".into()),
+                };
+                out.push(self.mk(
+                    "age-missing-file",
+                    Severity::Error,
+                    path,
+                    line,
+                    "missing",
+                    msg,
+                ));
+            }
+            return Ok(());
+        };
+        counts.files += 1;
+        counts.bytes += bytes.len() as u64;
+        if !header::looks_like_age(&bytes) && is_sops(&bytes) {
+            counts.sops += 1;
+            return Ok(());
+        }
+        let used_by = if users.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (used by {})",
+                users.iter().copied().collect::<Vec<_>>().join(", ")
+            )
+        };
+        let h = match header::parse(&bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                self.format_finding(path, &e, &used_by, out)?;
+                return Ok(());
+            }
+        };
+        for s in h.stanzas.iter().filter(|s| s.legacy) {
+            out.push(self.mk("age-legacy-encoding",
+                Severity::Warning,
+                path,
+                s.line,
+                &format!("legacy-{}", s.line),
+                "a stanza uses the legacy (pre-1.0) body encoding; re-encrypt it with a current age".into(),
+            ));
+        }
+        if h.recipients().next().is_none() {
+            out.push(self.mk(
+                "age-malformed",
+                Severity::Error,
+                path,
+                1,
+                "no-recipients",
+                format!("no recipient stanzas besides grease: nobody can decrypt it{used_by}"),
+            ));
+            return Ok(());
+        }
+        self.check_recipients(path, &h, owners, out);
+        Ok(())
+    }
+
+    fn format_finding(
+        &self,
+        path: &str,
+        e: &HeaderError,
+        used_by: &str,
+        out: &mut Vec<Finding>,
+    ) -> Result<(), GitError> {
+        let (rule, about) = if e.is_plaintext() {
+            ("age-plaintext", "plaintext".to_string())
+        } else {
+            ("age-malformed", e.kind().to_string())
+        };
+        let mut msg = format!("{e}{used_by}");
+        if e.is_plaintext() {
+            msg.push_str(
+                "; encrypt it (secrix: nix run .#secrix -- encrypt <file> -s <host>; agenix: agenix -e <file>) and rotate it if the plaintext was ever committed",
+            );
+            if let Some((old, _)) = self.old
+                && let Some(before) = old.read(BStr::new(path))?
+                && header::parse(&before).is_ok()
+            {
+                msg.push_str(&format!(
+                    "; it was age ciphertext in {} (decrypted to edit and not re-encrypted?)",
+                    old.label()
+                ));
+            }
+        }
+        out.push(self.mk(
+            rule,
+            Severity::Error,
+            path,
+            e.line().unwrap_or(1),
+            &about,
+            msg,
+        ));
+        Ok(())
+    }
+
+    fn check_recipients(
+        &self,
+        path: &str,
+        h: &Header,
+        owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
+        out: &mut Vec<Finding>,
+    ) {
+        let m = self.model;
+        let users = m.users_of(path);
+        let maybe: BTreeSet<&str> = m
+            .maybe
+            .get(path)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let wiring = m.wiring.get(path);
+        let recips: Vec<&header::Stanza> = h.recipients().collect();
+        let ssh: BTreeSet<(StanzaKind, &str)> = recips
+            .iter()
+            .filter_map(|s| s.ssh_tag().map(|t| (s.kind(), t)))
+            .collect();
+        let unattributable: Vec<&header::Stanza> = recips
+            .iter()
+            .copied()
+            .filter(|s| {
+                matches!(
+                    s.kind(),
+                    StanzaKind::X25519
+                        | StanzaKind::MlKem768X25519
+                        | StanzaKind::P256Tag
+                        | StanzaKind::Other
+                )
+            })
+            .collect();
+        let scrypt_only = recips.iter().all(|s| s.kind() == StanzaKind::Scrypt);
+        let mut host_info = false;
+
+        // 1. Every user must be a recipient.
+        for host in &users {
+            let use_ = m.uses[path].iter().find(|u| u.host == *host).unwrap();
+            let via = format!(
+                "it uses the secret through {} (chain: {})",
+                use_.describe(),
+                use_.chain.join(" → ")
+            );
+            let hk = m.host_keys.get(*host).cloned().unwrap_or_default();
+            if hk.keys.is_empty() {
+                out.push(self.mk(
+                    "age-host-key-unknown",
+                    Severity::Warning,
+                    path,
+                    1,
+                    host,
+                    format!(
+                        "used by host {host}, but guard does not know its public key ({}); {via}",
+                        hk.problem.as_deref().unwrap_or("no key found")
+                    ),
+                ));
+                continue;
+            }
+            if scrypt_only {
+                out.push(self.mk("age-missing-recipient",
+                    Severity::Error,
+                    path,
+                    recips[0].line,
+                    host,
+                    format!(
+                        "host {host} cannot decrypt this secret: it is encrypted with a passphrase (scrypt) only; {via}; re-encrypt it to the host's key"
+                    ),
+                ));
+                continue;
+            }
+            let matched = hk
+                .keys
+                .iter()
+                .any(|k| match (k.key.kind.stanza(), &k.key.tag) {
+                    (Some(kind), Some(tag)) => ssh.contains(&(kind, tag.as_str())),
+                    _ => false,
+                });
+            if matched {
+                continue;
+            }
+            let age_keys: Vec<&PublicKey> = hk
+                .keys
+                .iter()
+                .map(|k| &k.key)
+                .filter(|k| k.tag.is_none())
+                .collect();
+            if !age_keys.is_empty() && !unattributable.is_empty() {
+                host_info = true;
+                out.push(self.mk("age-unverifiable",
+                    Severity::Info,
+                    path,
+                    unattributable[0].line,
+                    host,
+                    format!(
+                        "cannot verify that host {host} is a recipient: its key is an age key ({}), and {} stanza(s) do not identify their recipient",
+                        age_keys[0],
+                        describe_stanzas(&unattributable)
+                    ),
+                ));
+                continue;
+            }
+            let k = &hk.keys[0];
+            let key_desc = match &k.key.tag {
+                Some(t) => format!(
+                    "{} stanza for its key (tag {t}, key from {})",
+                    k.key.kind.name(),
+                    k.source
+                ),
+                None => format!(
+                    "{} stanza for its key ({}, key from {})",
+                    k.key.kind.name(),
+                    k.key,
+                    k.source
+                ),
+            };
+            out.push(self.mk("age-missing-recipient",
+                Severity::Error,
+                path,
+                1,
+                host,
+                format!(
+                    "host {host} cannot decrypt this secret: no {key_desc}; {via}; rekey the secret to include {host}"
+                ),
+            ));
+        }
+
+        // 2. Every SSH recipient should belong to a user (or a user key).
+        let any_host_may_use = wiring.is_some();
+        // A user whose key guard does not know may own any unknown tag.
+        let unknown_user_key = users
+            .iter()
+            .any(|h| m.host_keys.get(*h).is_none_or(|k| k.keys.is_empty()));
+        for s in recips.iter().filter(|s| s.ssh_tag().is_some()) {
+            let tag = s.ssh_tag().unwrap_or_default();
+            let os = owners
+                .get(&(s.kind(), tag.to_string()))
+                .cloned()
+                .unwrap_or_default();
+            let is_user = |o: &Owner| match o {
+                Owner::Host(h) => {
+                    users.contains(h.as_str()) || maybe.contains(h.as_str()) || any_host_may_use
+                }
+                Owner::Other(_) => true,
+                _ => false,
+            };
+            if os.iter().any(is_user) || (os.is_empty() && unknown_user_key) {
+                continue;
+            }
+            let old_users: BTreeSet<&str> =
+                self.old.map(|(_, o)| o.users_of(path)).unwrap_or_default();
+            let msg = if let Some(Owner::Host(h)) = os.iter().find(|o| matches!(o, Owner::Host(_)))
+            {
+                if old_users.contains(h.as_str()) {
+                    format!(
+                        "stale recipient: host {h} no longer uses this secret but can still decrypt it ({} tag {tag}); rekey without it to revoke its access",
+                        s.tag
+                    )
+                } else {
+                    format!(
+                        "stale recipient: host {h} can decrypt this secret but does not use it ({} tag {tag}); rekey without it to revoke its access",
+                        s.tag
+                    )
+                }
+            } else if let Some(Owner::Removed(h)) =
+                os.iter().find(|o| matches!(o, Owner::Removed(_)))
+            {
+                format!(
+                    "stale recipient: still encrypted to removed host {h} ({} tag {tag}); rekey to revoke its access",
+                    s.tag
+                )
+            } else if let Some(Owner::Previous(h)) =
+                os.iter().find(|o| matches!(o, Owner::Previous(_)))
+            {
+                format!(
+                    "stale recipient: encrypted to a previous key of host {h} ({} tag {tag}, replaced in this change); rekey it",
+                    s.tag
+                )
+            } else {
+                format!(
+                    "stale recipient: encrypted to an unknown {} key (tag {tag}) that is no host's key, secrix user key, agenix publicKeys entry or guard.toml admin_keys entry; a stale or rotated key? (list legitimate keys in [secrets] admin_keys)",
+                    s.tag
+                )
+            };
+            out.push(self.mk(
+                "age-stale-recipient",
+                Severity::Warning,
+                path,
+                s.line,
+                tag,
+                msg,
+            ));
+        }
+
+        // 3. What cannot be verified from the header.
+        if let Some(w) = wiring {
+            let w = &w[0];
+            let at = match &w.option {
+                Some(o) => format!("{o} in {}:{}", w.file, w.line),
+                None => format!("{}:{}", w.file, w.line),
+            };
+            out.push(self.mk("age-unverifiable",
+                Severity::Info,
+                path,
+                1,
+                "wiring",
+                format!(
+                    "referenced from the flake wiring ({at}): any host may use it, so guard does not check its recipients against hosts"
+                ),
+            ));
+        } else if scrypt_only && users.is_empty() {
+            out.push(self.mk(
+                "age-unverifiable",
+                Severity::Info,
+                path,
+                recips[0].line,
+                "scrypt",
+                "encrypted with a passphrase (scrypt): there is no recipient key to check".into(),
+            ));
+        } else if !host_info && !unattributable.is_empty() && ssh.is_empty() {
+            out.push(self.mk("age-unverifiable",
+                Severity::Info,
+                path,
+                unattributable[0].line,
+                "stanzas",
+                format!(
+                    "{} stanza(s) cannot be matched to hosts from the header: they carry only an ephemeral share, not the recipient's identity",
+                    describe_stanzas(&unattributable)
+                ),
+            ));
+        } else if let Some(s) = unattributable
+            .iter()
+            .find(|s| s.kind() == StanzaKind::Other)
+        {
+            out.push(self.mk("age-unverifiable",
+                Severity::Info,
+                path,
+                s.line,
+                "plugin",
+                format!(
+                    "encrypted to an unrecognised recipient type '{}' (an age plugin?); guard cannot tell whom it is for",
+                    printable(&s.tag)
+                ),
+            ));
+        }
+
+        // 4. Used by nobody.
+        if users.is_empty() && maybe.is_empty() && wiring.is_none() {
+            let msg = match m.agenix_rule(path) {
+                Some((rules, _)) => format!(
+                    "listed in {rules}, but no host configuration references it (age.secrets.<name>.file)"
+                ),
+                None => "no host configuration references this secret".to_string(),
+            };
+            out.push(self.mk("age-unused", Severity::Info, path, 1, "unused", msg));
+        }
+
+        // 5. agenix: the file's recipients agree with its rule.
+        if let Some((rules, rule)) = m.agenix_rule(path)
+            && !rule.incomplete
+        {
+            let mut want: BTreeSet<(StanzaKind, String)> = BTreeSet::new();
+            let mut want_x25519 = 0usize;
+            for k in &rule.keys {
+                if let Ok(key) = super::keys::parse_public_key(k) {
+                    match (key.kind.stanza(), key.tag) {
+                        (Some(kind), Some(tag)) => {
+                            want.insert((kind, tag));
+                        }
+                        (Some(StanzaKind::X25519), None) => want_x25519 += 1,
+                        _ => {}
+                    }
+                }
+            }
+            let have: BTreeSet<(StanzaKind, String)> =
+                ssh.iter().map(|(k, t)| (*k, t.to_string())).collect();
+            let have_x25519 = recips
+                .iter()
+                .filter(|s| s.kind() == StanzaKind::X25519)
+                .count();
+            let missing: Vec<&str> = want.difference(&have).map(|(_, t)| t.as_str()).collect();
+            let extra: Vec<&str> = have.difference(&want).map(|(_, t)| t.as_str()).collect();
+            if !missing.is_empty() || !extra.is_empty() || want_x25519 != have_x25519 {
+                let mut parts = Vec::new();
+                if !missing.is_empty() {
+                    parts.push(format!("missing ssh keys with tags {}", missing.join(", ")));
+                }
+                if !extra.is_empty() {
+                    parts.push(format!("extra ssh keys with tags {}", extra.join(", ")));
+                }
+                if want_x25519 != have_x25519 {
+                    parts.push(format!(
+                        "{have_x25519} X25519 stanza(s) for {want_x25519} age1 key(s)"
+                    ));
+                }
+                out.push(self.mk(
+                    "agenix-rules-mismatch",
+                    Severity::Warning,
+                    path,
+                    1,
+                    "rules",
+                    format!(
+                        "recipients differ from its rule in {rules}:{}: {}; run agenix --rekey",
+                        rule.line,
+                        parts.join("; ")
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// "2 X25519" / "1 X25519, 1 mlkem768x25519".
+fn describe_stanzas(stanzas: &[&header::Stanza]) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for s in stanzas {
+        *counts.entry(printable(&s.tag)).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(t, n)| format!("{n} {t}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Stanza types are public header data, but keep them short in messages.
+fn printable(s: &str) -> String {
+    s.chars().take(32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_stable_and_distinct() {
+        let a = fingerprint("age-missing-recipient", "secrets/x.age", "alpha");
+        assert_eq!(
+            a,
+            fingerprint("age-missing-recipient", "secrets/x.age", "alpha")
+        );
+        assert_eq!(a.len(), 32);
+        assert_ne!(
+            a,
+            fingerprint("age-missing-recipient", "secrets/x.age", "beta")
+        );
+        assert_ne!(
+            a,
+            fingerprint("age-missing-recipient", "secrets/xa.ge", "alpha")
+        );
+    }
+
+    #[test]
+    fn sops_files_are_recognised() {
+        let yaml = "db: ENC[AES256_GCM,data:abc,iv:x,tag:y,type:str]\nsops:\n    age:\n    -   recipient: age1x\n    mac: ENC[AES256_GCM,data:z]\n";
+        assert!(is_sops(yaml.as_bytes()));
+        let json = r#"{"data": "ENC[AES256_GCM,data:a]", "sops": {"mac": "x"}}"#;
+        assert!(is_sops(json.as_bytes()));
+        let env = "A=ENC[AES256_GCM,data:a]\nsops_version=3.8.1\nsops_mac=ENC[AES256_GCM,data:b]\n";
+        assert!(is_sops(env.as_bytes()));
+        assert!(!is_sops(b"password: hunter2\n"));
+        assert!(!is_sops(br#"{"sops": "plain"}"#));
+        assert!(!is_sops(b"sops:\n  nothing encrypted\n"));
+    }
+
+    #[test]
+    fn findings_carry_no_secret() {
+        let f = finding(
+            "age-plaintext",
+            Severity::Error,
+            "s.age",
+            0,
+            "p",
+            "m".into(),
+            None,
+        );
+        assert_eq!(f.secret.as_str(), "…(redacted)");
+        assert_eq!(f.line, 1);
+    }
+}

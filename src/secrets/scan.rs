@@ -1,0 +1,1363 @@
+//! Plaintext secret detection (`guard scan`): built-in and user rules, a
+//! keyword prefilter, Nix-aware attribute rules, allowlists and baselines.
+//!
+//! # How a blob is scanned
+//!
+//! 1. Content sniffing: a NUL byte in the first 8 KiB means binary (skipped,
+//!    counted by the callers); age ciphertext (binary or armored) is skipped
+//!    because it is, by construction, not plaintext.
+//! 2. One Aho-Corasick automaton holds the keywords of every rule
+//!    (case-insensitive). Each line holding a keyword gets the union of the
+//!    rules its keywords belong to; only those rules' regexes run, and only on
+//!    that line. No allocation happens per line unless a rule matches.
+//! 3. `.nix` files whose keywords hit are parsed with rnix for the
+//!    `nix-password` rule (see `nix.rs`): parsing is the expensive step, so
+//!    files without a secret-ish word are never parsed.
+//! 4. Overlapping findings keep the most specific rule; `guard:allow`
+//!    comments, `[secrets.allow]` and the baseline drop what was accepted.
+//!
+//! [`Scanner`] is built once and is `Send + Sync`; the mode drivers in
+//! [`run`] scan many blobs from rayon's threads with it.
+
+mod nix;
+pub(crate) mod rules;
+pub mod run;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use regex::bytes::{Captures, Regex, RegexBuilder};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::report::{Finding, Redacted, RuleInfo, Severity};
+use rules::{Check, Kind, RuleDef};
+
+/// Files larger than this are scanned by the line rules only (the Nix AST
+/// pass is skipped, with a warning from the drivers); files on disk larger
+/// than this are read in chunks of this size.
+pub const HUGE_FILE: usize = 8 * 1024 * 1024;
+
+/// Bytes looked at for a NUL when deciding whether a file is binary.
+pub const SNIFF_LEN: usize = 8 * 1024;
+
+/// Most rules (built-in + user) one scanner can hold: the per-line rule set
+/// is a fixed-size bit set, so the hot loop never allocates.
+const MAX_RULES: usize = 256;
+
+/// Errors building a [`Scanner`] or loading a baseline.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// A user rule's (or allow-list) regex does not compile.
+    #[error("secrets: regex of {what} does not compile: {message}")]
+    BadRegex { what: String, message: String },
+    /// A rule id that does not exist (in `disable`, `severity`, or a
+    /// `with_rules` call).
+    #[error("secrets: unknown rule id {id:?} in {context}")]
+    UnknownRule { id: String, context: String },
+    /// A user rule reuses a built-in or another user rule's id.
+    #[error("secrets.rules: rule id {id:?} is already taken")]
+    DuplicateRule { id: String },
+    /// A glob in `[secrets.allow] paths` is invalid.
+    #[error("secrets.allow.paths: invalid glob {glob:?}: {message}")]
+    BadGlob { glob: String, message: String },
+    /// A severity that is not error, warning or info.
+    #[error("secrets.severity.{id}: severity must be error, warning or info, not {value:?}")]
+    BadSeverity { id: String, value: String },
+    /// More rules than the scanner supports.
+    #[error("secrets: too many rules ({count}); at most {max} are supported")]
+    TooManyRules { count: usize, max: usize },
+    /// The baseline file exists but cannot be read or parsed.
+    #[error("baseline {}: {message}", path.display())]
+    Baseline { path: PathBuf, message: String },
+}
+
+/// What a blob's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// Scanned.
+    Text,
+    /// A NUL byte in the first 8 KiB: skipped.
+    Binary,
+    /// age ciphertext (binary or armored): skipped, it is not plaintext.
+    AgeCiphertext,
+}
+
+/// Sniffs a blob.
+pub fn classify_content(bytes: &[u8]) -> Content {
+    if bytes.starts_with(b"age-encryption.org/")
+        || bytes
+            .trim_ascii_start()
+            .starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    {
+        return Content::AgeCiphertext;
+    }
+    if memchr::memchr(0, &bytes[..bytes.len().min(SNIFF_LEN)]).is_some() {
+        return Content::Binary;
+    }
+    Content::Text
+}
+
+/// A finding with the end of its region (for SARIF), 1-based like the start.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub finding: Finding,
+    pub end_line: usize,
+    /// The column after the last character of the secret.
+    pub end_column: usize,
+}
+
+/// Fixed-size rule bit set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Mask([u64; MAX_RULES / 64]);
+
+impl Mask {
+    fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    fn or(&mut self, o: &Mask) {
+        for (a, b) in self.0.iter_mut().zip(o.0.iter()) {
+            *a |= b;
+        }
+    }
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut b = bits;
+            std::iter::from_fn(move || {
+                if b == 0 {
+                    return None;
+                }
+                let t = b.trailing_zeros() as usize;
+                b &= b - 1;
+                Some(w * 64 + t)
+            })
+        })
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+struct Rule {
+    id: String,
+    severity: Severity,
+    kind: Kind,
+    regex: Option<Regex>,
+    check: Check,
+    priority: u8,
+    /// Index into `Scanner::meta`.
+    meta: usize,
+}
+
+/// Texts of one rule id.
+#[derive(Debug, Clone)]
+struct Meta {
+    id: String,
+    severity: Severity,
+    title: String,
+    description: String,
+    fix: String,
+}
+
+/// A match before it becomes a finding: byte offsets into the blob.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    rule: usize,
+    start: usize,
+    end: usize,
+}
+
+/// The plaintext-secret scanner: built once from the configuration, then
+/// used from many threads (`Send + Sync`).
+pub struct Scanner {
+    rules: Vec<Rule>,
+    meta: Vec<Meta>,
+    prefilter: Option<AhoCorasick>,
+    /// Rules each prefilter pattern belongs to.
+    pattern_rules: Vec<Mask>,
+    /// Rules run over the whole file (user rules without keywords).
+    file_rules: Vec<usize>,
+    wg_rule: Option<usize>,
+    hashed_rule: Option<usize>,
+    /// Pre-parse gate of the Nix rule (see `wants_nix`).
+    nix_gate: Regex,
+    allow_paths: globset::GlobSet,
+    allow_regexes: Vec<Regex>,
+    allow_fingerprints: HashSet<String>,
+    baseline: HashSet<String>,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field(
+                "rules",
+                &self.meta.iter().map(|m| &m.id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Scanner {
+    /// Built-in rules (minus `[secrets] disable`) plus `[[secrets.rules]]`,
+    /// with `[secrets.severity]` overrides and `[secrets.allow]` applied.
+    pub fn new(config: &Config) -> Result<Scanner, ScanError> {
+        Scanner::build(config, None)
+    }
+
+    /// Only the rules with these ids (built-in or user), e.g. the key
+    /// material rules for `guard secrets`. Allow-lists still apply.
+    pub fn with_rules(config: &Config, ids: &[&str]) -> Result<Scanner, ScanError> {
+        Scanner::build(config, Some(ids))
+    }
+
+    /// Drops findings whose fingerprint is in `baseline` from now on.
+    pub fn with_baseline(mut self, baseline: &Baseline) -> Scanner {
+        self.baseline = baseline.fingerprints.clone();
+        self
+    }
+
+    fn build(config: &Config, only: Option<&[&str]>) -> Result<Scanner, ScanError> {
+        let sc = &config.secrets;
+        let mut defs: Vec<RuleDef> = rules::BUILTIN.to_vec();
+        let builtin_ids: HashSet<&str> = rules::BUILTIN.iter().map(|d| d.id).collect();
+        for id in &sc.disable {
+            if !builtin_ids.contains(id.as_str()) {
+                return Err(ScanError::UnknownRule {
+                    id: id.clone(),
+                    context: "secrets.disable".into(),
+                });
+            }
+        }
+        defs.retain(|d| !sc.disable.iter().any(|x| x == d.id));
+
+        let mut user: Vec<UserRule> = Vec::new();
+        let mut seen: HashSet<String> = builtin_ids.iter().map(|s| s.to_string()).collect();
+        for r in &sc.rules {
+            if !seen.insert(r.id.clone()) {
+                return Err(ScanError::DuplicateRule { id: r.id.clone() });
+            }
+            let regex = RegexBuilder::new(&r.regex)
+                .size_limit(1 << 22)
+                .build()
+                .map_err(|e| ScanError::BadRegex {
+                    what: format!("secrets.rules {}", r.id),
+                    message: one_line(&e.to_string()),
+                })?;
+            user.push(UserRule {
+                id: r.id.clone(),
+                severity: parse_severity(&r.id, &r.severity)?,
+                description: if r.description.is_empty() {
+                    format!("user rule {}", r.id)
+                } else {
+                    r.description.clone()
+                },
+                keywords: r
+                    .keywords
+                    .iter()
+                    .filter(|k| !k.is_empty())
+                    .map(|k| k.to_ascii_lowercase())
+                    .collect(),
+                regex,
+            });
+        }
+
+        if let Some(ids) = only {
+            let all: HashSet<&str> = defs
+                .iter()
+                .map(|d| d.id)
+                .chain(user.iter().map(|u| u.id.as_str()))
+                .collect();
+            for id in ids {
+                if !all.contains(id) {
+                    return Err(ScanError::UnknownRule {
+                        id: (*id).to_string(),
+                        context: "Scanner::with_rules".into(),
+                    });
+                }
+            }
+            defs.retain(|d| ids.contains(&d.id));
+            user.retain(|u| ids.contains(&u.id.as_str()));
+        }
+
+        let count = defs.len() + user.len();
+        if count > MAX_RULES {
+            return Err(ScanError::TooManyRules {
+                count,
+                max: MAX_RULES,
+            });
+        }
+
+        for (id, sev) in &sc.severity {
+            if !seen.contains(id) {
+                return Err(ScanError::UnknownRule {
+                    id: id.clone(),
+                    context: "secrets.severity".into(),
+                });
+            }
+            parse_severity(id, sev)?;
+        }
+        let override_of = |id: &str, default: Severity| -> Severity {
+            sc.severity
+                .get(id)
+                .and_then(|s| parse_severity(id, s).ok())
+                .unwrap_or(default)
+        };
+
+        let mut rules_out = Vec::with_capacity(count);
+        let mut meta: Vec<Meta> = Vec::new();
+        let mut meta_index: BTreeMap<String, usize> = BTreeMap::new();
+        let mut keywords: Vec<String> = Vec::new();
+        let mut keyword_ids: BTreeMap<String, usize> = BTreeMap::new();
+        let mut pattern_rules: Vec<Mask> = Vec::new();
+        let mut file_rules = Vec::new();
+        let mut add_keyword = |kw: &str, rule: usize, pr: &mut Vec<Mask>| {
+            let k = kw.to_ascii_lowercase();
+            let idx = *keyword_ids.entry(k.clone()).or_insert_with(|| {
+                keywords.push(k);
+                pr.push(Mask::default());
+                pr.len() - 1
+            });
+            pr[idx].set(rule);
+        };
+
+        for d in &defs {
+            let severity = override_of(d.id, d.severity);
+            let m = *meta_index.entry(d.id.to_string()).or_insert_with(|| {
+                meta.push(Meta {
+                    id: d.id.to_string(),
+                    severity,
+                    title: d.title.to_string(),
+                    description: d.description.to_string(),
+                    fix: d.fix.to_string(),
+                });
+                meta.len() - 1
+            });
+            let regex = if d.pattern.is_empty() {
+                None
+            } else {
+                Some(
+                    RegexBuilder::new(d.pattern)
+                        .unicode(false)
+                        .build()
+                        .map_err(|e| ScanError::BadRegex {
+                            what: format!("built-in rule {}", d.id),
+                            message: one_line(&e.to_string()),
+                        })?,
+                )
+            };
+            let i = rules_out.len();
+            for kw in d.keywords {
+                add_keyword(kw, i, &mut pattern_rules);
+            }
+            rules_out.push(Rule {
+                id: d.id.to_string(),
+                severity,
+                kind: d.kind,
+                regex,
+                check: d.check,
+                priority: d.priority,
+                meta: m,
+            });
+        }
+        for u in user {
+            let severity = override_of(&u.id, u.severity);
+            meta.push(Meta {
+                id: u.id.clone(),
+                severity,
+                title: u.description.clone(),
+                description: u.description.clone(),
+                fix: rules::FIX_SECRIX.to_string(),
+            });
+            let i = rules_out.len();
+            let kind = if u.keywords.is_empty() {
+                file_rules.push(i);
+                Kind::File
+            } else {
+                for kw in &u.keywords {
+                    add_keyword(kw, i, &mut pattern_rules);
+                }
+                Kind::Line
+            };
+            rules_out.push(Rule {
+                id: u.id,
+                severity,
+                kind,
+                regex: Some(u.regex),
+                check: Check::Plain,
+                // User rules are specific by intent.
+                priority: 3,
+                meta: meta.len() - 1,
+            });
+        }
+
+        let prefilter = if keywords.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&keywords)
+                    .map_err(|e| ScanError::BadRegex {
+                        what: "the keyword prefilter".into(),
+                        message: e.to_string(),
+                    })?,
+            )
+        };
+
+        let mut globs = globset::GlobSetBuilder::new();
+        for g in &sc.allow.paths {
+            let glob = globset::GlobBuilder::new(g)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| ScanError::BadGlob {
+                    glob: g.clone(),
+                    message: e.to_string(),
+                })?;
+            globs.add(glob);
+        }
+        let allow_paths = globs.build().map_err(|e| ScanError::BadGlob {
+            glob: sc.allow.paths.join(", "),
+            message: e.to_string(),
+        })?;
+        let allow_regexes = sc
+            .allow
+            .regexes
+            .iter()
+            .map(|r| {
+                Regex::new(r).map_err(|e| ScanError::BadRegex {
+                    what: format!("secrets.allow.regexes {r:?}"),
+                    message: one_line(&e.to_string()),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let find = |id: &str| rules_out.iter().position(|r: &Rule| r.id == id);
+        let nix_gate = RegexBuilder::new(NIX_GATE)
+            .unicode(false)
+            .build()
+            .map_err(|e| ScanError::BadRegex {
+                what: "the Nix gate".into(),
+                message: one_line(&e.to_string()),
+            })?;
+        Ok(Scanner {
+            nix_gate,
+            wg_rule: find("wireguard-private-key"),
+            hashed_rule: find("hashed-password"),
+            rules: rules_out,
+            meta,
+            prefilter,
+            pattern_rules,
+            file_rules,
+            allow_paths,
+            allow_regexes,
+            allow_fingerprints: sc.allow.fingerprints.iter().cloned().collect(),
+            baseline: HashSet::new(),
+        })
+    }
+
+    /// Ids of the active rules, in rule order, without duplicates.
+    pub fn rule_ids(&self) -> Vec<&str> {
+        self.meta.iter().map(|m| m.id.as_str()).collect()
+    }
+
+    /// Descriptions of the active rules (for SARIF `tool.driver.rules`).
+    pub fn rule_infos(&self) -> Vec<RuleInfo> {
+        self.meta
+            .iter()
+            .map(|m| RuleInfo {
+                id: m.id.clone(),
+                title: m.title.clone(),
+                description: m.description.clone(),
+                help: format!("Fix: {}. {}", m.fix, ALLOW_HINT),
+                severity: m.severity,
+            })
+            .collect()
+    }
+
+    /// Whether `[secrets.allow] paths` excludes this repository path.
+    pub fn path_allowed(&self, path: &str) -> bool {
+        self.allow_paths.is_match(path)
+    }
+
+    /// Scans one blob. `path` is the repository-relative path (it decides
+    /// whether the Nix rule applies and goes into the fingerprint); `line` and
+    /// `column` of the findings are 1-based positions in `bytes`. Binary
+    /// files and age ciphertext give no findings. `guard:allow`,
+    /// `[secrets.allow]` and an attached baseline are applied. The secret
+    /// itself only ever leaves as [`Redacted`].
+    pub fn scan_bytes(&self, path: &str, bytes: &[u8], commit: Option<&str>) -> Vec<Finding> {
+        self.scan_located(path, bytes, commit, 0, None)
+            .into_iter()
+            .map(|l| l.finding)
+            .collect()
+    }
+
+    /// [`Scanner::scan_bytes`] with the end of each region. `line_base` is
+    /// added to every line number (chunked files); `keep_line`, when given,
+    /// keeps only findings starting on lines it accepts (added lines).
+    pub fn scan_located(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        commit: Option<&str>,
+        line_base: usize,
+        keep_line: Option<&dyn Fn(usize) -> bool>,
+    ) -> Vec<Located> {
+        if self.path_allowed(path) || classify_content(bytes) != Content::Text {
+            return Vec::new();
+        }
+        let hits = self.hits(path, bytes);
+        if hits.is_empty() {
+            return Vec::new();
+        }
+        self.locate(path, bytes, commit, line_base, keep_line, hits)
+    }
+
+    /// Every raw match in a text blob, overlaps resolved.
+    fn hits(&self, path: &str, bytes: &[u8]) -> Vec<Hit> {
+        let is_nix = path.ends_with(".nix");
+        let mut hits = Vec::new();
+        let mut nix_needed = false;
+        // Matches in .nix files that count only inside a string literal:
+        // (start of the name, hit).
+        let mut pending: Vec<(usize, Hit)> = Vec::new();
+        if let Some(ac) = &self.prefilter {
+            let mut have = false;
+            let (mut line_start, mut line_end) = (0usize, 0usize);
+            let mut mask = Mask::default();
+            for m in ac.find_overlapping_iter(bytes) {
+                let s = m.start();
+                if have && s < line_end {
+                    mask.or(&self.pattern_rules[m.pattern().as_usize()]);
+                    continue;
+                }
+                if have {
+                    self.run_line(
+                        path,
+                        bytes,
+                        line_start,
+                        line_end,
+                        &mask,
+                        is_nix,
+                        &mut hits,
+                        &mut pending,
+                    );
+                    nix_needed =
+                        nix_needed || self.wants_nix(&mask, is_nix, &bytes[line_start..line_end]);
+                }
+                // Hits come in offset order, so the line start lies between
+                // the end of the previous line and this match.
+                let lo = if have { line_end } else { 0 };
+                line_start = memchr::memrchr(b'\n', &bytes[lo..s]).map_or(lo, |p| lo + p + 1);
+                line_end =
+                    memchr::memchr(b'\n', &bytes[m.end()..]).map_or(bytes.len(), |p| m.end() + p);
+                mask = self.pattern_rules[m.pattern().as_usize()];
+                have = true;
+            }
+            if have {
+                self.run_line(
+                    path,
+                    bytes,
+                    line_start,
+                    line_end,
+                    &mask,
+                    is_nix,
+                    &mut hits,
+                    &mut pending,
+                );
+                nix_needed =
+                    nix_needed || self.wants_nix(&mask, is_nix, &bytes[line_start..line_end]);
+            }
+        }
+        for &i in &self.file_rules {
+            if let Some(re) = &self.rules[i].regex {
+                for caps in re.captures_iter(bytes) {
+                    if let Some((s, e)) = secret_group(&caps) {
+                        hits.push(Hit {
+                            rule: i,
+                            start: s,
+                            end: e,
+                        });
+                    }
+                }
+            }
+        }
+        if (nix_needed || !pending.is_empty())
+            && bytes.len() <= HUGE_FILE
+            && let Ok(src) = std::str::from_utf8(bytes)
+        {
+            let parsed = rnix::Root::parse(src).syntax();
+            if nix_needed {
+                self.nix_hits(&parsed, src, &mut hits);
+            }
+            if !pending.is_empty() {
+                let strings = nix::string_ranges(&parsed);
+                for (name_start, hit) in pending {
+                    let inside = |p: usize| {
+                        let i = strings.partition_point(|&(_, e)| e <= p);
+                        strings.get(i).is_some_and(|&(s, _)| s <= p)
+                    };
+                    if inside(name_start) && inside(hit.start) {
+                        hits.push(hit);
+                    }
+                }
+            }
+        }
+        self.bare_key_file(path, bytes, &mut hits);
+        resolve_overlaps(&self.rules, hits)
+    }
+
+    /// Whether a keyword line of a `.nix` file may bind a secret-named
+    /// attribute to a literal, so that the file is worth parsing: a name
+    /// the suffix lists call secret, followed by `=` and a string that is
+    /// not visibly a reference or placeholder (or a value that continues on
+    /// the next lines, a list, a `mkForce …`). Parsing is the expensive step;
+    /// `passwordFile = config…` and `secrix.…secrets.x.encrypted.file = …`
+    /// never get there.
+    fn wants_nix(&self, mask: &Mask, is_nix: bool, line: &[u8]) -> bool {
+        if !is_nix || !mask.iter().any(|i| self.rules[i].kind == Kind::NixAst) {
+            return false;
+        }
+        let mut at = 0;
+        while at < line.len() {
+            let Some(m) = self.nix_gate.find_at(line, at) else {
+                return false;
+            };
+            at = m.end().max(m.start() + 1);
+            let Some(caps) = self.nix_gate.captures_at(line, m.start()) else {
+                continue;
+            };
+            let name = caps.name("n").map_or(&b""[..], |n| n.as_bytes());
+            if rules::classify_name(name) == rules::NameClass::Other {
+                continue;
+            }
+            let Some(v) = caps.name("v") else { continue };
+            if v.as_bytes() != b"\"" {
+                return true;
+            }
+            let rest = &line[v.end()..];
+            let Some(close) = closing_quote(rest) else {
+                return true;
+            };
+            let lit = &rest[..close];
+            if memchr::memmem::find(lit, b"${").is_some()
+                || rules::is_placeholder_or_reference(lit)
+                || rules::looks_public_or_digest(lit, false)
+            {
+                continue;
+            }
+            return true;
+        }
+        false
+    }
+
+    fn nix_hits(&self, root: &rnix::SyntaxNode, src: &str, hits: &mut Vec<Hit>) {
+        let Some(nix_rule) = self.rules.iter().position(|r| r.kind == Kind::NixAst) else {
+            return;
+        };
+        for h in nix::scan_tree(root, src) {
+            let rule = match h.kind {
+                nix::NixHitKind::Secret => Some(nix_rule),
+                nix::NixHitKind::WireguardKey => self.wg_rule.or(Some(nix_rule)),
+                nix::NixHitKind::Hashed => self.hashed_rule,
+            };
+            if let Some(rule) = rule {
+                hits.push(Hit {
+                    rule,
+                    start: h.start,
+                    end: h.end,
+                });
+            }
+        }
+    }
+
+    /// A file that is nothing but a WireGuard key (`wg genkey > wg.key`),
+    /// unless its name says it is the public half.
+    fn bare_key_file(&self, path: &str, bytes: &[u8], hits: &mut Vec<Hit>) {
+        let Some(rule) = self.wg_rule else { return };
+        if bytes.len() > 128 {
+            return;
+        }
+        let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+        if name.contains("pub") {
+            return;
+        }
+        let t = bytes.trim_ascii();
+        if rules::is_wg_key(t) {
+            let start = t.as_ptr() as usize - bytes.as_ptr() as usize;
+            hits.push(Hit {
+                rule,
+                start,
+                end: start + t.len(),
+            });
+        }
+    }
+
+    /// Runs the line rules of `mask` on `bytes[start..end]`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_line(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        start: usize,
+        end: usize,
+        mask: &Mask,
+        is_nix: bool,
+        hits: &mut Vec<Hit>,
+        pending: &mut Vec<(usize, Hit)>,
+    ) {
+        let line = &bytes[start..end];
+        for i in mask.iter() {
+            let rule = &self.rules[i];
+            if rule.kind != Kind::Line {
+                continue;
+            }
+            let Some(re) = &rule.regex else { continue };
+            // The lazy DFA answers "where is a match" quickly; capture groups
+            // (a slower engine) are only resolved for actual matches.
+            let mut at = 0;
+            while at <= line.len() {
+                let Some(m) = re.find_at(line, at) else { break };
+                if quick_reject(rule.check, m.as_bytes(), is_nix) {
+                    at = m.end().max(m.start() + 1);
+                    continue;
+                }
+                let mut in_string = None;
+                if let Some(caps) = re.captures_at(line, m.start())
+                    && let Some((s, e)) = self.validate(
+                        rule,
+                        path,
+                        bytes,
+                        start,
+                        line,
+                        &caps,
+                        is_nix,
+                        &mut in_string,
+                    )
+                {
+                    let hit = Hit {
+                        rule: i,
+                        start: s,
+                        end: e,
+                    };
+                    match in_string {
+                        Some(name_start) => pending.push((name_start, hit)),
+                        None => hits.push(hit),
+                    }
+                }
+                at = m.end().max(m.start() + 1);
+            }
+        }
+    }
+
+    /// Decides whether a regex match on a line is a secret; returns the
+    /// absolute byte span of the secret.
+    #[allow(clippy::too_many_arguments)]
+    fn validate(
+        &self,
+        rule: &Rule,
+        path: &str,
+        bytes: &[u8],
+        line_start: usize,
+        line: &[u8],
+        caps: &Captures<'_>,
+        is_nix: bool,
+        in_nix_string: &mut Option<usize>,
+    ) -> Option<(usize, usize)> {
+        let (s, e) = secret_group(caps)?;
+        let value = &line[s..e];
+        let abs = (line_start + s, line_start + e);
+        let name = caps.name("n").map(|m| m.as_bytes()).unwrap_or_default();
+        let ok = match rule.check {
+            Check::Plain => !rules::is_placeholder_or_reference(value),
+            Check::AgeKey => {
+                if value.starts_with(b"AGE-SECRET-KEY-PQ-") {
+                    true
+                } else {
+                    let key = &value[..value.len().min(74)];
+                    if rules::bech32_valid(key) {
+                        return Some((abs.0, abs.0 + key.len()));
+                    }
+                    false
+                }
+            }
+            Check::PemBlock => return pem_block(bytes, line_start + s, line_start + e),
+            Check::WgKey => rules::is_wg_key(value) && !rules::is_placeholder(value),
+            Check::NixSigningKey => {
+                let n = name.to_ascii_lowercase();
+                let after = line.get(e).copied();
+                !matches!(
+                    n.as_slice(),
+                    b"sha1" | b"sha256" | b"sha384" | b"sha512" | b"md5" | b"blake3"
+                ) && !after.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+                    && !rules::is_placeholder(value)
+            }
+            Check::SecretName => {
+                let quoted = caps.name("s").is_some() || caps.name("s2").is_some();
+                let literal = quoted || (!looks_like_code(value) && !is_plain_word(value));
+                let ok = rules::classify_name(name) == rules::NameClass::Secret
+                    && !name.ends_with(b"_unencrypted")
+                    && !rules::is_placeholder_or_reference(value)
+                    && !rules::looks_public_or_digest(value, false)
+                    && value != name;
+                if ok && is_nix {
+                    // In Nix code, attribute bindings belong to the AST rule;
+                    // this rule is for `KEY=value` text inside strings
+                    // (EnvironmentFile contents, INI, wpa_supplicant).
+                    let tight = caps.name("sp").is_none_or(|m| m.as_bytes().is_empty());
+                    let env_style = name
+                        .iter()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_');
+                    if tight && (quoted || env_style) && caps_sep_is_eq(caps) && literal {
+                        return Some(abs);
+                    }
+                    // `key = value` with spaces: only inside a string
+                    // literal, which the parser decides (see `hits`).
+                    if literal && let Some(n) = caps.name("n") {
+                        *in_nix_string = Some(line_start + n.start());
+                        return Some(abs);
+                    }
+                    return None;
+                }
+                ok && (quoted || (is_config_like(path) && literal))
+            }
+            Check::HighEntropy => {
+                let quoted = caps.name("s").is_some() || caps.name("s2").is_some();
+                let lname = name.to_ascii_lowercase();
+                let strong = [&b"secret"[..], b"token", b"passw", b"apikey", b"api_key"]
+                    .iter()
+                    .any(|w| memchr::memmem::find(&lname, w).is_some());
+                (quoted || (!is_nix && is_config_like(path)))
+                    && !rules::name_is_public_or_digest(name)
+                    && !rules::is_placeholder_or_reference(value)
+                    && !rules::looks_public_or_digest(value, !strong)
+                    && rules::is_high_entropy(value)
+                    && (quoted || !looks_like_code(value))
+            }
+            Check::BasicAuth => {
+                let lower = value.to_ascii_lowercase();
+                !rules::is_placeholder_or_reference(value)
+                    && !matches!(
+                        lower.as_slice(),
+                        b"pass" | b"password" | b"passwd" | b"secret" | b"pwd" | b"token"
+                    )
+                    && !name.starts_with(b"$")
+                    && !value.starts_with(b"%")
+            }
+            Check::CryptHash => nix::is_crypt_hash(value),
+            Check::NetrcFile => {
+                path.rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.to_ascii_lowercase().contains("netrc"))
+                    && !rules::is_placeholder_or_reference(value)
+            }
+        };
+        ok.then_some(abs)
+    }
+
+    /// Turns hits into findings: positions, allow comments, allow-lists,
+    /// baseline.
+    fn locate(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        commit: Option<&str>,
+        line_base: usize,
+        keep_line: Option<&dyn Fn(usize) -> bool>,
+        mut hits: Vec<Hit>,
+    ) -> Vec<Located> {
+        hits.sort_by_key(|h| h.start);
+        let mut out = Vec::new();
+        let mut cursor = Cursor::default();
+        for h in hits {
+            let (line, line_start) = cursor.advance(bytes, h.start);
+            if keep_line.is_some_and(|k| !k(line + line_base)) {
+                continue;
+            }
+            let rule = &self.rules[h.rule];
+            if allowed_inline(bytes, line_start, &rule.id, &self.meta) {
+                continue;
+            }
+            let secret = &bytes[h.start..h.end];
+            if self.allow_regexes.iter().any(|r| r.is_match(secret)) {
+                continue;
+            }
+            let fingerprint = fingerprint(&rule.id, path, secret);
+            if self.allow_fingerprints.contains(&fingerprint)
+                || self.baseline.contains(&fingerprint)
+            {
+                continue;
+            }
+            let column = chars(&bytes[line_start..h.start]) + 1;
+            let (end_line, end_column) = {
+                let inner = &bytes[h.start..h.end];
+                let nl = memchr::memchr_iter(b'\n', inner).count();
+                if nl == 0 {
+                    (line, column + chars(inner))
+                } else {
+                    let last = memchr::memrchr(b'\n', inner).unwrap_or(0);
+                    (line + nl, chars(&inner[last + 1..]) + 1)
+                }
+            };
+            let meta = &self.meta[rule.meta];
+            let value = String::from_utf8_lossy(secret);
+            out.push(Located {
+                finding: Finding {
+                    rule: rule.id.clone(),
+                    severity: rule.severity,
+                    path: path.to_string(),
+                    line: line + line_base,
+                    column,
+                    commit: commit.map(str::to_string),
+                    secret: Redacted::new(&value),
+                    fingerprint,
+                    message: message(meta, commit),
+                },
+                end_line: end_line + line_base,
+                end_column,
+            });
+        }
+        out
+    }
+}
+
+struct UserRule {
+    id: String,
+    severity: Severity,
+    description: String,
+    keywords: Vec<String>,
+    regex: Regex,
+}
+
+/// An attribute name (last segment) followed by `=` and the start of its
+/// value, for the pre-parse gate of the Nix rule.
+const NIX_GATE: &str = r#"(?P<n>[A-Za-z0-9_'"-]+)[ \t]*=[ \t]*(?P<v>"|''|\[|\(|lib\.mk|mk[A-Z]|$)"#;
+
+/// Cheap rejection of an assignment-shaped match before its capture groups
+/// are resolved (the slow part): a public or digest name, a value that is
+/// visibly a reference or placeholder, an unquoted expression in Nix.
+fn quick_reject(check: Check, m: &[u8], is_nix: bool) -> bool {
+    if !matches!(check, Check::HighEntropy | Check::SecretName) {
+        return false;
+    }
+    let Some(sep) = m.iter().position(|&b| b == b'=' || b == b':') else {
+        return false;
+    };
+    if check == Check::HighEntropy && rules::name_is_public_or_digest(&m[..sep]) {
+        return true;
+    }
+    let tail = m[sep + 1..].trim_ascii_start();
+    let tail = tail
+        .strip_prefix(b"=")
+        .or(tail.strip_prefix(b">"))
+        .unwrap_or(tail);
+    let tail = tail.trim_ascii_start();
+    let quoted = matches!(tail.first(), Some(b'"' | b'\''));
+    if check == Check::HighEntropy && is_nix && !quoted {
+        return true;
+    }
+    let inner = if quoted { &tail[1..] } else { tail };
+    let inner = inner
+        .strip_suffix(b"\"")
+        .or(inner.strip_suffix(b"'"))
+        .unwrap_or(inner);
+    rules::is_placeholder_or_reference(inner)
+}
+
+/// Offset of the closing `"` of a Nix string whose content starts `s`.
+fn closing_quote(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// How to allow a false positive; appended to every message and help text.
+pub const ALLOW_HINT: &str = "False positive? Add a `guard:allow` comment on the line (or the \
+line before), list it under [secrets.allow] in guard.toml, or accept it in the baseline with \
+`guard scan --write-baseline`.";
+
+fn message(meta: &Meta, commit: Option<&str>) -> String {
+    let history = match commit {
+        Some(c) => format!(
+            " It is in commit {}: removing it does not remove it from history, so rotate it.",
+            &c[..c.len().min(12)]
+        ),
+        None => String::new(),
+    };
+    format!("{}. Fix: {}.{history} {ALLOW_HINT}", meta.title, meta.fix)
+}
+
+/// Stable fingerprint of a finding: SHA-256 over the rule id, the path and
+/// the secret (domain-separated), first 16 bytes in hex. A cryptographic
+/// hash because fingerprints are printed in CI logs and committed in the
+/// baseline: they must not help anyone recover the secret (a fast 64-bit
+/// hash like FNV can be inverted for short values far more cheaply). Line
+/// numbers are deliberately not part of it, so edits around a known
+/// finding do not resurrect it.
+pub fn fingerprint(rule: &str, path: &str, secret: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"guard-scan-v1\0");
+    h.update(rule.as_bytes());
+    h.update(b"\0");
+    h.update(path.as_bytes());
+    h.update(b"\0");
+    h.update(secret);
+    let d = h.finalize();
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The secret capture group (`s`, `s2`, `s3`, else group 1, else the whole
+/// match).
+fn secret_group(caps: &Captures<'_>) -> Option<(usize, usize)> {
+    let m = caps
+        .name("s")
+        .or_else(|| caps.name("s2"))
+        .or_else(|| caps.name("s3"))
+        .or_else(|| caps.get(1))
+        .or_else(|| caps.get(0))?;
+    (m.start() < m.end()).then_some((m.start(), m.end()))
+}
+
+/// Whether the separator of a `secret-assignment` match is a plain `=`.
+fn caps_sep_is_eq(caps: &Captures<'_>) -> bool {
+    let (Some(whole), Some(n)) = (caps.get(0), caps.name("n")) else {
+        return false;
+    };
+    let rest = &whole.as_bytes()[n.end() - whole.start()..];
+    let rest = rest
+        .strip_prefix(b"\"")
+        .or(rest.strip_prefix(b"'"))
+        .unwrap_or(rest);
+    rest.trim_ascii_start().first() == Some(&b'=') && rest.trim_ascii_start().get(1) != Some(&b'>')
+}
+
+/// Files where `key: value` / `KEY=value` with a bare value is data, not
+/// code (in source code `secret: Redacted` is a type annotation and
+/// `token = other.token` an expression, so there only quoted values count).
+fn is_config_like(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+    if name.starts_with(".env") || name.ends_with(".env") || name.contains("netrc") {
+        return true;
+    }
+    match name.rsplit_once('.') {
+        // No extension: env files, credentials, `secrets/db`.
+        None => true,
+        Some((stem, ext)) => {
+            stem.is_empty()
+                || matches!(
+                    ext,
+                    "yaml"
+                        | "yml"
+                        | "env"
+                        | "ini"
+                        | "conf"
+                        | "cfg"
+                        | "cnf"
+                        | "toml"
+                        | "properties"
+                        | "service"
+                        | "netdev"
+                        | "network"
+                        | "txt"
+                        | "list"
+                        | "secret"
+                        | "secrets"
+                        | "credentials"
+                        | "htpasswd"
+                        | "json"
+                )
+        }
+    }
+}
+
+/// A single lowercase word (`password: builders` in prose, `token: none`):
+/// unquoted, that is language, not a credential.
+fn is_plain_word(v: &[u8]) -> bool {
+    v.iter()
+        .all(|b| b.is_ascii_lowercase() || *b == b'-' || *b == b'_')
+}
+
+/// An unquoted value that is code, not a literal: a call, a dotted
+/// identifier path (`config.services.x.token`, `req.headers.token`), an
+/// expression.
+fn looks_like_code(v: &[u8]) -> bool {
+    // YAML tags, anchors and aliases (`!secret x`, `*db_pw`) are not values.
+    if matches!(v.first(), Some(b'!' | b'*' | b'&')) {
+        return true;
+    }
+    if v.iter().any(|b| b"()[]".contains(b)) || v.ends_with(b";") {
+        return true;
+    }
+    let parts: Vec<&[u8]> = v.split(|&b| b == b'.').collect();
+    parts.len() > 1
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && (p[0].is_ascii_alphabetic() || p[0] == b'_')
+                && p.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        })
+}
+
+/// A PEM private key block starting at `start` (the header) whose header
+/// ends at `hdr_end`: a base64 body must follow; the secret spans the whole
+/// block so that the fingerprint depends on the key, not just the header.
+fn pem_block(bytes: &[u8], start: usize, hdr_end: usize) -> Option<(usize, usize)> {
+    const WINDOW: usize = 1 << 20;
+    let rest = &bytes[hdr_end..bytes.len().min(hdr_end + WINDOW)];
+    let end_marker = memchr::memmem::find(rest, b"-----END");
+    let body = &rest[..end_marker.unwrap_or(rest.len().min(400))];
+    // The longest run of base64 characters (a body line), skipping escaped
+    // newlines of a one-line string ("…KEY-----\nb3Blbn…").
+    let mut run = 0usize;
+    let mut best = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if b == b'\\' && body.get(i + 1) == Some(&b'n') {
+            run = 0;
+            i += 2;
+            continue;
+        }
+        if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=' {
+            run += 1;
+            best = best.max(run);
+        } else {
+            run = 0;
+        }
+        i += 1;
+    }
+    if best < 20 {
+        return None;
+    }
+    let end = match end_marker {
+        Some(p) => {
+            let after = hdr_end + p + 8;
+            let tail = &bytes[after..bytes.len().min(after + 64)];
+            memchr::memmem::find(tail, b"-----").map_or(after, |q| after + q + 5)
+        }
+        None => hdr_end + body.len(),
+    };
+    Some((start, end))
+}
+
+/// Line-number cursor: hits are visited in offset order, so newlines are
+/// counted once over the file.
+#[derive(Default)]
+struct Cursor {
+    pos: usize,
+    line: usize,
+    line_start: usize,
+}
+
+impl Cursor {
+    /// 1-based line of `offset` and the offset where that line starts.
+    fn advance(&mut self, bytes: &[u8], offset: usize) -> (usize, usize) {
+        if self.line == 0 {
+            self.line = 1;
+        }
+        let seg = &bytes[self.pos..offset];
+        let n = memchr::memchr_iter(b'\n', seg).count();
+        if n > 0 {
+            self.line += n;
+            self.line_start = self.pos + memchr::memrchr(b'\n', seg).unwrap_or(0) + 1;
+        }
+        self.pos = offset;
+        (self.line, self.line_start)
+    }
+}
+
+/// Characters (not bytes) in `b`, for columns: UTF-8 continuation bytes do
+/// not start a character.
+fn chars(b: &[u8]) -> usize {
+    b.iter().filter(|&&c| (c & 0xC0) != 0x80).count()
+}
+
+/// `guard:allow` on the line starting at `line_start` or on the line before,
+/// optionally scoped to rule ids (`guard:allow nix-password,jwt`).
+fn allowed_inline(bytes: &[u8], line_start: usize, rule: &str, ids: &[Meta]) -> bool {
+    let line_end =
+        memchr::memchr(b'\n', &bytes[line_start..]).map_or(bytes.len(), |p| line_start + p);
+    if allow_comment_covers(&bytes[line_start..line_end], rule, ids) {
+        return true;
+    }
+    if line_start == 0 {
+        return false;
+    }
+    let prev_end = line_start - 1;
+    let prev_start = memchr::memrchr(b'\n', &bytes[..prev_end]).map_or(0, |p| p + 1);
+    allow_comment_covers(&bytes[prev_start..prev_end], rule, ids)
+}
+
+/// `guard:allow` alone (or followed by free text) allows every rule;
+/// followed by known rule ids (`guard:allow jwt,nix-password`) only those.
+fn allow_comment_covers(line: &[u8], rule: &str, ids: &[Meta]) -> bool {
+    const MARK: &[u8] = b"guard:allow";
+    let Some(p) = memchr::memmem::find(line, MARK) else {
+        return false;
+    };
+    let rest = &line[p + MARK.len()..];
+    let rest = rest.trim_ascii_start();
+    let scope: &[u8] = {
+        let n = rest
+            .iter()
+            .take_while(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || **b == b'-' || **b == b','
+            })
+            .count();
+        &rest[..n]
+    };
+    let scoped: Vec<&[u8]> = scope
+        .split(|&b| b == b',')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let is_scope = !scoped.is_empty()
+        && scoped
+            .iter()
+            .all(|s| ids.iter().any(|m| m.id.as_bytes() == *s));
+    !is_scope || scoped.contains(&rule.as_bytes())
+}
+
+/// Keeps the most specific of overlapping hits.
+fn resolve_overlaps(rules: &[Rule], mut hits: Vec<Hit>) -> Vec<Hit> {
+    if hits.len() < 2 {
+        return hits;
+    }
+    hits.sort_by(|a, b| {
+        a.start
+            .cmp(&b.start)
+            .then(rules[b.rule].priority.cmp(&rules[a.rule].priority))
+            .then(b.end.cmp(&a.end))
+    });
+    let mut out: Vec<Hit> = Vec::with_capacity(hits.len());
+    for h in hits {
+        match out.last_mut() {
+            Some(last) if h.start < last.end => {
+                if rules[h.rule].priority > rules[last.rule].priority {
+                    *last = h;
+                }
+            }
+            _ => out.push(h),
+        }
+    }
+    out
+}
+
+fn parse_severity(id: &str, s: &str) -> Result<Severity, ScanError> {
+    match s {
+        "error" => Ok(Severity::Error),
+        "warning" => Ok(Severity::Warning),
+        "info" => Ok(Severity::Info),
+        _ => Err(ScanError::BadSeverity {
+            id: id.to_string(),
+            value: s.to_string(),
+        }),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Accepted findings: the baseline file (`[secrets] baseline`) written by
+/// `guard scan --write-baseline`. It stores fingerprints, never secrets.
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    pub fingerprints: HashSet<String>,
+}
+
+/// On-disk form of the baseline.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BaselineFile {
+    version: u32,
+    #[serde(default)]
+    comment: String,
+    findings: Vec<BaselineEntry>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum BaselineEntry {
+    Full {
+        fingerprint: String,
+        #[serde(default)]
+        rule: String,
+        #[serde(default)]
+        path: String,
+    },
+    Bare(String),
+}
+
+impl Baseline {
+    /// Reads a baseline; a missing file is an empty baseline.
+    pub fn load(path: &std::path::Path) -> Result<Baseline, ScanError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Baseline::default()),
+            Err(e) => {
+                return Err(ScanError::Baseline {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let file: BaselineFile = serde_json::from_str(&text).map_err(|e| ScanError::Baseline {
+            path: path.to_path_buf(),
+            message: format!("not a guard baseline ({e})"),
+        })?;
+        if file.version != 1 {
+            return Err(ScanError::Baseline {
+                path: path.to_path_buf(),
+                message: format!("unsupported baseline version {}", file.version),
+            });
+        }
+        Ok(Baseline {
+            fingerprints: file
+                .findings
+                .into_iter()
+                .map(|e| match e {
+                    BaselineEntry::Full { fingerprint, .. } => fingerprint,
+                    BaselineEntry::Bare(f) => f,
+                })
+                .collect(),
+        })
+    }
+
+    /// The baseline document for `findings` (sorted, one entry per
+    /// fingerprint): fingerprints, rule ids and paths, never values.
+    pub fn render(findings: &[Finding]) -> String {
+        let mut entries: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        for f in findings {
+            entries
+                .entry(f.fingerprint.as_str())
+                .or_insert((f.rule.as_str(), f.path.as_str()));
+        }
+        let file = BaselineFile {
+            version: 1,
+            comment: "Accepted findings of `guard scan` (fingerprints only, no secrets). \
+Regenerate with `guard scan --write-baseline`."
+                .into(),
+            findings: entries
+                .into_iter()
+                .map(|(fp, (rule, path))| BaselineEntry::Full {
+                    fingerprint: fp.to_string(),
+                    rule: rule.to_string(),
+                    path: path.to_string(),
+                })
+                .collect(),
+        };
+        let mut s = serde_json::to_string_pretty(&file).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;
