@@ -2,7 +2,7 @@
 //! configuration, runs what a command asks and hands the `Report` to a
 //! writer. Commands stay thin; analyses never print.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -224,14 +224,14 @@ pub fn run(cli: Cli) -> Result<i32> {
                 replay: replay.as_deref(),
             },
         ),
-        _ => not_implemented(name),
+        // Handled before the repository was opened.
+        Command::Completions { .. }
+        | Command::Man
+        | Command::Hook { .. }
+        | Command::Init { .. } => {
+            anyhow::bail!("internal error: `guard {name}` was dispatched twice")
+        }
     }
-}
-
-fn not_implemented(name: &str) -> Result<i32> {
-    let mut err = std::io::stderr().lock();
-    writeln!(err, "error: `guard {name}` is not implemented yet")?;
-    Ok(exit::ERROR)
 }
 
 fn command_name(c: &Command) -> &'static str {

@@ -40,6 +40,9 @@ pub enum How {
     /// The host's output is already valid in the store (built before, a
     /// deployed generation): good without building.
     InStore,
+    /// The host's derivation failed to build before (`guard build`,
+    /// `check` or `ci` saw it fail): bad without building.
+    KnownFailure,
     /// The user's `--run` command decided.
     Ran,
     /// Read back from a `--replay` log.

@@ -180,9 +180,20 @@ pub enum Command {
 
     /// Plaintext secrets in a change, in history, or in files on disk.
     ///
-    /// Default change: --worktree. Findings always show a redacted value.
+    /// Default change: --worktree (whole changed files). --staged reads the
+    /// index blobs (what would be committed); --commit and --base report only
+    /// the lines each commit added; --history scans every commit reachable
+    /// from HEAD, each blob once; paths scan files on disk (.gitignore is
+    /// honoured). Binary files are skipped with a notice; age ciphertext is
+    /// never flagged. Findings always show a redacted value.
+    ///
     /// Allow a false positive with a `guard:allow` comment on the line (or the
-    /// line before), or adopt an existing repository with --write-baseline.
+    /// line before; `guard:allow <rule-id>` to name the rule), with
+    /// [secrets.allow] paths/regexes/fingerprints in guard.toml, or adopt an
+    /// existing repository with --write-baseline.
+    ///
+    /// Exit 1 when an error-severity finding remains (hashed-password is a
+    /// warning).
     Scan {
         #[command(flatten)]
         selector: Selector,
@@ -197,7 +208,11 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
-        /// Write the current findings' fingerprints to the baseline file.
+        /// Write the current findings' fingerprints (never the values) to the
+        /// baseline file ([secrets] baseline, default .guard-baseline.json)
+        /// and exit 0; later scans drop those findings. This is the only
+        /// file guard scan ever writes. Without a selector it records
+        /// everything in HEAD (--all).
         #[arg(long)]
         write_baseline: bool,
     },

@@ -19,8 +19,20 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    match app::run(cli) {
+    let result = app::run(cli);
+    if guard::nix::cli::is_interrupted() {
+        // Builders that a stopped nix left behind were re-parented to
+        // guard: stop them before guard is gone.
+        guard::nix::cli::reap_orphans();
+    }
+    match result {
         Ok(code) => ExitCode::from(code as u8),
+        // An error caused by the interruption (a command whose child was
+        // stopped) still exits as interrupted, like the signal thread does.
+        Err(err) if guard::nix::cli::is_interrupted() => {
+            eprintln!("error: interrupted: {err:#}");
+            ExitCode::from(guard::build::signals::INTERRUPTED as u8)
+        }
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::from(exit::OK as u8);

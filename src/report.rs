@@ -276,13 +276,28 @@ impl Style {
 
 /// Writes the report for a person.
 pub fn write_human(report: &Report, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    // `check` prints several sections: name each one.
+    let several = report.sections() > 1 || report.build.is_some() && report.sections() > 0;
+    let heading = |title: &str, out: &mut dyn Write| -> io::Result<()> {
+        if several {
+            writeln!(out, "{}", style.bold(&format!("── {title}")))?;
+        }
+        Ok(())
+    };
     if let Some(a) = &report.affected {
+        heading("affected hosts", out)?;
         write_affected(a, style, out)?;
     }
-    for f in report.scan.iter().chain(report.secrets.iter()) {
+    if let Some(f) = &report.scan {
+        heading("plaintext secrets", out)?;
+        write_findings(f, style, out)?;
+    }
+    if let Some(f) = &report.secrets {
+        heading("encrypted secrets (age)", out)?;
         write_findings(f, style, out)?;
     }
     if let Some(b) = &report.build {
+        heading("nix", out)?;
         write_build(b, style, out)?;
     }
     Ok(())

@@ -249,6 +249,9 @@ def build_history(work, commits):
                     "--commits", str(commits), "--seed", "11", d], check=True,
                    stdout=subprocess.DEVNULL)
     planted = corpus.plant_history(d, seed=5, count=10)
+    # fleetgen commits one by one, leaving loose objects; a clone (what CI
+    # and most users have) is packed.
+    corpus.git(d, "gc", "-q")
     count = int(corpus.git(d, "rev-list", "--count", "HEAD").strip())
     size = int(subprocess.run(["du", "-sb", os.path.join(d, ".git")], capture_output=True,
                               text=True).stdout.split()[0])
@@ -337,9 +340,11 @@ def main():
         if os.path.exists(rep):
             os.remove(rep)
         best = None
+        # detect-secrets only sees files under its working directory.
+        cwd = target if tool == "detect-secrets" else tdir
+        arg = "." if tool == "detect-secrets" else target
         for _ in range(2):
-            r = timed(scan_cmd(tool, exe, target, rep), tdir, out(f"tree-{tool}.out"),
-                      timeout=1800)
+            r = timed(scan_cmd(tool, exe, arg, rep), cwd, out(f"tree-{tool}.out"), timeout=1800)
             if r and (best is None or r[0] < best[0]):
                 best = r
             # One run is enough for the slow ones (the cache is warm).
@@ -350,7 +355,7 @@ def main():
             continue
         found = {rel_to(p, tdir) for p in findings_paths(tool, out(f"tree-{tool}.out"), rep)}
         if tool == "detect-secrets":
-            found = {rel_to(os.path.join(target, p) if not os.path.isabs(p) else p, target) for p in found}
+            found = {rel_to(p, target) for p in findings_paths(tool, out(f"tree-{tool}.out"), rep)}
             scope = {p for p in planted_paths if p.split("/")[0] in os.listdir(target)}
         else:
             scope = planted_paths
@@ -438,7 +443,7 @@ def report(r, args):
     h = r["history"]
     lines.append(f"\nLong history: {h['commits']} commits (fleetgen + {h['planted']} secrets added and "
                  f"removed again), .git {h['git_bytes'] / 1e6:.0f} MB\n")
-    lines.append("| tool | wall s | commits/s | peak RSS MiB | guard speed-up | findings |")
+    lines.append("| tool | wall s | commits/s | peak RSS MiB | guard speed-up (<1: guard slower) | findings |")
     lines.append("|---|---:|---:|---:|---:|---:|")
     gh = h["tools"].get(g, {}).get("seconds")
     for tool, v in sorted(h["tools"].items(), key=lambda kv: kv[1]["seconds"]):

@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use super::{Context, exit};
 use crate::bisect::{Conclusion, How, Search, Tested, Verdict, range_commits};
 use crate::build::log::LogState;
+use crate::build::memory::FailedDrvs;
 use crate::cli::{Format, Level};
 use crate::git::{FileMode, ObjectId, SnapshotSpec};
 use crate::nix::cli::{HostAttr, Nix, NixError, RunLimits, flake_url, is_interrupted};
@@ -43,6 +44,8 @@ struct Tester<'a> {
     known: HashMap<String, (Verdict, Vec<String>)>,
     /// Log tails of failed commits.
     tails: HashMap<ObjectId, Vec<String>>,
+    /// Derivations seen failing before (by any guard command).
+    failed: FailedDrvs,
     /// nix evaluations (level eval) or builds that were not deduplicated.
     builds: usize,
     deduped: usize,
@@ -117,6 +120,16 @@ impl Tester<'_> {
             self.known.insert(drv.drv, (Verdict::Good, Vec::new()));
             return Ok(tested);
         }
+        // A derivation guard saw fail before fails again (its build is a
+        // function of the derivation): usually --bad, which `guard check`
+        // or CI just reported.
+        if self.failed.contains(&drv.drv) {
+            tested.result = Verdict::Bad;
+            tested.how = How::KnownFailure;
+            tested.note = Some("this drvPath failed to build before".into());
+            self.known.insert(drv.drv, (Verdict::Bad, Vec::new()));
+            return Ok(tested);
+        }
         // A deployed generation (usually --good) is in the store already:
         // an output that exists was built successfully.
         if nix
@@ -142,6 +155,7 @@ impl Tester<'_> {
                 tested.note = Some(note);
                 let tail = log.tail();
                 if verdict == Verdict::Bad {
+                    self.failed.record(&drv.drv);
                     self.known.insert(drv.drv, (verdict, tail.clone()));
                 }
                 self.tails.insert(commit, tail);
@@ -179,7 +193,13 @@ impl Tester<'_> {
             s
         });
         let status = loop {
-            if let Some(status) = child.try_wait()? {
+            // After a signal, guard's reaper may have collected the child
+            // already (ECHILD): that is the interruption, not an error.
+            let done = match child.try_wait() {
+                Err(_) if is_interrupted() => bail!("interrupted"),
+                r => r.with_context(|| format!("cannot wait for {cmd:?}"))?,
+            };
+            if let Some(status) = done {
                 break status;
             }
             if is_interrupted() {
@@ -346,6 +366,7 @@ pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
         nix,
         known: HashMap::new(),
         tails: HashMap::new(),
+        failed: FailedDrvs::load(ctx.repo.git_dir()),
         builds: 0,
         deduped: 0,
     };
@@ -584,6 +605,7 @@ fn how_name(h: How) -> &'static str {
         How::Built => "built",
         How::EvalDeduped => "same drvPath as a tested commit",
         How::InStore => "already in the store",
+        How::KnownFailure => "failed to build before",
         How::Ran => "--run",
         How::Replayed => "from the log",
     }

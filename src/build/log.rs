@@ -292,6 +292,53 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// Replaces every secret the scanner finds in one line of nix output by its
+/// redacted form. nix quotes the source lines around an evaluation error,
+/// so a plaintext secret next to a broken line would otherwise reach the
+/// report, the log file, the job summary and the annotations.
+pub fn redact_secrets(line: &str) -> String {
+    static SCANNER: std::sync::OnceLock<Option<crate::secrets::scan::Scanner>> =
+        std::sync::OnceLock::new();
+    let Some(scanner) = SCANNER
+        .get_or_init(|| crate::secrets::scan::Scanner::new(&crate::config::Config::default()).ok())
+    else {
+        return line.to_string();
+    };
+    let found = scanner.scan_located("nix-output.log", line.as_bytes(), None, 0, None);
+    if found.is_empty() {
+        return line.to_string();
+    }
+    // Columns count characters (1-based); a region reaching past this line
+    // (a key block) redacts the rest of it.
+    let chars: Vec<char> = line.chars().collect();
+    let mut hide = vec![false; chars.len()];
+    for l in &found {
+        let start = l.finding.column.saturating_sub(1);
+        let end = if l.end_line > l.finding.line {
+            chars.len()
+        } else {
+            l.end_column.saturating_sub(1).min(chars.len())
+        };
+        for h in hide.iter_mut().take(end).skip(start) {
+            *h = true;
+        }
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if hide[i] {
+            let j = (i..chars.len()).find(|&j| !hide[j]).unwrap_or(chars.len());
+            let secret: String = chars[i..j].iter().collect();
+            out.push_str(crate::report::Redacted::new(&secret).as_str());
+            i = j;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

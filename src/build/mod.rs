@@ -8,6 +8,7 @@
 //! [`BuildReport`](crate::report::BuildReport)'s host list.
 
 pub mod log;
+pub mod memory;
 pub mod progress;
 pub mod runner;
 pub mod signals;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::level_name;
-use super::log::{LogState, TAIL_LINES, drv_name};
+use super::log::{LogState, TAIL_LINES, drv_name, redact_secrets};
 use super::progress::Progress;
 use crate::cli::Level;
 use crate::nix::cli::{self as nixcli, Drv, HostAttr, HostEval, Nix, NixError, RunLimits};
@@ -134,7 +134,11 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
             false
         }
     };
-    let log_dir = logs_ok.then_some(plan.log_dir.as_path());
+    let logs = Logs {
+        dir: logs_ok.then_some(plan.log_dir.as_path()),
+        failed: Mutex::default(),
+    };
+    let log_dir = &logs;
     let limits = RunLimits {
         timeout: plan.timeout,
     };
@@ -153,6 +157,12 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
     });
     if plan.flake_check && !out.interrupted && (plan.keep_going || !any_failed) {
         out.flake_check = Some(flake_check(nix, plan, log_dir, limits, progress));
+    }
+    for message in logs.failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        out.warnings.push(Warning {
+            path: None,
+            message,
+        });
     }
     let why = if out.interrupted {
         "interrupted"
@@ -304,7 +314,7 @@ fn evaluate_failed(
     nix: &Nix,
     plan: &Plan,
     slots: &mut [Slot],
-    log_dir: Option<&Path>,
+    log_dir: &Logs<'_>,
     limits: RunLimits,
     progress: &dyn Progress,
 ) {
@@ -342,8 +352,8 @@ fn evaluate_failed(
                 let message = error_text(&e);
                 let mut host = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
                 let lines: Vec<String> = message.lines().map(str::to_string).collect();
-                host.log = log_dir.and_then(|d| {
-                    write_log(
+                host.log = log_dir.dir.and_then(|d| {
+                    log_dir.write(
                         &d.join(format!("{}.log", slot.name)),
                         &header(&slot.name, "eval", &plan.flake, None),
                         &lines,
@@ -400,7 +410,7 @@ fn build(
     nix: &Nix,
     plan: &Plan,
     slots: &mut [Slot],
-    log_dir: Option<&Path>,
+    log_dir: &Logs<'_>,
     limits: RunLimits,
     progress: &dyn Progress,
 ) {
@@ -459,27 +469,41 @@ fn build_one(
     nix: &Nix,
     plan: &Plan,
     slot: &Slot,
-    log_dir: Option<&Path>,
+    log_dir: &Logs<'_>,
     limits: RunLimits,
     progress: &dyn Progress,
 ) -> BuildHost {
     let drv = slot.drv.as_ref().expect("only evaluated hosts are built");
     let level = level_name(slot.level);
     progress.started(&slot.name, &format!("{level} {}", drv_name(&drv.drv)));
-    let log_path = log_dir.map(|d| d.join(format!("{}.log", slot.name)));
-    let mut file = log_path.as_ref().and_then(|p| {
-        let f = File::create(p).ok()?;
-        let mut w = BufWriter::new(f);
-        let _ = w.write_all(header(&slot.name, level, &plan.flake, Some(&drv.drv)).as_bytes());
-        Some(w)
+    let log_path = log_dir.dir.map(|d| d.join(format!("{}.log", slot.name)));
+    // The first write error (a full disk): the log is then incomplete, so
+    // the report names no log file and warns instead.
+    let mut write_err: Option<std::io::Error> = None;
+    let mut file = log_path.as_ref().and_then(|p| match File::create(p) {
+        Ok(f) => {
+            let mut w = BufWriter::new(f);
+            let hdr = header(&slot.name, level, &plan.flake, Some(&drv.drv));
+            if let Err(e) = w.write_all(hdr.as_bytes()) {
+                write_err.get_or_insert(e);
+            }
+            Some(w)
+        }
+        Err(e) => {
+            write_err = Some(e);
+            None
+        }
     });
     let mut state = LogState::new();
     let start = Instant::now();
     let result = nix.build_drv(&drv.drv, limits, &mut |line| {
-        let fed = state.feed(line);
-        if let Some(f) = file.as_mut() {
+        let fed = state.feed(&redact_secrets(line));
+        if let (Some(f), None) = (file.as_mut(), &write_err) {
             for l in &fed.lines {
-                let _ = writeln!(f, "{l}");
+                if let Err(e) = writeln!(f, "{l}") {
+                    write_err = Some(e);
+                    break;
+                }
             }
         }
         if let Some(d) = &fed.build_started {
@@ -502,9 +526,18 @@ fn build_one(
             let message = error_text(e);
             if let Some(f) = file.as_mut() {
                 // Timeouts and interrupts are guard's words, not nix's.
-                if matches!(e, NixError::TimedOut { .. } | NixError::Interrupted { .. }) {
-                    let _ = writeln!(f, "guard: {message}");
+                if matches!(e, NixError::TimedOut { .. } | NixError::Interrupted { .. })
+                    && let Err(e) = writeln!(f, "guard: {message}")
+                {
+                    write_err.get_or_insert(e);
                 }
+            }
+            if let NixError::Failed { .. } = e
+                && let Some(guard_dir) = plan.log_dir.parent()
+            {
+                // A real build failure (not a timeout or Ctrl-C): remember
+                // the derivation for `guard bisect`.
+                crate::build::memory::record_failure(guard_dir, &drv.drv);
             }
             let mut h = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
             let mut t = state.tail();
@@ -515,9 +548,15 @@ fn build_one(
             h
         }
     };
-    if let Some(mut f) = file {
-        let _ = f.flush();
-        host.log = log_path.map(|p| p.display().to_string());
+    if let Some(mut f) = file
+        && let Err(e) = f.flush()
+    {
+        write_err.get_or_insert(e);
+    }
+    match (log_path, write_err) {
+        (Some(p), Some(e)) => log_dir.failed(&p, &e),
+        (p, None) => host.log = p.map(|p| p.display().to_string()),
+        (None, Some(_)) => {}
     }
     host
 }
@@ -525,7 +564,7 @@ fn build_one(
 fn flake_check(
     nix: &Nix,
     plan: &Plan,
-    log_dir: Option<&Path>,
+    log_dir: &Logs<'_>,
     limits: RunLimits,
     progress: &dyn Progress,
 ) -> BuildHost {
@@ -533,12 +572,12 @@ fn flake_check(
     let level = if build { "build" } else { "eval" };
     let name = "flake check";
     progress.started(name, "nix flake check");
-    let log_path = log_dir.map(|d| d.join(FLAKE_CHECK_LOG));
+    let log_path = log_dir.dir.map(|d| d.join(FLAKE_CHECK_LOG));
     let mut lines = Vec::new();
     let mut state = LogState::new();
     let start = Instant::now();
     let r = nix.flake_check(&plan.flake, build, limits, &mut |line| {
-        let fed = state.feed(line);
+        let fed = state.feed(&redact_secrets(line));
         lines.extend(fed.lines);
         if fed.status_changed {
             progress.status(name, &state.status());
@@ -563,7 +602,7 @@ fn flake_check(
         host.log_excerpt = tail(&state.tail());
     }
     host.log =
-        log_path.and_then(|p| write_log(&p, &header(name, level, &plan.flake, None), &lines));
+        log_path.and_then(|p| log_dir.write(&p, &header(name, level, &plan.flake, None), &lines));
     progress.finished(&host);
     host
 }
@@ -581,14 +620,40 @@ fn header(host: &str, level: &str, flake: &str, drv: Option<&str>) -> String {
 }
 
 /// Writes a whole log file; returns its path on success.
-fn write_log(path: &Path, header: &str, lines: &[String]) -> Option<String> {
-    let mut f = BufWriter::new(File::create(path).ok()?);
-    f.write_all(header.as_bytes()).ok()?;
-    for l in lines {
-        writeln!(f, "{l}").ok()?;
+/// Where host logs go (`None` when the directory could not be created),
+/// and the messages of writes that failed: a full disk is a warning in the
+/// report, never a silently truncated log the report points to.
+struct Logs<'a> {
+    dir: Option<&'a Path>,
+    failed: Mutex<Vec<String>>,
+}
+
+impl Logs<'_> {
+    fn failed(&self, path: &Path, e: &std::io::Error) {
+        lock(&self.failed).push(format!(
+            "cannot write the log {}: {e}; the report shows the end of the log only",
+            path.display()
+        ));
     }
-    f.flush().ok()?;
-    Some(path.display().to_string())
+
+    /// Writes a whole log; its path, or `None` (with a warning) on failure.
+    fn write(&self, path: &Path, header: &str, lines: &[String]) -> Option<String> {
+        let write = || -> std::io::Result<()> {
+            let mut f = BufWriter::new(File::create(path)?);
+            f.write_all(header.as_bytes())?;
+            for l in lines {
+                writeln!(f, "{l}")?;
+            }
+            f.flush()
+        };
+        match write() {
+            Ok(()) => Some(path.display().to_string()),
+            Err(e) => {
+                self.failed(path, &e);
+                None
+            }
+        }
+    }
 }
 
 /// How many lines of an evaluation error the report shows: the message and
@@ -611,7 +676,11 @@ fn tail(lines: &[String]) -> Vec<String> {
 /// The message of an error without the `nix <what> failed:` wrapper.
 fn error_text(e: &NixError) -> String {
     match e {
-        NixError::Failed { message, .. } => message.clone(),
+        NixError::Failed { message, .. } => message
+            .lines()
+            .map(redact_secrets)
+            .collect::<Vec<_>>()
+            .join("\n"),
         NixError::TimedOut { secs, .. } => {
             format!(
                 "timed out after {secs}s ([build].timeout_secs); nix and its builders were stopped"

@@ -33,6 +33,7 @@ static INSTALL: Once = Once::new();
 pub fn install() -> std::io::Result<()> {
     let mut result = Ok(());
     INSTALL.call_once(|| {
+        crate::nix::cli::become_subreaper();
         result = Signals::new([SIGINT, SIGTERM, SIGHUP]).and_then(|mut signals| {
             std::thread::Builder::new()
                 .name("guard-signals".into())
@@ -63,12 +64,14 @@ fn watchdog() {
     if children_running() {
         kill_children();
     }
+    crate::nix::cli::reap_orphans();
     std::thread::sleep(MAIN_GRACE);
     force_exit();
 }
 
 fn force_exit() -> ! {
     kill_children();
+    crate::nix::cli::reap_orphans();
     remove_all_temp_refs();
     std::process::exit(INTERRUPTED)
 }

@@ -79,6 +79,20 @@ pub enum GitError {
         /// The bare repository.
         git_dir: PathBuf,
     },
+    /// The repository belongs to another user and git's `safe.directory`
+    /// does not list it: git refuses such a repository (its config could
+    /// run programs), and so does guard, with the same remedy.
+    #[error(
+        "refusing to use the repository at {}: it is owned by another user and not listed in \
+         git's safe.directory (git refuses it too); if you trust it, run `git config --global \
+         --add safe.directory {}`",
+        path.display(),
+        path.display()
+    )]
+    UntrustedOwner {
+        /// The repository's work tree (its git dir when bare).
+        path: PathBuf,
+    },
     /// A filesystem error, with what was being done and where.
     #[error("{context} {}: {source}", path.display())]
     Io {
@@ -218,6 +232,15 @@ impl Repo {
                 }
             })?;
         let local = repo.to_thread_local();
+        // gix opens another user's repository with reduced trust (its
+        // config partly ignored) where git stops; guard follows git so that
+        // nix, which runs git on the same repository, and the user see one
+        // rule.
+        if local.git_dir_trust() != gix::sec::Trust::Full {
+            return Err(GitError::UntrustedOwner {
+                path: local.workdir().unwrap_or(local.git_dir()).to_path_buf(),
+            });
+        }
         let file_mode = local
             .config_snapshot()
             .boolean("core.fileMode")

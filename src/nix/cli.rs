@@ -198,7 +198,7 @@ impl Nix {
         if !out.status.success() {
             return Err(NixError::Failed {
                 what,
-                message: error_message(out.stderr.as_bytes()),
+                message: killed_or(&out.status, || error_message(out.stderr.as_bytes())),
             });
         }
         serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
@@ -285,7 +285,7 @@ impl Nix {
         if !out.status.success() {
             return Err(NixError::Failed {
                 what,
-                message: internal_json_error(&out.stderr),
+                message: killed_or(&out.status, || internal_json_error(&out.stderr)),
             });
         }
         let value: serde_json::Value =
@@ -319,7 +319,7 @@ impl Nix {
         if !out.status.success() {
             return Err(NixError::Failed {
                 what,
-                message: error_message(out.stderr.as_bytes()),
+                message: killed_or(&out.status, || error_message(out.stderr.as_bytes())),
             });
         }
         let value: serde_json::Value =
@@ -351,7 +351,7 @@ impl Nix {
         if !out.status.success() {
             return Err(NixError::Failed {
                 what,
-                message: internal_json_error(&out.stderr),
+                message: killed_or(&out.status, || internal_json_error(&out.stderr)),
             });
         }
         Ok(())
@@ -558,6 +558,85 @@ fn kill_tree(pid: i32) {
     }
 }
 
+/// Makes guard the "subreaper" of everything it starts (Linux): a builder
+/// that nix leaves behind when it is stopped is re-parented to guard
+/// instead of init, so [`reap_orphans`] can still find and stop it.
+pub fn become_subreaper() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and only
+    // changes this process's own attribute.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// After an interruption: SIGKILL every remaining child of guard (builders
+/// orphaned by a nix that was stopped, re-parented here by
+/// [`become_subreaper`]) and everything below it, then reap them, so
+/// nothing guard started outlives it.
+pub fn reap_orphans() {
+    let me = std::process::id() as i32;
+    for _ in 0..3 {
+        let mut tree = descendants(me);
+        if tree.is_empty() {
+            return;
+        }
+        tree.sort_unstable();
+        for &pid in &tree {
+            // SAFETY: kill(2) has no memory-safety preconditions; these are
+            // our own descendants.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        for &pid in &tree {
+            // Reap our direct children (grandchildren are reaped by their
+            // own parents, which were just killed, or re-parented to us).
+            // SAFETY: waitpid on a pid with a null status pointer is allowed.
+            unsafe {
+                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        for &pid in &tree {
+            // SAFETY: as above.
+            unsafe {
+                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+            }
+        }
+    }
+}
+
+/// Stops guard's children that are not nix processes it is running: the
+/// builders of a nix that died, re-parented to guard.
+fn reap_strays() {
+    let me = std::process::id() as i32;
+    let registered: Vec<i32> = registry().groups.iter().copied().collect();
+    for child in children_of(me) {
+        if registered.contains(&child) {
+            continue;
+        }
+        kill_tree(child);
+        // SAFETY: waitpid on our own child with a null status pointer.
+        unsafe {
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+fn children_of(pid: i32) -> Vec<i32> {
+    let all = descendants(pid);
+    all.into_iter()
+        .filter(|&d| parent_of(d) == Some(pid))
+        .collect()
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Every process below `root` (children, grandchildren, ...) per /proc.
 fn descendants(root: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -685,6 +764,11 @@ fn run(
     wait_exited_no_reap(pid);
     registry().groups.remove(&pid);
     let status = child.wait().map_err(NixError::Spawn)?;
+    if std::os::unix::process::ExitStatusExt::signal(&status).is_some() {
+        // nix was killed (OOM killer, a user's kill -9): its builders were
+        // orphaned to guard (become_subreaper); stop them.
+        reap_strays();
+    }
     drop(done_tx);
     if let Some(w) = watchdog {
         let _ = w.join();
@@ -800,6 +884,26 @@ fn last_line(bytes: &[u8]) -> String {
         .unwrap_or("(no output)")
         .trim()
         .to_string()
+}
+
+/// "nix was killed by signal N" when nix did not exit by itself (killed by
+/// the OOM killer or someone else): whatever it printed last is then not
+/// the reason. Otherwise the message `f` extracts from its output.
+fn killed_or(status: &std::process::ExitStatus, f: impl FnOnce() -> String) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status.signal() {
+        Some(sig) => {
+            let name = match sig {
+                libc::SIGKILL => " (SIGKILL)",
+                libc::SIGTERM => " (SIGTERM)",
+                libc::SIGSEGV => " (SIGSEGV)",
+                libc::SIGABRT => " (SIGABRT)",
+                _ => "",
+            };
+            format!("nix was killed by signal {sig}{name}")
+        }
+        None => f(),
+    }
 }
 
 /// The last `error:` block of nix's stderr (warnings and earlier, ignored

@@ -386,3 +386,36 @@ fn good_not_good_and_bad_not_bad_are_clear() {
     out.assert_code(2);
     assert!(out.stderr.contains("no host named"), "{}", out.stderr);
 }
+
+#[test]
+fn a_failure_guard_build_saw_is_not_built_again() {
+    let mut h = History::new(8);
+    let good = head(&h.root);
+    h.touching(1);
+    let m = h.inside[0].clone();
+    std::fs::write(h.root.join(&m), "{ system.build.fail = true; }\n").unwrap();
+    let culprit = h.commit("break the build");
+    h.unrelated(2);
+    // What the user saw first: guard (or CI) reporting the host broken.
+    h.guard(&["build", "--hosts", &h.target, "--level", "build"])
+        .assert_code(1);
+    let out = h.guard(&[
+        "bisect", "--host", &h.target, "--good", &good, "--level", "build", "--format", "json",
+    ]);
+    out.assert_code(0);
+    let v = out.json();
+    assert_eq!(v["first_bad"], culprit.as_str(), "{}", out.stderr);
+    let tested = v["tested"].as_array().unwrap();
+    assert!(
+        tested.iter().any(|t| t["how"] == "known-failure"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !tested
+            .iter()
+            .any(|t| t["how"] == "built" && t["result"] == "bad"),
+        "the known failure was built again: {}",
+        out.stdout
+    );
+}

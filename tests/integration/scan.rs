@@ -550,3 +550,30 @@ fn empty_repository_and_outside_paths() {
     let out = guard_in(repo.path(), &["scan", dir.path().to_str().unwrap()]);
     out.assert_code(1);
 }
+
+#[test]
+fn huge_files_are_scanned_in_chunks_with_a_notice() {
+    let repo = TempRepo::new();
+    // 9 MiB of filler lines, then a key: past the 8 MiB chunk boundary.
+    let filler = "x = 1 # filler line of a large generated file\n";
+    let n = 9 * 1024 * 1024 / filler.len() + 1;
+    let mut big = filler.repeat(n);
+    big.push_str(&format!("PrivateKey = {}\n", wg_key()));
+    repo.write("data/big.conf", &big);
+    repo.commit_all("big");
+    for args in [
+        vec!["scan", "data", "--format", "json"],
+        vec!["scan", "--all", "--format", "json"],
+    ] {
+        let out = repo.guard(&args);
+        out.assert_code(1);
+        let v = out.json();
+        assert_eq!(v["findings"].as_array().unwrap().len(), 1, "{args:?}");
+        assert_eq!(v["findings"][0]["line"], n as u64 + 1, "{args:?}");
+        let w = v["warnings"].to_string();
+        assert!(
+            w.contains("data/big.conf") && w.contains("MiB"),
+            "{args:?}: {w}"
+        );
+    }
+}

@@ -105,6 +105,16 @@ const SECRET_WORDS: &[&str] = &[
     "passphrase",
     "pw",
     "authtok",
+    "encryptionkey",
+    "encryption_key",
+    "masterkey",
+    "master_key",
+    "hmackey",
+    "hmac_key",
+    "sharedkey",
+    "shared_key",
+    "licensekey",
+    "license_key",
 ];
 
 /// Every built-in rule.

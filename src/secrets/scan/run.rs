@@ -88,8 +88,8 @@ impl FileResult {
             warnings.push(Warning {
                 path: Some(p),
                 message: format!(
-                    "larger than {} MiB: scanned with the line rules in bounded chunks; the \
-                     Nix-aware rule was skipped",
+                    "larger than {} MiB: scanned by the line rules only (files on disk are read \
+                     in chunks of that size); the Nix-aware rule was skipped",
                     HUGE_FILE >> 20
                 ),
             });

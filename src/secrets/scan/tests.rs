@@ -808,3 +808,21 @@ fn base64_keys_starting_with_a_slash_are_not_paths() {
         "/Zq8+Lm2kX9vB4nR7tY1wC3",
     );
 }
+
+#[test]
+fn every_secret_suffix_reaches_the_nix_rule() {
+    for name in [
+        "encryptionKey",
+        "masterKey",
+        "hmacKey",
+        "sharedKey",
+        "licenseKey",
+        "secretKeyBase",
+        "ldap_default_authtok",
+    ] {
+        let text = format!("{{ services.x.{name} = \"Zq8Lm2kX9vB4nR7t\"; }}\n");
+        assert_eq!(rules_of("a.nix", &text), ["nix-password"], "{name}");
+        let yaml = format!("{name}: Zq8Lm2kX9vB4nR7t\n");
+        assert_eq!(rules_of("a.yaml", &yaml), ["secret-assignment"], "{name}");
+    }
+}
