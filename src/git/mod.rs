@@ -132,13 +132,43 @@ pub(crate) struct Shared {
     /// `core.fileMode`: when false, the executable bit on disk is ignored and
     /// the index mode is kept (as git does on filesystems without it).
     pub(crate) file_mode: bool,
+    /// Identifies this repository in the per-thread handle cache.
+    pub(crate) id: u64,
 }
 
+thread_local! {
+    /// One gix handle per repository and thread, reused across operations:
+    /// a fresh handle per call would start with empty object and pack
+    /// caches (walking a history would then re-inflate the same delta
+    /// chains over and over). A few repositories at most (tests open many).
+    static HANDLES: std::cell::RefCell<Vec<(u64, std::rc::Rc<gix::Repository>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gives each opened repository its own id.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Shared {
-    /// A thread-local handle. Cheap (shared object store and config); made
-    /// per operation so that `Repo` and `Snapshot` stay `Send + Sync`.
-    pub(crate) fn local(&self) -> gix::Repository {
-        self.repo.to_thread_local()
+    /// This thread's handle on the repository (shared object store and
+    /// config, per-thread caches), so that `Repo` and `Snapshot` stay
+    /// `Send + Sync` while each thread keeps its caches warm.
+    pub(crate) fn local(&self) -> std::rc::Rc<gix::Repository> {
+        HANDLES.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some((_, r)) = h.iter().find(|(id, _)| *id == self.id) {
+                return r.clone();
+            }
+            let mut repo = self.repo.to_thread_local();
+            // Decoded trees are read again and again by diffs of nearby
+            // commits; 16 MiB covers the trees of a large fleet.
+            repo.object_cache_size_if_unset(16 << 20);
+            let repo = std::rc::Rc::new(repo);
+            if h.len() >= 4 {
+                h.remove(0);
+            }
+            h.push((self.id, repo.clone()));
+            repo
+        })
     }
 
     /// Reads a blob by id. The empty blob is answered without the object
@@ -250,6 +280,7 @@ impl Repo {
             workdir: local.workdir().map(Path::to_path_buf),
             file_mode,
             repo,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         Ok(Repo {
             shared: Arc::new(shared),

@@ -589,9 +589,26 @@ impl Scanner {
             && bytes.len() <= HUGE_FILE
             && let Ok(src) = std::str::from_utf8(bytes)
         {
-            let parsed = rnix::Root::parse(src).syntax();
+            let parse = rnix::Root::parse(src);
+            let parsed = parse.syntax();
             if nix_needed {
                 self.nix_hits(&parsed, src, &mut hits);
+                if !parse.errors().is_empty() {
+                    // A file that is not a whole Nix expression (a snippet
+                    // of bindings, a half-edited module) still commits its
+                    // secrets: read it again as the body of an attribute
+                    // set, shifting positions back by the added `{`.
+                    let wrapped = format!("{{{src}\n}}");
+                    let root = rnix::Root::parse(&wrapped).syntax();
+                    let mut more = Vec::new();
+                    self.nix_hits(&root, &wrapped, &mut more);
+                    for h in more {
+                        let (start, end) = (h.start - 1, h.end - 1);
+                        if end <= src.len() && !hits.iter().any(|x| x.start == start) {
+                            hits.push(Hit { start, end, ..h });
+                        }
+                    }
+                }
             }
             if !pending.is_empty() {
                 let strings = nix::string_ranges(&parsed);
@@ -822,7 +839,8 @@ impl Scanner {
                     }
                     return None;
                 }
-                ok && (quoted || (is_config_like(path) && literal))
+                // Scripts (`#!`) are code even without an extension.
+                ok && (quoted || (is_config_like(path) && !bytes.starts_with(b"#!") && literal))
             }
             Check::HighEntropy => {
                 let quoted = caps.name("s").is_some() || caps.name("s2").is_some();
@@ -830,7 +848,7 @@ impl Scanner {
                 let strong = [&b"secret"[..], b"token", b"passw", b"apikey", b"api_key"]
                     .iter()
                     .any(|w| memchr::memmem::find(&lname, w).is_some());
-                (quoted || (!is_nix && is_config_like(path)))
+                (quoted || (!is_nix && is_config_like(path) && !bytes.starts_with(b"#!")))
                     && !rules::name_is_public_or_digest(name)
                     && !rules::is_placeholder_or_reference(value)
                     && !rules::looks_public_or_digest(value, !strong)
@@ -1090,8 +1108,9 @@ fn is_plain_word(v: &[u8]) -> bool {
 /// identifier path (`config.services.x.token`, `req.headers.token`), an
 /// expression.
 fn looks_like_code(v: &[u8]) -> bool {
-    // YAML tags, anchors and aliases (`!secret x`, `*db_pw`) are not values.
-    if matches!(v.first(), Some(b'!' | b'*' | b'&')) {
+    // YAML tags, anchors and aliases (`!secret x`, `*db_pw`) are not values;
+    // `secrets::age` is a Rust path.
+    if matches!(v.first(), Some(b'!' | b'*' | b'&' | b':')) {
         return true;
     }
     if v.iter().any(|b| b"()[]".contains(b)) || v.ends_with(b";") {

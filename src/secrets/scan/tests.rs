@@ -826,3 +826,31 @@ fn every_secret_suffix_reaches_the_nix_rule() {
         assert_eq!(rules_of("a.yaml", &yaml), ["secret-assignment"], "{name}");
     }
 }
+
+#[test]
+fn scripts_and_code_paths_are_not_config() {
+    assert_clean(
+        "scripts/fuzz",
+        "#!/bin/sh\nexec cargo test -- secrets::age::header\nTOKEN=abc123def456\n",
+    );
+    assert_clean("notes", "run the secrets::scan tests\n");
+    // Without a shebang an extension-less file is data.
+    assert_finds(
+        "deploy",
+        "TOKEN=abc123def456\n",
+        "secret-assignment",
+        "abc123def456",
+    );
+}
+
+#[test]
+fn bindings_outside_an_attribute_set_are_still_read_as_nix() {
+    let s = Scanner::new(&crate::config::Config::default()).unwrap();
+    let f = s.scan_bytes(
+        "snippet.nix",
+        b"services.foo.password = \"correct-horse-battery\";\nservices.foo.passwordFile = \"/run/x\";\n",
+        None,
+    );
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].rule.as_str(), f[0].line, f[0].column), ("nix-password", 1, 26));
+}
