@@ -852,5 +852,8 @@ fn bindings_outside_an_attribute_set_are_still_read_as_nix() {
         None,
     );
     assert_eq!(f.len(), 1, "{f:?}");
-    assert_eq!((f[0].rule.as_str(), f[0].line, f[0].column), ("nix-password", 1, 26));
+    assert_eq!(
+        (f[0].rule.as_str(), f[0].line, f[0].column),
+        ("nix-password", 1, 26)
+    );
 }
