@@ -86,26 +86,9 @@ impl Analysis {
     /// The wiring: files reached from flake.nix without entering a host.
     /// Every host depends on all of it.
     pub fn wiring(&self) -> Vec<(&str, Vec<&str>)> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut queue = VecDeque::from([(self.hosts.flake_nix.as_str(), vec![])]);
-        while let Some((file, chain)) = queue.pop_front() {
-            if !seen.insert(file) {
-                continue;
-            }
-            let Some(node) = self.graph.nodes.get(file) else {
-                continue;
-            };
-            let mut chain = chain;
-            chain.push(file);
-            for (target, dep) in &node.edges {
-                if !self.is_host_edge(node, &node.deps[*dep]) {
-                    queue.push_back((target.as_str(), chain.clone()));
-                }
-            }
-            out.push((file, chain));
-        }
-        out
+        self.walk(vec![self.hosts.flake_nix.as_str()], |node, dep| {
+            !self.is_host_edge(node, dep)
+        })
     }
 
     /// Where a host's evaluation starts: its entry and every parsed file of
@@ -131,22 +114,32 @@ impl Analysis {
         let Some(h) = self.hosts.hosts.get(host) else {
             return Vec::new();
         };
-        let starts = self.starts(h);
+        self.walk(self.starts(h), |_, _| true)
+    }
+
+    /// Breadth-first walk from `starts` along the edges `follow` accepts:
+    /// every file reached, with the (shortest) chain that reaches it.
+    fn walk<'a>(
+        &'a self,
+        starts: Vec<&'a str>,
+        follow: impl Fn(&Node, &Dep) -> bool,
+    ) -> Vec<(&'a str, Vec<&'a str>)> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut queue: VecDeque<(&str, Vec<&str>)> =
             starts.into_iter().map(|s| (s, vec![])).collect();
-        while let Some((file, chain)) = queue.pop_front() {
+        while let Some((file, mut chain)) = queue.pop_front() {
             if !seen.insert(file) {
                 continue;
             }
             let Some(node) = self.graph.nodes.get(file) else {
                 continue;
             };
-            let mut chain = chain;
             chain.push(file);
-            for (target, _) in &node.edges {
-                queue.push_back((target.as_str(), chain.clone()));
+            for (target, dep) in &node.edges {
+                if follow(node, &node.deps[*dep]) {
+                    queue.push_back((target.as_str(), chain.clone()));
+                }
             }
             out.push((file, chain));
         }

@@ -274,23 +274,7 @@ impl LogState {
 }
 
 /// Removes ANSI CSI escapes (nix colours its messages).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            chars.next();
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use crate::nix::cli::strip_ansi;
 
 /// Replaces every secret the scanner finds in one line of nix output by its
 /// redacted form. nix quotes the source lines around an evaluation error,

@@ -922,7 +922,8 @@ fn error_message(stderr: &[u8]) -> String {
     }
 }
 
-fn strip_ansi(s: &str) -> String {
+/// Removes ANSI CSI escapes (nix colours its messages).
+pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {

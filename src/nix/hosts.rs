@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::nix::parse::unparen;
 use rnix::{SyntaxKind::*, SyntaxNode};
 use serde::Serialize;
 
@@ -391,17 +392,6 @@ fn common_hosts_dir(hosts: &BTreeMap<String, Host>) -> Option<String> {
     });
     let first = parents.next()?;
     parents.all(|p| p == first).then_some(first)
-}
-
-fn unparen(node: &SyntaxNode) -> SyntaxNode {
-    let mut cur = node.clone();
-    while cur.kind() == NODE_PAREN {
-        match cur.children().next() {
-            Some(c) => cur = c,
-            None => break,
-        }
-    }
-    cur
 }
 
 #[cfg(test)]

@@ -672,7 +672,8 @@ fn is_ident(node: &SyntaxNode, name: &str) -> bool {
     node.kind() == NODE_IDENT && node.text() == name
 }
 
-fn unparen(node: &SyntaxNode) -> SyntaxNode {
+/// The expression inside any parentheses.
+pub(crate) fn unparen(node: &SyntaxNode) -> SyntaxNode {
     let mut cur = node.clone();
     while cur.kind() == NODE_PAREN {
         match first_child(&cur) {

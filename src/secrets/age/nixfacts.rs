@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::nix::parse::unparen;
 use rnix::{SyntaxKind::*, SyntaxNode};
 
 use crate::nix::parse::normalize;
@@ -237,17 +238,6 @@ pub fn string_literal(node: &SyntaxNode) -> Option<String> {
         }
     }
     Some(s)
-}
-
-fn unparen(node: &SyntaxNode) -> SyntaxNode {
-    let mut cur = node.clone();
-    while cur.kind() == NODE_PAREN {
-        match cur.children().next() {
-            Some(c) => cur = c,
-            None => break,
-        }
-    }
-    cur
 }
 
 /// The last name of a function expression (`lib.mkDefault` -> `mkDefault`).
