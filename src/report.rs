@@ -444,8 +444,31 @@ fn write_warning(w: &Warning, style: Style, out: &mut dyn Write) -> io::Result<(
     }
 }
 
+/// Splits a finding's message into what it is, how to fix it, and how to
+/// allow a false positive (the last two are the same for every finding of
+/// a rule, so the human writer prints them once per rule).
+fn split_message(m: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (head, allow) = match m.find(" False positive?") {
+        Some(i) => (&m[..i], Some(m[i + 1..].trim())),
+        None => (m, None),
+    };
+    match head.find(" Fix: ") {
+        Some(i) => (&head[..i], Some(head[i + 1..].trim()), allow),
+        None => (head, None, allow),
+    }
+}
+
 fn write_findings(f: &Findings, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    let mut fixes: Vec<(&str, &str)> = Vec::new();
+    let mut allow_hint = None;
     for x in &f.findings {
+        let (what, fix, allow) = split_message(&x.message);
+        if let Some(fix) = fix
+            && !fixes.iter().any(|(r, _)| *r == x.rule)
+        {
+            fixes.push((x.rule.as_str(), fix));
+        }
+        allow_hint = allow_hint.or(allow);
         let sev = match x.severity {
             Severity::Error => style.red("error"),
             Severity::Warning => style.yellow("warning"),
@@ -463,8 +486,14 @@ fn write_findings(f: &Findings, style: Style, out: &mut dyn Write) -> io::Result
             x.column,
             x.rule,
             x.secret.as_str(),
-            style.dim(&x.message)
+            style.dim(what)
         )?;
+    }
+    for (rule, fix) in &fixes {
+        writeln!(out, "  {} {fix}", style.bold(&format!("[{rule}]")))?;
+    }
+    if let Some(hint) = allow_hint {
+        writeln!(out, "  {}", style.dim(hint))?;
     }
     for w in &f.warnings {
         write_warning(w, style, out)?;
@@ -511,6 +540,19 @@ mod tests {
         let r = Redacted::new(long);
         assert_eq!(r.as_str(), "kP3x…(redacted)");
         assert!(!r.as_str().contains(&long[4..8]));
+    }
+
+    #[test]
+    fn fix_and_allow_hints_are_split_off() {
+        let (what, fix, allow) =
+            split_message("A key. Fix: rotate it. False positive? Add guard:allow.");
+        assert_eq!(what, "A key.");
+        assert_eq!(fix, Some("Fix: rotate it."));
+        assert_eq!(allow, Some("False positive? Add guard:allow."));
+        assert_eq!(
+            split_message("host a cannot decrypt s"),
+            ("host a cannot decrypt s", None, None)
+        );
     }
 
     #[test]
@@ -566,6 +608,7 @@ mod tests {
         write_human(&r, style, &mut buf).unwrap();
         let s = String::from_utf8(buf).unwrap();
         assert!(s.contains("machines/a/wg.nix:3:5: error[wireguard-private-key] kP3x…(redacted)"));
+        assert!(s.contains("move it to secrix"), "{s}");
         assert!(!s.contains("q1S9mWcT"));
         assert!(s.contains("1 finding in 0 files"));
     }
