@@ -54,6 +54,9 @@ impl Context {
             .workdir()
             .unwrap_or_else(|| repo.git_dir())
             .to_path_buf();
+        // Absolute: the root ends up in flake URLs (`git+file://<root>`),
+        // which have no notion of a relative path (`-C examples/fleet`).
+        let root = std::path::absolute(&root).unwrap_or(root);
         let (config, config_path) = Config::load(&root, config)?;
         let flake_dir = match &config.flake.dir {
             Some(d) => crate::nix::parse::normalize(d).unwrap_or_default(),

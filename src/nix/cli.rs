@@ -822,6 +822,9 @@ fn flake_url_with(
     git_ref: Option<&str>,
     rev: Option<&str>,
 ) -> String {
+    // A flake URL's path must be absolute (`git+file://.` is an error).
+    let absolute = std::path::absolute(repo_root).unwrap_or_else(|_| repo_root.to_path_buf());
+    let repo_root = absolute.as_path();
     let mut url = format!(
         "git+file://{}",
         percent_encode(&repo_root.to_string_lossy())
@@ -965,6 +968,13 @@ mod tests {
             flake_url_at_ref(root, "", "refs/guard/1-0", "abc"),
             "git+file:///home/me/my%20fleet?ref=refs/guard/1-0&rev=abc"
         );
+    }
+
+    #[test]
+    fn relative_roots_become_absolute() {
+        let url = flake_url(Path::new("."), "examples/fleet", None);
+        assert!(url.starts_with("git+file:///"), "{url}");
+        assert!(!url.contains("file://."), "{url}");
     }
 
     #[test]

@@ -175,3 +175,41 @@ fn no_command_modifies_the_repository() {
     }
     assert!(runs > 30);
 }
+
+/// `-C` with a relative path: the repository root must still reach nix as
+/// an absolute flake URL (`git+file://.` is invalid).
+#[test]
+fn relative_dash_c_works_with_nix() {
+    let _ = crate::support::nix_cmd();
+    let parent = tempfile::tempdir().unwrap();
+    let repo = parent.path().join("fleet");
+    crate::support::copy_tree(&crate::support::example_fleet(), &repo);
+    let git = |args: &[&str]| {
+        let out = crate::support::git_cmd(&repo).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-qm",
+        "fleet",
+    ]);
+    let out: crate::support::GuardOutput = guard_cmd(parent.path())
+        .args([
+            "-C", "fleet", "build", "--hosts", "linda", "--level", "eval", "--format", "json",
+        ])
+        .output()
+        .unwrap()
+        .into();
+    out.assert_code(0);
+    assert_eq!(out.json()["hosts"][0]["status"], "ok", "{}", out.stdout);
+}
