@@ -176,14 +176,6 @@ fn write_github_annotations(build: Option<&BuildReport>, out: &mut dyn Write) ->
     Ok(())
 }
 
-/// Whether the change is or becomes a commit (`self.rev` readers change).
-fn new_revision(sel: &git::Selector, changes: &ChangeSet) -> bool {
-    match sel {
-        git::Selector::Staged | git::Selector::Worktree => !changes.is_empty(),
-        _ => true,
-    }
-}
-
 /// The affected hosts, computed as `guard affected` does.
 fn affected_of(ctx: &Context, sel: &git::Selector, changes: &ChangeSet) -> Result<Affected> {
     affected_with(ctx, sel, changes, &ctx.parse_cache())
@@ -200,7 +192,7 @@ fn affected_with(
     Ok(affected_hosts(
         &new,
         &old_hosts,
-        &Query::of(changes, new_revision(sel, changes)),
+        &Query::of(changes, sel.makes_revision(changes)),
         &ctx.config,
     )?)
 }

@@ -2,8 +2,6 @@
 //! `pre-commit`: affected hosts, the plaintext-secret scan, the age/secrix
 //! checks and, at a nix level, the build section.
 
-use std::collections::HashMap;
-
 use anyhow::{Context as _, Result};
 
 use super::Context;
@@ -11,7 +9,7 @@ use crate::affected::{Analysis, Query, affected_hosts};
 use crate::cli::Level;
 use crate::git;
 use crate::nix::hosts;
-use crate::report::{Findings, Report, RuleInfo};
+use crate::report::{Report, RuleInfo};
 use crate::secrets::age;
 use crate::secrets::scan::{Baseline, Scanner, run};
 
@@ -21,7 +19,7 @@ pub(crate) struct Verdict {
     pub code: i32,
     pub rules: Vec<RuleInfo>,
     /// (fingerprint, line, column) -> (end line, end column) of scan findings.
-    pub regions: HashMap<(String, usize, usize), (usize, usize)>,
+    pub regions: run::Regions,
 }
 
 /// Runs what `guard check` runs on one change: affected hosts, the
@@ -36,10 +34,7 @@ pub(crate) fn judge(
     quiet: bool,
 ) -> Result<Verdict> {
     let changes = ctx.repo.change_set(sel)?;
-    let new_revision = match sel {
-        git::Selector::Staged | git::Selector::Worktree => !changes.is_empty(),
-        _ => true,
-    };
+    let new_revision = sel.makes_revision(&changes);
     let cache = ctx.parse_cache();
     let analysis = Analysis::of(&changes.new, &ctx.flake_dir, &ctx.config, &cache);
     let old_hosts = hosts::discover(&changes.old, &ctx.flake_dir, &ctx.config.hosts, &cache);
@@ -70,25 +65,7 @@ pub(crate) fn judge(
         }
         _ => run::scan_change_set(&scanner, &changes)?,
     };
-    let regions = outcome
-        .located
-        .iter()
-        .map(|l| {
-            (
-                (
-                    l.finding.fingerprint.clone(),
-                    l.finding.line,
-                    l.finding.column,
-                ),
-                (l.end_line, l.end_column),
-            )
-        })
-        .collect();
-    let scan = Findings {
-        findings: outcome.located.into_iter().map(|l| l.finding).collect(),
-        scanned: outcome.scanned,
-        warnings: outcome.warnings,
-    };
+    let (scan, regions) = outcome.into_findings();
 
     let all = *sel == git::Selector::All;
     let age = age::check_change(

@@ -20,12 +20,7 @@ pub fn affected(ctx: &Context, selector: &Selector, format: Format, verify: bool
     let cache = ctx.parse_cache();
     let new = Analysis::of(&changes.new, &ctx.flake_dir, &ctx.config, &cache);
     let old_hosts = hosts::discover(&changes.old, &ctx.flake_dir, &ctx.config.hosts, &cache);
-    // An empty staged or work-tree change makes no commit; anything else is
-    // (or becomes) a new revision.
-    let new_revision = match sel {
-        git::Selector::Staged | git::Selector::Worktree => !changes.is_empty(),
-        _ => true,
-    };
+    let new_revision = sel.makes_revision(&changes);
     let mut result = affected_hosts(
         &new,
         &old_hosts,

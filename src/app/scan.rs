@@ -2,7 +2,6 @@
 //! report. The only file it ever writes is the baseline, and only with
 //! `--write-baseline`.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use super::{Context, exit};
 use crate::cli::{Format, Selector};
 use crate::git;
-use crate::report::{self, Findings, Report};
+use crate::report::{self, Report};
 use crate::secrets::scan::{Baseline, Scanner, run};
 
 /// The flags of `guard scan`.
@@ -64,26 +63,9 @@ pub fn scan(ctx: &Context, args: ScanArgs<'_>) -> Result<i32> {
         return Ok(exit::OK);
     }
 
-    let regions: HashMap<(String, usize, usize), (usize, usize)> = outcome
-        .located
-        .iter()
-        .map(|l| {
-            (
-                (
-                    l.finding.fingerprint.clone(),
-                    l.finding.line,
-                    l.finding.column,
-                ),
-                (l.end_line, l.end_column),
-            )
-        })
-        .collect();
+    let (findings, regions) = outcome.into_findings();
     let report = Report {
-        scan: Some(Findings {
-            findings: outcome.located.into_iter().map(|l| l.finding).collect(),
-            scanned: outcome.scanned,
-            warnings: outcome.warnings,
-        }),
+        scan: Some(findings),
         ..Default::default()
     };
     let mut out = std::io::stdout().lock();

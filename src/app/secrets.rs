@@ -30,10 +30,7 @@ pub fn secrets(
     let sel = selector.resolve(git::Selector::Worktree);
     let all = sel == git::Selector::All;
     let changes = ctx.repo.change_set(&sel)?;
-    let new_revision = match sel {
-        git::Selector::Staged | git::Selector::Worktree => !changes.is_empty(),
-        _ => true,
-    };
+    let new_revision = sel.makes_revision(&changes);
     let cache = ctx.parse_cache();
     let outcome = age::check_change(
         &changes,

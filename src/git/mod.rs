@@ -245,6 +245,17 @@ pub enum Selector {
     All,
 }
 
+impl Selector {
+    /// Whether the change is, or is about to become, a commit (so readers
+    /// of `self.rev` change): an empty staged or work-tree change makes none.
+    pub fn makes_revision(&self, changes: &ChangeSet) -> bool {
+        match self {
+            Selector::Staged | Selector::Worktree => !changes.is_empty(),
+            _ => true,
+        }
+    }
+}
+
 impl Repo {
     /// Discovers the repository containing `dir` (any subdirectory works).
     ///
