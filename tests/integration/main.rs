@@ -12,5 +12,6 @@ mod fleet;
 mod git_layer;
 mod hooks;
 mod hostile;
+mod real_fleets;
 mod scan;
 mod support;
