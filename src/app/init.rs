@@ -109,6 +109,7 @@ pub fn init(dir: &Path, force: bool, style: Style) -> Result<i32> {
 fn how(d: &Discovery) -> String {
     match d {
         Discovery::Config => "from [hosts]".into(),
+        Discovery::Evaluated => "by evaluating the flake's outputs statically".into(),
         Discovery::FlakeAttrs => "from nixosConfigurations in flake.nix".into(),
         Discovery::ReadDir(dir) => format!("flake.nix reads the directory {dir}/"),
         Discovery::Convention(dir) => format!("guessed from the directory {dir}/"),

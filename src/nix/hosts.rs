@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::is_valid_host_name;
 use crate::git::{BStr, Snapshot};
+use crate::nix::eval;
 use crate::nix::graph::{ParseCache, Tree};
 use crate::nix::parse::{self, RefKind, Target};
 use crate::report::Warning;
@@ -35,6 +36,8 @@ pub struct Host {
 pub enum Discovery {
     /// `[hosts]` in guard.toml.
     Config,
+    /// The flake's outputs, evaluated statically (see `nix::eval`).
+    Evaluated,
     /// An attribute set literal under `nixosConfigurations` in flake.nix.
     FlakeAttrs,
     /// The entries of a directory the flake's wiring reads with readDir.
@@ -54,6 +57,9 @@ pub struct HostSet {
     /// flake.nix, repository-relative.
     pub flake_nix: String,
     pub discovery: Discovery,
+    /// Targets that are not NixOS hosts: darwin and home-manager
+    /// configurations, deploy-tool nodes (kind -> names).
+    pub others: BTreeMap<String, Vec<String>>,
     pub warnings: Vec<Warning>,
     /// Entry files and own directories -> host name.
     #[serde(skip)]
@@ -122,6 +128,7 @@ pub fn discover(
         hosts_dir: None,
         flake_nix: flake_nix.clone(),
         discovery: Discovery::None,
+        others: BTreeMap::new(),
         warnings: Vec::new(),
         by_path: Default::default(),
     };
@@ -180,6 +187,46 @@ fn discover_into(
         return;
     };
 
+    match evaluate_targets(snapshot, flake_dir) {
+        Ok(found) if found.nixos.present && !found.nixos.targets.is_empty() => {
+            if let Some(why) = &found.nixos.incomplete {
+                set.warnings.push(Warning {
+                    path: Some(flake_nix.clone()),
+                    message: format!(
+                        "the host list may be incomplete ({why}); list missing hosts under [hosts] in guard.toml"
+                    ),
+                });
+            }
+            set.hosts = found
+                .nixos
+                .targets
+                .iter()
+                .filter(|(name, _)| is_valid_host_name(name))
+                .map(|(name, t)| (name.clone(), host_from_target(name, t, &flake_nix, tree)))
+                .collect();
+            set.others = other_targets(&found);
+            set.discovery = Discovery::Evaluated;
+            set.hosts_dir = common_hosts_dir(&set.hosts);
+            return;
+        }
+        Ok(found) => {
+            set.others = other_targets(&found);
+            let why = match (&found.nixos.incomplete, found.nixos.present) {
+                (Some(why), _) => why.clone(),
+                (None, true) => "nixosConfigurations is empty".into(),
+                (None, false) => "the flake defines no nixosConfigurations".into(),
+            };
+            set.warnings.push(Warning {
+                path: Some(flake_nix.clone()),
+                message: format!("cannot list the hosts by evaluating the flake statically: {why}"),
+            });
+        }
+        Err(e) => set.warnings.push(Warning {
+            path: Some(e.file.clone().unwrap_or_else(|| flake_nix.clone())),
+            message: format!("cannot list the hosts by evaluating the flake statically: {e}"),
+        }),
+    }
+
     if let Some(hosts) = hosts_from_attrs(&flake_src, flake_dir, tree) {
         set.hosts = hosts;
         set.discovery = Discovery::FlakeAttrs;
@@ -218,6 +265,82 @@ fn discover_into(
         message: "found no nixosConfigurations statically; list them under [hosts] in guard.toml"
             .into(),
     });
+}
+
+/// The flake's targets from the static evaluator, run on a thread with a
+/// large stack (evaluation recurses with the Nix code's own depth).
+fn evaluate_targets(
+    snapshot: &Snapshot,
+    flake_dir: &str,
+) -> Result<eval::flake::FlakeTargets, eval::EvalError> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("guard-eval".into())
+            .stack_size(256 << 20)
+            .spawn_scoped(s, || eval::flake::flake_targets(snapshot, flake_dir))
+            .map_err(|e| eval::EvalError::new(format!("cannot start the evaluator: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(eval::EvalError::new("the static evaluator failed")))
+    })
+}
+
+fn other_targets(found: &eval::flake::FlakeTargets) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for (kind, o) in [
+        ("darwin", &found.darwin),
+        ("home", &found.home),
+        ("deploy-nodes", &found.deploy_nodes),
+    ] {
+        if !o.targets.is_empty() {
+            out.insert(kind.to_string(), o.targets.keys().cloned().collect());
+        }
+    }
+    out
+}
+
+/// A host from an evaluated target: its entry is the entry point that
+/// belongs to it (named after it, or the first one); a directory named
+/// after the host is its own directory.
+fn host_from_target(name: &str, t: &eval::flake::Target, flake_nix: &str, tree: &Tree) -> Host {
+    let named = |p: &&String| {
+        p.split('/')
+            .any(|c| c == name || c.strip_suffix(".nix") == Some(name))
+    };
+    let chosen = t
+        .entry_points
+        .iter()
+        .find(named)
+        .or_else(|| t.entry_points.first());
+    let Some(p) = chosen else {
+        return Host {
+            name: name.to_string(),
+            entry: flake_nix.to_string(),
+            own_dir: None,
+        };
+    };
+    if tree.is_dir(p) {
+        let entry = ["default.nix", "configuration.nix"]
+            .iter()
+            .map(|f| join(p, f))
+            .find(|f| tree.is_file(f))
+            .unwrap_or_else(|| join(p, "default.nix"));
+        let own = p.rsplit('/').next() == Some(name);
+        return Host {
+            name: name.to_string(),
+            entry,
+            own_dir: own.then(|| p.clone()),
+        };
+    }
+    let parent = p.rsplit_once('/').map(|(d, _)| d.to_string());
+    let own = parent
+        .as_deref()
+        .filter(|d| d.rsplit('/').next() == Some(name))
+        .map(str::to_string);
+    Host {
+        name: name.to_string(),
+        entry: p.clone(),
+        own_dir: own,
+    }
 }
 
 /// `nixosConfigurations = { alpha = mkHost ./hosts/alpha; ... };` and

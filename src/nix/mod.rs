@@ -2,6 +2,7 @@
 //! the static reference parser, import graph and host discovery.
 
 pub mod cli;
+pub mod eval;
 pub mod graph;
 pub mod hosts;
 pub mod lock;
