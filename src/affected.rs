@@ -27,6 +27,14 @@ use crate::report::{Affected, AffectedHost, Reason, Warning};
 pub enum AffectedError {
     #[error("guard.toml: invalid glob {glob:?} in [affected]: {message}")]
     Glob { glob: String, message: String },
+    /// A fleet without hosts would make every check pass: refuse.
+    #[error(
+        "no NixOS hosts found in {flake_nix}{details}\n\
+         hint: list them in guard.toml as [hosts] <name> = \"<entry module>\" \
+         (see `guard init --dry-run`), or run `guard affected --all --verify-hosts` \
+         where nix can evaluate the flake"
+    )]
+    NoHosts { flake_nix: String, details: String },
 }
 
 /// Everything the static analysis knows about one snapshot.
@@ -264,6 +272,25 @@ pub fn affected_hosts(
 ) -> Result<Affected, AffectedError> {
     let ignore = glob_set(&config.affected.ignore)?;
     let global = glob_set(&config.affected.global)?;
+    if new.hosts.hosts.is_empty() && old_hosts.hosts.is_empty() {
+        let details: String = new
+            .hosts
+            .warnings
+            .iter()
+            .map(|w| match &w.path {
+                Some(p) => format!("\n  {p}: {}", w.message),
+                None => format!("\n  {}", w.message),
+            })
+            .collect();
+        return Err(AffectedError::NoHosts {
+            flake_nix: new.hosts.flake_nix.clone(),
+            details: if details.is_empty() {
+                String::new()
+            } else {
+                format!(":{details}")
+            },
+        });
+    }
     let mut warnings: Vec<Warning> = new.hosts.warnings.clone();
 
     let changed_paths = &query.paths;
@@ -487,6 +514,7 @@ pub fn affected_hosts(
     Ok(Affected {
         hosts,
         all_hosts: new.hosts.names(),
+        other_targets: new.hosts.others.clone(),
         removed_hosts: old_names
             .difference(&new_names)
             .map(|s| s.to_string())

@@ -104,6 +104,10 @@ pub struct AffectedHost {
 pub struct Affected {
     pub hosts: Vec<AffectedHost>,
     pub all_hosts: Vec<String>,
+    /// Targets that are not NixOS hosts, by kind (`darwin`, `home`,
+    /// `deploy-nodes`): reported apart, never mixed into `all_hosts`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub other_targets: std::collections::BTreeMap<String, Vec<String>>,
     /// Hosts that existed in the old snapshot and are gone in the new one.
     pub removed_hosts: Vec<String>,
     pub changed_paths: Vec<String>,
@@ -397,6 +401,16 @@ fn write_affected(a: &Affected, style: Style, out: &mut dyn Write) -> io::Result
         a.all_hosts.len(),
         plural(a.changed_paths.len(), "changed path", "changed paths"),
     )?;
+    for (kind, names) in &a.other_targets {
+        writeln!(
+            out,
+            "{}",
+            style.dim(&format!(
+                "  ({kind} targets are not NixOS hosts and are listed apart: {})",
+                names.join(", ")
+            ))
+        )?;
+    }
     let width = a.hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
     for h in &a.hosts {
         let Some(first) = h.reasons.first() else {

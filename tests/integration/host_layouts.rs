@@ -1,0 +1,285 @@
+//! Host discovery on the flake layouts real fleets use, one small real git
+//! repository each, and the refusal to pass silently when there are none.
+
+use crate::support::TempRepo;
+
+/// The sorted NixOS host names `guard affected --all` reports.
+fn hosts_of(repo: &TempRepo) -> Vec<String> {
+    let out = repo.guard(&["affected", "--all", "--format", "json"]);
+    out.assert_code(0);
+    let mut names: Vec<String> = out.json()["all_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn repo(files: &[(&str, &str)]) -> TempRepo {
+    let r = TempRepo::new();
+    for (path, text) in files {
+        r.write(path, text);
+    }
+    r.commit_all("fleet");
+    r
+}
+
+const MODULE: &str = "{ ... }: { }\n";
+
+#[test]
+fn helper_called_with_literal_names_from_an_input() {
+    let r = repo(&[
+        (
+            "flake.nix",
+            r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  inputs.helpers.url = "github:example/helpers";
+  outputs = { self, nixpkgs, helpers, ... }:
+    let mkSystem = import ./lib/mksystem.nix { inherit nixpkgs; };
+    in {
+      nixosConfigurations.alpha = mkSystem "alpha" { system = "x86_64-linux"; };
+      nixosConfigurations.display-0 = helpers.lib.mkArm "display-0" { };
+      darwinConfigurations.mac = mkSystem "mac" { darwin = true; };
+    };
+}"#,
+        ),
+        (
+            "lib/mksystem.nix",
+            "{ nixpkgs }: name: { system ? \"x\", darwin ? false }:\n  nixpkgs.lib.nixosSystem { modules = [ ../machines/${name}.nix ]; }\n",
+        ),
+        ("machines/alpha.nix", MODULE),
+        ("machines/mac.nix", MODULE),
+        ("machines/stray.nix", MODULE),
+    ]);
+    assert_eq!(hosts_of(&r), ["alpha", "display-0"]);
+    let j = r.guard(&["affected", "--all", "--format", "json"]).json();
+    assert_eq!(j["other_targets"]["darwin"], serde_json::json!(["mac"]));
+}
+
+#[test]
+fn gen_attrs_over_read_dir_with_filters() {
+    let r = repo(&[
+        (
+            "flake.nix",
+            r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  outputs = inputs@{ nixpkgs, ... }:
+    let
+      inherit (nixpkgs) lib;
+      entries = builtins.readDir ./hosts;
+      names = builtins.filter (n: entries.${n} == "directory" && n != "common")
+        (builtins.attrNames entries);
+    in {
+      nixosConfigurations = lib.genAttrs names (name: lib.nixosSystem {
+        modules = [ ./hosts/${name}/configuration.nix ];
+      });
+    };
+}"#,
+        ),
+        ("hosts/web/configuration.nix", MODULE),
+        ("hosts/db/configuration.nix", MODULE),
+        ("hosts/common/users.nix", MODULE),
+        ("hosts/networks.nix", MODULE),
+    ]);
+    assert_eq!(hosts_of(&r), ["db", "web"]);
+}
+
+#[test]
+fn flake_parts_modules_define_hosts() {
+    let r = repo(&[
+        (
+            "flake.nix",
+            r#"{
+  inputs.flake-parts.url = "github:hercules-ci/flake-parts";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  outputs = inputs: inputs.flake-parts.lib.mkFlake { inherit inputs; } {
+    systems = [ "x86_64-linux" ];
+    imports = [ ./parts/hosts.nix ./parts/devshell.nix ];
+  };
+}"#,
+        ),
+        (
+            "parts/hosts.nix",
+            r#"{ inputs, lib, ... }:
+let
+  mk = name: inputs.nixpkgs.lib.nixosSystem { modules = [ ../machines/${name} ]; };
+in {
+  imports = [ ./more.nix ];
+  flake.nixosConfigurations = lib.mkMerge [
+    (lib.genAttrs [ "router" "vpn-hub" ] mk)
+    (lib.mkIf false { never = mk "never"; })
+  ];
+}"#,
+        ),
+        (
+            "parts/more.nix",
+            "{ inputs, ... }: { flake = { config, ... }: { nixosConfigurations.builder = inputs.nixpkgs.lib.nixosSystem { modules = [ ]; }; }; }\n",
+        ),
+        (
+            "parts/devshell.nix",
+            "{ ... }: { perSystem = { pkgs, ... }: { devShells.default = pkgs.mkShell { }; }; }\n",
+        ),
+        ("machines/router/default.nix", MODULE),
+        ("machines/vpn-hub/default.nix", MODULE),
+    ]);
+    assert_eq!(hosts_of(&r), ["builder", "router", "vpn-hub"]);
+}
+
+#[test]
+fn nixos_unified_autowiring() {
+    let r = repo(&[
+        (
+            "flake.nix",
+            r#"{
+  inputs.flake-parts.url = "github:hercules-ci/flake-parts";
+  inputs.nixos-unified.url = "github:srid/nixos-unified";
+  outputs = inputs@{ self, ... }: inputs.flake-parts.lib.mkFlake { inherit inputs; } {
+    imports = [ inputs.nixos-unified.flakeModules.default inputs.nixos-unified.flakeModules.autoWire ];
+  };
+}"#,
+        ),
+        ("configurations/nixos/laptop/default.nix", MODULE),
+        ("configurations/nixos/server.nix", MODULE),
+        ("configurations/nixos/notes.md", "not a host\n"),
+        ("configurations/darwin/mac.nix", MODULE),
+    ]);
+    assert_eq!(hosts_of(&r), ["laptop", "server"]);
+}
+
+#[test]
+fn clan_machines_inventory_and_classes() {
+    let r = repo(&[
+        (
+            "flake.nix",
+            r#"{
+  inputs.clan-core.url = "github:clan/clan-core";
+  outputs = { self, clan-core, ... }:
+    let clan = clan-core.lib.clan {
+      inherit self;
+      inventory.machines = { web01 = { }; mac01 = { machineClass = "darwin"; }; extra = { }; };
+    };
+    in { inherit (clan.config) nixosConfigurations darwinConfigurations; };
+}"#,
+        ),
+        ("machines/web01/configuration.nix", MODULE),
+        ("machines/db01/configuration.nix", MODULE),
+        ("machines/mac01/configuration.nix", MODULE),
+    ]);
+    assert_eq!(hosts_of(&r), ["db01", "extra", "web01"]);
+}
+
+#[test]
+fn registry_in_toml_and_with_scopes() {
+    let r = repo(&[
+        (
+            "flake.nix",
+            r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  outputs = { nixpkgs, ... }:
+    let
+      systems = builtins.fromTOML (builtins.readFile ./systems.toml);
+      linux = nixpkgs.lib.filterAttrs (_: s: s.platform == "linux" && !(s.iso or false)) systems;
+    in with nixpkgs.lib; {
+      nixosConfigurations = mapAttrs (name: s: nixosSystem { modules = [ ./nixos/${name} ]; }) linux;
+    };
+}"#,
+        ),
+        (
+            "systems.toml",
+            "[alpha]\nplatform = \"linux\"\n[beta]\nplatform = \"darwin\"\n[gamma]\nplatform = \"linux\"\niso = true\n[delta]\nplatform = \"linux\"\n",
+        ),
+        ("nixos/alpha/default.nix", MODULE),
+        ("nixos/delta/default.nix", MODULE),
+    ]);
+    assert_eq!(hosts_of(&r), ["alpha", "delta"]);
+}
+
+#[test]
+fn host_keeps_its_own_directory_as_entry() {
+    let r = repo(&[
+        (
+            "flake.nix",
+            r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  outputs = { nixpkgs, ... }: {
+    nixosConfigurations = nixpkgs.lib.genAttrs [ "a" "b" ] (n:
+      nixpkgs.lib.nixosSystem { modules = [ ./common.nix ./hosts/${n} ]; });
+  };
+}"#,
+        ),
+        ("common.nix", MODULE),
+        (
+            "hosts/a/default.nix",
+            "{ ... }: { imports = [ ./hw.nix ]; }\n",
+        ),
+        ("hosts/a/hw.nix", MODULE),
+        ("hosts/b/default.nix", MODULE),
+    ]);
+    // A change to one host's directory names that host alone.
+    r.write("hosts/a/hw.nix", "{ ... }: { boot.x = 1; }\n");
+    r.commit_all("a only");
+    let j = r
+        .guard(&["affected", "--commit", "HEAD", "--format", "json"])
+        .json();
+    let hit: Vec<&str> = j["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(hit, ["a"]);
+}
+
+/// A flake without NixOS hosts, where every command must refuse.
+fn hostless() -> TempRepo {
+    repo(&[
+        (
+            "flake.nix",
+            r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  outputs = { nixpkgs, ... }: { packages.x86_64-linux.default = nixpkgs.hello; };
+}"#,
+        ),
+        ("README.md", "no hosts here\n"),
+    ])
+}
+
+#[test]
+fn no_hosts_is_exit_2_with_a_hint_in_every_gate() {
+    let r = hostless();
+    r.write("README.md", "changed\n");
+    r.git(&["add", "README.md"]);
+    for args in [
+        &["affected", "--all"][..],
+        &["affected", "--commit", "HEAD"],
+        &["check", "--all", "--level", "none"],
+        &["check", "--staged"],
+        &["pre-commit"],
+        &["build", "--all", "--level", "eval"],
+        &["ci", "--base", "HEAD"],
+    ] {
+        let out = r.guard(args);
+        assert_eq!(
+            out.code, 2,
+            "guard {args:?} must refuse a fleet without hosts\nstdout:\n{}\nstderr:\n{}",
+            out.stdout, out.stderr
+        );
+        assert!(
+            out.stderr.contains("no NixOS hosts found in flake.nix")
+                && out.stderr.contains("[hosts]"),
+            "guard {args:?}: the message says what was looked at and how to fix it:\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn configured_hosts_override_discovery() {
+    let r = hostless();
+    r.write("guard.toml", "[hosts]\nkiosk = \"kiosk.nix\"\n");
+    r.write("kiosk.nix", MODULE);
+    r.commit_all("configure");
+    assert_eq!(hosts_of(&r), ["kiosk"]);
+}
