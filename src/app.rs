@@ -121,7 +121,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             return Ok(exit::OK);
         }
         Command::Hook { action, force } => return hook::hook(&dir, *action, *force),
-        Command::Init { force } => return init::init(&dir, *force, style),
+        Command::Init { force, dry_run } => return init::init(&dir, *force, *dry_run, style),
         _ => {}
     }
     let ctx = Context::open(&dir, cli.config.as_deref(), style)?;

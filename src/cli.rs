@@ -369,6 +369,10 @@ guard bisect --host monitor --good main~20 --run './tests/smoke.sh'")]
         /// Overwrite an existing guard.toml.
         #[arg(long)]
         force: bool,
+        /// Print the guard.toml it would write, with how each host was
+        /// found, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

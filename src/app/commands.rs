@@ -28,9 +28,7 @@ pub fn affected(ctx: &Context, selector: &Selector, format: Format, verify: bool
         &ctx.config,
     )?;
     if verify {
-        result
-            .warnings
-            .extend(verify_hosts(ctx, &changes.new, &new.hosts.names())?);
+        verify_hosts(ctx, &changes.new, &mut result);
     }
     write_affected(ctx, result, format)
 }
@@ -96,51 +94,83 @@ fn write_github_output(lines: &str) -> Result<()> {
     Ok(())
 }
 
-/// Compares the static host list with what nix evaluates.
-fn verify_hosts(
-    ctx: &Context,
-    snapshot: &git::Snapshot,
-    statics: &[String],
-) -> Result<Vec<Warning>> {
-    let nix = crate::nix::cli::Nix::detect()?;
-    let rev = snapshot.commit().map(|c| c.to_string());
-    if rev.is_none() {
+/// Compares the static host list with what nix evaluates. nix's list wins
+/// for this run: a host only nix knows is listed as affected by any change
+/// (guard cannot tell what it reads), a host only guard found is dropped.
+/// A failed evaluation is a warning with nix's own message, never an abort.
+fn verify_hosts(ctx: &Context, snapshot: &git::Snapshot, result: &mut Affected) {
+    let warn = |result: &mut Affected, message: String| {
+        result.warnings.push(Warning {
+            path: None,
+            message,
+        })
+    };
+    let Some(rev) = snapshot.commit().map(|c| c.to_string()) else {
         // The index or work tree: nix would read the work tree, which is
         // not the snapshot; say so rather than compare the wrong thing.
-        return Ok(vec![Warning {
-            path: None,
-            message: "--verify-hosts compares a commit's host list; use --commit, --base or --all"
-                .into(),
-        }]);
-    }
-    let url = crate::nix::cli::flake_url(&ctx.root, &ctx.flake_dir, rev.as_deref());
-    let value = nix.eval_json(
-        &format!("{url}#nixosConfigurations"),
-        Some("builtins.attrNames"),
-    )?;
+        warn(
+            result,
+            "--verify-hosts compares a commit's host list; use --commit, --base or --all".into(),
+        );
+        return;
+    };
+    let evaluated = crate::nix::cli::Nix::detect().and_then(|nix| {
+        let url = crate::nix::cli::flake_url(&ctx.root, &ctx.flake_dir, Some(&rev));
+        nix.eval_json(
+            &format!("{url}#nixosConfigurations"),
+            Some("builtins.attrNames"),
+        )
+    });
+    let value = match evaluated {
+        Ok(v) => v,
+        Err(e) => {
+            let cause = format!("{e:#}");
+            let first = cause.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            warn(
+                result,
+                format!(
+                    "--verify-hosts: nix could not list nixosConfigurations, the static list stands: {first}"
+                ),
+            );
+            return;
+        }
+    };
     let evaluated: BTreeSet<String> = value
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|v| v.as_str().map(String::from))
         .collect();
-    let statics: BTreeSet<String> = statics.iter().cloned().collect();
-    let mut warnings = Vec::new();
+    let statics: BTreeSet<String> = result.all_hosts.iter().cloned().collect();
     for missing in evaluated.difference(&statics) {
-        warnings.push(Warning {
-            path: None,
-            message: format!(
-                "host {missing} exists in nixosConfigurations but guard did not find it statically; add it under [hosts] in guard.toml"
+        warn(
+            result,
+            format!(
+                "host {missing} exists in nixosConfigurations but guard did not find it statically; \
+                 listed as affected for this run (add it under [hosts] in guard.toml, and please report the layout)"
             ),
-        });
+        );
+        if !result.changed_paths.is_empty() {
+            result.hosts.push(report::AffectedHost {
+                name: missing.clone(),
+                reasons: vec![report::Reason {
+                    path: "(found only by nix: guard cannot tell what it reads)".into(),
+                    chain: Vec::new(),
+                }],
+            });
+        }
     }
     for extra in statics.difference(&evaluated) {
-        warnings.push(Warning {
-            path: None,
-            message: format!("guard found host {extra} statically, but nix does not define it"),
-        });
+        warn(
+            result,
+            format!(
+                "guard found host {extra} statically, but nix does not define it; dropped for this run"
+            ),
+        );
     }
-    Ok(warnings)
+    result.hosts.retain(|h| evaluated.contains(&h.name));
+    result.hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    result.all_hosts = evaluated.into_iter().collect();
 }
 
 /// `guard explain <path>`: every chain from a host to `path`, in the work tree.

@@ -43,13 +43,13 @@ struct Found {
 }
 
 /// `guard init [--force]`.
-pub fn init(dir: &Path, force: bool, style: Style) -> Result<i32> {
+pub fn init(dir: &Path, force: bool, dry_run: bool, style: Style) -> Result<i32> {
     let repo = Repo::discover(dir)?;
     let Some(root) = repo.workdir().map(Path::to_path_buf) else {
         bail!("guard init needs a work tree; this repository is bare");
     };
     let target = root.join(config::FILE_NAME);
-    if target.exists() && !force {
+    if target.exists() && !force && !dry_run {
         bail!(
             "{} already exists; guard init does not overwrite it (use --force to replace it)",
             target.display()
@@ -60,6 +60,35 @@ pub fn init(dir: &Path, force: bool, style: Style) -> Result<i32> {
     // What we write must load: a file guard itself rejects would be a poor start.
     Config::parse(&text, &target)
         .context("internal error: guard init produced an invalid guard.toml")?;
+    if dry_run {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "# guard init --dry-run: {} host{} ({}); nothing written",
+            found.hosts.len(),
+            if found.hosts.len() == 1 { "" } else { "s" },
+            how(&found.discovery),
+        )?;
+        for w in &found.warnings {
+            writeln!(out, "# warning: {w}")?;
+        }
+        out.write_all(text.as_bytes())?;
+        return Ok(exit::OK);
+    }
+    if found.hosts.is_empty() {
+        let mut msg = format!(
+            "found no NixOS hosts, so {} was not written: every check would pass with none",
+            target.display()
+        );
+        for w in &found.warnings {
+            msg.push_str(&format!("\n  {w}"));
+        }
+        msg.push_str(
+            "\nhint: write guard.toml with a [hosts] table (<name> = \"<entry module>\"); \
+             `guard init --dry-run` prints the rest of the file",
+        );
+        bail!(msg);
+    }
     std::fs::write(&target, &text).with_context(|| format!("cannot write {}", target.display()))?;
 
     let mut out = std::io::stdout().lock();

@@ -197,6 +197,19 @@ fn discover_into(
                     ),
                 });
             }
+            for name in found
+                .nixos
+                .targets
+                .keys()
+                .filter(|n| !is_valid_host_name(n))
+            {
+                set.warnings.push(Warning {
+                    path: Some(flake_nix.clone()),
+                    message: format!(
+                        "host name {name:?} is not a valid host name; not treated as a host"
+                    ),
+                });
+            }
             set.hosts = found
                 .nixos
                 .targets
@@ -206,6 +219,36 @@ fn discover_into(
                 .collect();
             set.others = other_targets(&found);
             set.discovery = Discovery::Evaluated;
+            // A builder guard does not model (a custom evaluator instead of
+            // nixosSystem) names no entry points: take the entry the
+            // layout conventions give the same name.
+            if set.hosts.values().any(|h| h.entry == flake_nix) {
+                let mut conventional = HostSet {
+                    hosts: BTreeMap::new(),
+                    hosts_dir: None,
+                    flake_nix: flake_nix.clone(),
+                    discovery: Discovery::None,
+                    others: BTreeMap::new(),
+                    warnings: Vec::new(),
+                    by_path: Default::default(),
+                };
+                discover_by_convention(
+                    &mut conventional,
+                    snapshot,
+                    flake_dir,
+                    &flake_src,
+                    cache,
+                    tree,
+                );
+                for h in set.hosts.values_mut() {
+                    if h.entry == flake_nix
+                        && let Some(c) = conventional.hosts.get(&h.name)
+                    {
+                        h.entry = c.entry.clone();
+                        h.own_dir = c.own_dir.clone();
+                    }
+                }
+            }
             set.hosts_dir = common_hosts_dir(&set.hosts);
             return;
         }
@@ -227,7 +270,22 @@ fn discover_into(
         }),
     }
 
-    if let Some(hosts) = hosts_from_attrs(&flake_src, flake_dir, tree) {
+    discover_by_convention(set, snapshot, flake_dir, &flake_src, cache, tree);
+}
+
+/// The fallback when the flake cannot be evaluated statically: attribute
+/// names under `nixosConfigurations`, a directory the wiring reads with
+/// readDir, or a conventional directory.
+fn discover_by_convention(
+    set: &mut HostSet,
+    snapshot: &Snapshot,
+    flake_dir: &str,
+    flake_src: &str,
+    cache: &ParseCache,
+    tree: &Tree,
+) {
+    let flake_nix = set.flake_nix.clone();
+    if let Some(hosts) = hosts_from_attrs(flake_src, flake_dir, tree) {
         set.hosts = hosts;
         set.discovery = Discovery::FlakeAttrs;
         set.hosts_dir = common_hosts_dir(&set.hosts);
@@ -269,19 +327,60 @@ fn discover_into(
 
 /// The flake's targets from the static evaluator, run on a thread with a
 /// large stack (evaluation recurses with the Nix code's own depth).
+///
+/// Memoised by what the evaluation read: a bisect or a range asks for the
+/// host list of many commits that rarely differ in the few files the list
+/// depends on.
 fn evaluate_targets(
     snapshot: &Snapshot,
     flake_dir: &str,
 ) -> Result<eval::flake::FlakeTargets, eval::EvalError> {
-    std::thread::scope(|s| {
+    type Memo = (
+        String,
+        Vec<String>,
+        Vec<String>,
+        Result<eval::flake::FlakeTargets, eval::EvalError>,
+    );
+    static MEMO: std::sync::Mutex<Vec<Memo>> = std::sync::Mutex::new(Vec::new());
+    {
+        let memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+        for (dir, reads, fp, result) in memo.iter() {
+            if dir == flake_dir && &eval::fingerprint(snapshot, reads) == fp {
+                return result.clone();
+            }
+        }
+    }
+    let (result, reads) = std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("guard-eval".into())
             .stack_size(256 << 20)
             .spawn_scoped(s, || eval::flake::flake_targets(snapshot, flake_dir))
-            .map_err(|e| eval::EvalError::new(format!("cannot start the evaluator: {e}")))?
-            .join()
-            .unwrap_or_else(|_| Err(eval::EvalError::new("the static evaluator failed")))
-    })
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    (
+                        Err(eval::EvalError::new("the static evaluator failed")),
+                        Vec::new(),
+                    )
+                })
+            })
+            .unwrap_or_else(|e| {
+                (
+                    Err(eval::EvalError::new(format!(
+                        "cannot start the evaluator: {e}"
+                    ))),
+                    Vec::new(),
+                )
+            })
+    });
+    if !reads.is_empty() {
+        let fp = eval::fingerprint(snapshot, &reads);
+        let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+        if memo.len() >= 8 {
+            let _ = memo.remove(0);
+        }
+        memo.push((flake_dir.to_string(), reads, fp, result.clone()));
+    }
+    result
 }
 
 fn other_targets(found: &eval::flake::FlakeTargets) -> BTreeMap<String, Vec<String>> {

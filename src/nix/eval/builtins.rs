@@ -602,7 +602,7 @@ fn b_read_file(ev: &Eval, a: &[Thunk]) -> Result<Value, EvalError> {
 
 fn b_path_exists(ev: &Eval, a: &[Thunk]) -> Result<Value, EvalError> {
     match repo_path(ev, &a[0])? {
-        Some(p) => Ok(Value::Bool(ev.tree().kind(&p).is_some())),
+        Some(p) => Ok(Value::Bool(ev.kind(&p).is_some())),
         None => Ok(unknown("pathExists outside the repository")),
     }
 }
@@ -1393,11 +1393,10 @@ fn l_list_files_recursive(ev: &Eval, a: &[Thunk]) -> Result<Value, EvalError> {
     let Some(dir) = repo_path(ev, &a[0])? else {
         return Ok(unknown("listFilesRecursive"));
     };
-    ev.reads.borrow_mut().push(format!("{dir}/"));
     let files: Vec<Thunk> = ev
-        .tree()
-        .under(&dir)
-        .map(|p| v(Value::Path(Rc::from(String::from_utf8_lossy(p).as_ref()))))
+        .files_under(&dir)
+        .into_iter()
+        .map(|p| v(Value::Path(Rc::from(p.as_str()))))
         .collect();
     Ok(Value::List(Rc::new(files)))
 }

@@ -45,9 +45,20 @@ pub struct FlakeTargets {
     pub reads: Vec<String>,
 }
 
-/// Evaluates `flake_dir/flake.nix` far enough to name its targets.
-pub fn flake_targets(snapshot: &Snapshot, flake_dir: &str) -> Result<FlakeTargets, EvalError> {
+/// Evaluates `flake_dir/flake.nix` far enough to name its targets; also
+/// returns what the evaluation read (for [`super::fingerprint`]), failed or
+/// not.
+pub fn flake_targets(
+    snapshot: &Snapshot,
+    flake_dir: &str,
+) -> (Result<FlakeTargets, EvalError>, Vec<String>) {
     let ev = Eval::new(snapshot);
+    let result = evaluate(&ev, flake_dir);
+    let reads = ev.reads.borrow().clone();
+    (result, reads)
+}
+
+fn evaluate(ev: &Eval, flake_dir: &str) -> Result<FlakeTargets, EvalError> {
     let flake_nix = join(flake_dir, "flake.nix");
     let flake = ev.import(&flake_nix)?;
     let Some(flake) = ev.force_attrs(&flake)? else {
@@ -608,11 +619,10 @@ fn collect_module(
 
 /// nixos-unified autowiring: `<dir>/<name>.nix` and `<dir>/<name>/default.nix`.
 fn autowired(ev: &Eval, dir: &str, kind: TargetKind) -> Value {
-    let tree = ev.tree();
+    let tree = ev;
     if !tree.is_dir(dir) {
         return attrs(BTreeMap::new());
     }
-    ev.reads.borrow_mut().push(format!("{dir}/"));
     let mut map = BTreeMap::new();
     for (name, is_dir) in tree.children(dir) {
         let path = join(dir, &name);
@@ -693,10 +703,9 @@ fn clan_machines(
             }
         }
     }
-    let tree = ev.tree();
+    let tree = ev;
     let machines_dir = join(&directory, "machines");
     if tree.is_dir(&machines_dir) {
-        ev.reads.borrow_mut().push(format!("{machines_dir}/"));
         for (name, is_dir) in tree.children(&machines_dir) {
             if is_dir {
                 note(&name, None, &mut classes);
@@ -805,8 +814,7 @@ fn haumea_load(ev: &Eval, a: &[Thunk]) -> Result<Value, EvalError> {
 }
 
 fn haumea_dir(ev: &Eval, dir: &str, inputs: &Value) -> Value {
-    let tree = ev.tree();
-    ev.reads.borrow_mut().push(format!("{dir}/"));
+    let tree = ev;
     let mut map = BTreeMap::new();
     for (name, is_dir) in tree.children(dir) {
         let path = join(dir, &name);

@@ -200,8 +200,37 @@ impl<'a> Eval<'a> {
         }
     }
 
-    pub fn tree(&self) -> &Tree<'a> {
-        &self.tree
+    /// Tree queries, each recorded in [`Eval::reads`]: the evaluation is a
+    /// function of exactly what it asked, which is what makes its result
+    /// cacheable (see [`fingerprint`]).
+    pub fn is_file(&self, path: &str) -> bool {
+        self.reads.borrow_mut().push(format!("?{path}"));
+        self.tree.is_file(path)
+    }
+
+    pub fn is_dir(&self, path: &str) -> bool {
+        self.reads.borrow_mut().push(format!("?{path}"));
+        self.tree.is_dir(path)
+    }
+
+    pub fn kind(&self, path: &str) -> Option<PathKind> {
+        self.reads.borrow_mut().push(format!("?{path}"));
+        self.tree.kind(path)
+    }
+
+    /// The entries of `dir` with whether each is a directory.
+    pub fn children(&self, dir: &str) -> BTreeMap<String, bool> {
+        self.reads.borrow_mut().push(format!("{dir}/"));
+        self.tree.children(dir)
+    }
+
+    /// Every file below `dir`.
+    pub fn files_under(&self, dir: &str) -> Vec<String> {
+        self.reads.borrow_mut().push(format!("{dir}/**"));
+        self.tree
+            .under(dir)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
     }
 
     fn tick(&self) -> Result<(), EvalError> {
@@ -242,9 +271,9 @@ impl<'a> Eval<'a> {
 
     /// Evaluates a file as `import` does (cached).
     pub fn import(&self, path: &str) -> Result<Value, EvalError> {
-        let file = if self.tree.is_file(path) {
+        let file = if self.is_file(path) {
             path.to_string()
-        } else if self.tree.is_dir(path) {
+        } else if self.is_dir(path) {
             join(path, "default.nix")
         } else {
             return err(format!("import of {path}: no such file in the snapshot"));
@@ -1178,6 +1207,38 @@ impl<'a> Eval<'a> {
             _ => Ok(None),
         }
     }
+}
+
+/// What each recorded read (see [`Eval::reads`]) sees in `snapshot`: two
+/// snapshots with equal fingerprints evaluate the flake's outputs alike.
+pub fn fingerprint(snapshot: &Snapshot, reads: &[String]) -> Vec<String> {
+    let tree = Tree::new(snapshot);
+    reads
+        .iter()
+        .map(|r| {
+            if let Some(p) = r.strip_prefix('?') {
+                format!("{:?}", tree.kind(p))
+            } else if let Some(d) = r.strip_suffix("/**") {
+                let ids: Vec<String> = tree
+                    .under(d)
+                    .map(|p| {
+                        let id = snapshot.get(p.as_ref()).map(|e| e.id.to_string());
+                        format!("{}={id:?}", String::from_utf8_lossy(p))
+                    })
+                    .collect();
+                ids.join(",")
+            } else if let Some(d) = r.strip_suffix('/') {
+                let entries: Vec<String> = tree
+                    .children(d)
+                    .into_iter()
+                    .map(|(n, _)| format!("{n}:{:?}", tree.kind(&join(d, &n))))
+                    .collect();
+                entries.join(",")
+            } else {
+                format!("{:?}", snapshot.get(BStr::new(r.as_str())).map(|e| e.id))
+            }
+        })
+        .collect()
 }
 
 /// Nested attribute-set construction for `a.b.c = v;` entries.
