@@ -142,14 +142,14 @@ fn evaluate(ev: &Eval, flake_dir: &str) -> Result<FlakeTargets, EvalError> {
     };
 
     let mut targets = FlakeTargets {
-        nixos: output(&ev, &out, &["nixosConfigurations"]),
-        darwin: output(&ev, &out, &["darwinConfigurations"]),
-        home: output(&ev, &out, &["homeConfigurations"]),
+        nixos: output(ev, &out, &["nixosConfigurations"]),
+        darwin: output(ev, &out, &["darwinConfigurations"]),
+        home: output(ev, &out, &["homeConfigurations"]),
         deploy_nodes: Output::default(),
         reads: Vec::new(),
     };
-    let mut nodes = output(&ev, &out, &["deploy", "nodes"]);
-    let colmena = output(&ev, &out, &["colmena"]);
+    let mut nodes = output(ev, &out, &["deploy", "nodes"]);
+    let colmena = output(ev, &out, &["colmena"]);
     for (name, t) in colmena.targets {
         if !matches!(name.as_str(), "meta" | "defaults") {
             nodes.targets.insert(name, t);

@@ -100,13 +100,16 @@ pub struct Prim {
 
 pub type PrimFn = fn(&Eval, &[Thunk]) -> Result<Value, EvalError>;
 
+/// A thunk computed by guard rather than from an expression.
+type NativeFn = Rc<dyn Fn(&Eval) -> Result<Value, EvalError>>;
+
 /// A lazily evaluated value.
 #[derive(Clone)]
 pub struct Thunk(Rc<RefCell<ThunkState>>);
 
 enum ThunkState {
     Expr(ast::Expr, Rc<Env>),
-    Native(Rc<dyn Fn(&Eval) -> Result<Value, EvalError>>),
+    Native(NativeFn),
     Forcing,
     Done(Value),
 }
@@ -892,8 +895,6 @@ impl<'a> Eval<'a> {
                 if let Some(b) = pat.pat_bind().and_then(|b| b.ident()) {
                     vars.insert(Rc::from(ident_text(&b).as_str()), arg.clone());
                 }
-                let scope = Rc::new_cyclic(|_| ());
-                let _ = scope;
                 let mut defaults = Vec::new();
                 for entry in pat.pat_entries() {
                     let name = entry.ident().map(|i| ident_text(&i)).unwrap_or_default();
@@ -1230,8 +1231,8 @@ pub fn fingerprint(snapshot: &Snapshot, reads: &[String]) -> Vec<String> {
             } else if let Some(d) = r.strip_suffix('/') {
                 let entries: Vec<String> = tree
                     .children(d)
-                    .into_iter()
-                    .map(|(n, _)| format!("{n}:{:?}", tree.kind(&join(d, &n))))
+                    .into_keys()
+                    .map(|n| format!("{n}:{:?}", tree.kind(&join(d, &n))))
                     .collect();
                 entries.join(",")
             } else {
@@ -1313,38 +1314,23 @@ fn lookup(env: &Rc<Env>, name: &str) -> Option<Thunk> {
         cur = e.parent.as_ref();
     }
     // `with` scopes, innermost first, only after every lexical binding.
+    // Whether a namespace holds the name is only known by forcing it, so
+    // the innermost `with` answers; a miss there is an error (outer `with`
+    // scopes are rare in flakes, and an error is the honest answer).
     let mut cur = Some(env);
     while let Some(e) = cur {
         if let Some(ns) = &e.with {
             let ns = ns.clone();
             let n = name.to_string();
-            // Whether the namespace holds the name is only known by forcing
-            // it; defer that to the use.
             return Some(Thunk::native(move |ev| {
                 let v = ev.force(&ns)?;
-                match ev.select(&v, &n)? {
-                    Some(v) => Ok(v),
-                    None => match e_parent_lookup(ev, &n) {
-                        Some(v) => Ok(v),
-                        None => err(format!("undefined variable '{n}'")),
-                    },
-                }
-            }))
-            .filter(|_| with_may_hold(e, name));
+                ev.select(&v, &n)?
+                    .ok_or_else(|| EvalError::new(format!("undefined variable '{n}'")))
+            }));
         }
         cur = e.parent.as_ref();
     }
     None
-}
-
-/// Outer `with` scopes are not consulted once an inner one misses: rare in
-/// flakes, and an error is the honest answer then.
-fn e_parent_lookup(_ev: &Eval, _name: &str) -> Option<Value> {
-    None
-}
-
-fn with_may_hold(_env: &Env, _name: &str) -> bool {
-    true
 }
 
 pub fn attrs(map: BTreeMap<Rc<str>, Thunk>) -> Value {
@@ -1409,10 +1395,4 @@ pub fn join(dir: &str, name: &str) -> String {
 
 fn parent_dir(file: &str) -> String {
     file.rsplit_once('/').map_or("", |(d, _)| d).to_string()
-}
-
-/// Unused marker so `AstToken` stays imported for token helpers.
-#[allow(dead_code)]
-fn _token_text<T: AstToken>(t: &T) -> String {
-    t.syntax().text().to_string()
 }
