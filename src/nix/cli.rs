@@ -25,9 +25,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
     #[error(
-        "nix was not found on PATH; install it (Debian: `apt-get install nix-bin`, or see https://nixos.org/download) or pass --level none"
+        "nix was not found {0}; install it (Debian: `apt-get install nix-bin`, or see https://nixos.org/download), point GUARD_NIX at a nix binary, or pass --level none"
     )]
-    Missing,
+    Missing(String),
     #[error("could not run nix: {0}")]
     Spawn(std::io::Error),
     #[error("nix {what} failed: {message}")]
@@ -58,9 +58,23 @@ const GIT_LOCAL_ENV: &[&str] = &[
     "GIT_COMMON_DIR",
 ];
 
+/// The environment variable that names the nix binary guard runs (a path,
+/// or a name looked up on PATH); `nix` on PATH when unset.
+pub const NIX_ENV: &str = "GUARD_NIX";
+
+/// The nix program guard runs: `$GUARD_NIX`, else `nix` on PATH.
+pub fn nix_program() -> std::ffi::OsString {
+    match std::env::var_os(NIX_ENV) {
+        Some(p) if !p.is_empty() => p,
+        _ => "nix".into(),
+    }
+}
+
 /// A detected nix installation, plus the arguments added to every call.
 #[derive(Debug, Clone)]
 pub struct Nix {
+    /// The program run (`nix`, or `$GUARD_NIX`).
+    pub program: std::ffi::OsString,
     /// `nix --version` output, e.g. "nix (Nix) 2.8.0".
     pub version: String,
     /// Major and minor version, when parseable.
@@ -126,11 +140,15 @@ struct Finished {
 }
 
 impl Nix {
-    /// Finds nix on PATH and reads its version.
+    /// Finds nix (`$GUARD_NIX`, else `nix` on PATH) and reads its version:
+    /// version-specific invocations are chosen from it, never guessed.
     pub fn detect() -> Result<Nix, NixError> {
-        let out = match Command::new("nix").arg("--version").output() {
+        let program = nix_program();
+        let out = match Command::new(&program).arg("--version").output() {
             Ok(o) => o,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NixError::Missing),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(NixError::Missing(missing_where(&program)));
+            }
             Err(e) => return Err(NixError::Spawn(e)),
         };
         if !out.status.success() {
@@ -141,6 +159,7 @@ impl Nix {
         }
         let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
         Ok(Nix {
+            program,
             release: parse_release(&version),
             version,
             extra_args: Vec::new(),
@@ -155,7 +174,7 @@ impl Nix {
 
     /// A `nix` command with flakes enabled and git's variables removed.
     pub fn command(&self) -> Command {
-        let mut c = Command::new("nix");
+        let mut c = Command::new(&self.program);
         for var in GIT_LOCAL_ENV {
             c.env_remove(var);
         }
@@ -459,7 +478,7 @@ fn internal_json_error(stderr: &str) -> String {
                 .or_else(|| v.get("msg"))
                 .and_then(|m| m.as_str())
                 .unwrap_or_default();
-            errors.push(strip_ansi(msg).trim().to_string());
+            errors.push(innermost_first(strip_ansi(msg).trim()));
         }
     }
     if errors.is_empty() {
@@ -711,7 +730,7 @@ fn run(
         }
         let child = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                NixError::Missing
+                NixError::Missing(missing_where(cmd.get_program()))
             } else {
                 NixError::Spawn(e)
             }
@@ -788,6 +807,15 @@ fn run(
         stdout,
         stderr: collected,
     })
+}
+
+/// Where nix was looked for, for [`NixError::Missing`].
+fn missing_where(program: &std::ffi::OsStr) -> String {
+    if std::env::var_os(NIX_ENV).is_some_and(|p| !p.is_empty()) {
+        format!("at {NIX_ENV}={}", program.to_string_lossy())
+    } else {
+        "on PATH".to_string()
+    }
 }
 
 /// How long nix gets to stop its builders after SIGTERM before SIGKILL.
@@ -920,9 +948,50 @@ fn error_message(stderr: &[u8]) -> String {
         .filter(|&i| i == 0 || text[..i].ends_with('\n'))
         .last();
     match start {
-        Some(i) => text[i..].trim().to_string(),
+        Some(i) => innermost_first(text[i..].trim()),
         None => last_line(text.as_bytes()),
     }
+}
+
+/// Nix 2.20 and later print a trace outermost first, under a bare `error:`
+/// line, with the message itself (`error: <message>`, indented) last:
+/// reordered here into 2.8's shape, the message first and then the frames
+/// innermost first, so that the first line is the cause and the next ones
+/// the file and line that raised it. Other text is returned unchanged.
+fn innermost_first(block: &str) -> String {
+    let lines: Vec<&str> = block.lines().collect();
+    if lines.first().map(|l| l.trim()) != Some("error:") {
+        return block.to_string();
+    }
+    let Some(msg) = lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with("error:"))
+        .filter(|&i| i > 0)
+    else {
+        return block.to_string();
+    };
+    let mut out = vec![lines[msg].trim().to_string()];
+    out.extend(lines[msg + 1..].iter().map(|l| l.to_string()));
+    let mut frames: Vec<Vec<&str>> = Vec::new();
+    for l in &lines[1..msg] {
+        if l.trim_start().starts_with('…') || frames.is_empty() {
+            frames.push(Vec::new());
+        }
+        if let Some(f) = frames.last_mut() {
+            f.push(l);
+        }
+    }
+    for f in frames.iter_mut().rev() {
+        while f.last().is_some_and(|l| l.trim().is_empty()) {
+            f.pop();
+        }
+        if f.is_empty() {
+            continue;
+        }
+        out.push(String::new());
+        out.extend(f.iter().map(|l| l.to_string()));
+    }
+    out.join("\n")
 }
 
 /// Removes ANSI CSI escapes (nix colours its messages).
@@ -1043,6 +1112,7 @@ mod tests {
     #[test]
     fn drv_installables_follow_the_version() {
         let mut nix = Nix {
+            program: "nix".into(),
             version: "nix (Nix) 2.8.0".into(),
             release: Some((2, 8)),
             extra_args: Vec::new(),
@@ -1086,6 +1156,26 @@ mod tests {
         kill_tree(pid);
         let status = child.wait().unwrap();
         assert!(!status.success());
+    }
+
+    #[test]
+    fn new_traces_are_reordered_message_and_innermost_frame_first() {
+        // Nix 2.26's `--show-trace` of a module that throws (shortened).
+        let s = "error:\n       … while evaluating attribute 'drv'\n         at «string»:1:6:\n            1| t: { drv = t.drvPath; }\n\n       … while evaluating the attribute 'value.broken'\n         at /nix/store/x-source/environments/zfs.nix:5:3:\n            5|   boot.broken = throw \"zfs\";\n\n       … while calling the 'throw' builtin\n         at /nix/store/x-source/environments/zfs.nix:5:17:\n            5|   boot.broken = throw \"zfs\";\n\n       error: zfs is broken 42\n";
+        let m = error_message(s.as_bytes());
+        let lines: Vec<&str> = m.lines().collect();
+        assert_eq!(lines[0], "error: zfs is broken 42", "{m}");
+        assert_eq!(
+            lines[2].trim(),
+            "… while calling the 'throw' builtin",
+            "{m}"
+        );
+        assert!(lines[3].contains("environments/zfs.nix:5:17"), "{m}");
+        assert!(lines.last().unwrap().contains("t: { drv"), "{m}");
+        // 2.8's shape and a message without a trace are left as they are.
+        let old = "error: zfs is broken 42\n\n       at /a.nix:5:3:";
+        assert_eq!(error_message(old.as_bytes()), old);
+        assert_eq!(error_message(b"error:\n"), "error:");
     }
 
     #[test]
