@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod graph;
 pub mod hosts;
+pub mod inputs;
 pub mod lock;
 pub mod parse;

@@ -12,6 +12,7 @@ mod fleet;
 mod git_layer;
 mod hooks;
 mod hostile;
+mod nix_versions;
 mod real_fleets;
 mod scan;
 mod support;
