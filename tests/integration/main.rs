@@ -10,6 +10,7 @@ mod cli;
 mod faults;
 mod fleet;
 mod git_layer;
+mod guard_flake;
 mod hooks;
 mod hostile;
 mod nix_versions;
