@@ -254,7 +254,7 @@ fn classify(e: &NixError) -> (Verdict, String) {
         "could not find",
     ];
     match e {
-        NixError::Missing | NixError::Spawn(_) => (Verdict::Skip, first),
+        NixError::Missing(_) | NixError::Spawn(_) => (Verdict::Skip, first),
         _ if transient.iter().any(|t| text.contains(t)) => (Verdict::Skip, first),
         _ => (Verdict::Bad, first),
     }

@@ -366,6 +366,7 @@ fn execute(
         log_dir: ctx.repo.git_dir().join("guard").join("logs"),
         flake_check: cfg.flake_check,
         missing_fails: target.named_hosts,
+        inputs: flake_inputs(ctx),
     };
     let progress = progress::for_stderr(opts.quiet);
     let outcome = build::run(&nix, &plan, progress.as_ref());
@@ -384,4 +385,13 @@ fn execute(
     // `target` (and with it the temporary ref) is dropped here, before the
     // report is written.
     Ok((report, outcome.interrupted))
+}
+
+/// The flake's inputs as the work tree has them (only to name an input
+/// whose fetch failed; a snapshot whose inputs differ at worst names none).
+fn flake_inputs(ctx: &Context) -> crate::nix::inputs::FlakeInputs {
+    let dir = ctx.root.join(&ctx.flake_dir);
+    let lock = std::fs::read(dir.join("flake.lock")).ok();
+    let flake = std::fs::read_to_string(dir.join("flake.nix")).ok();
+    crate::nix::inputs::FlakeInputs::read(lock.as_deref(), flake.as_deref())
 }

@@ -25,6 +25,7 @@ use super::log::{LogState, TAIL_LINES, drv_name, redact_secrets};
 use super::progress::Progress;
 use crate::cli::Level;
 use crate::nix::cli::{self as nixcli, Drv, HostAttr, HostEval, Nix, NixError, RunLimits};
+use crate::nix::inputs::FlakeInputs;
 use crate::report::{BuildHost, BuildStatus, Warning};
 
 /// What to evaluate and build.
@@ -50,6 +51,9 @@ pub struct Plan {
     /// being skipped (found by the static analysis, which can over-approximate
     /// the host list).
     pub missing_fails: bool,
+    /// The flake's inputs, to recognise (and name) a failed input fetch:
+    /// the same for every host, so reported once instead of host by host.
+    pub inputs: FlakeInputs,
 }
 
 /// What happened.
@@ -259,6 +263,16 @@ fn evaluate(
             }
         }
         Err(NixError::Interrupted { .. }) => {}
+        Err(e) if same_for_every_host(&e, &plan.inputs).is_some() => {
+            let message = same_for_every_host(&e, &plan.inputs).unwrap_or_default();
+            let lines: Vec<String> = message.lines().map(str::to_string).collect();
+            for s in slots.iter_mut().filter(|s| s.done.is_none()) {
+                let mut host = s.host(BuildStatus::Failed, Some(reason_of(&message)), elapsed);
+                host.log_excerpt = head(&lines);
+                progress.finished(&host);
+                s.done = Some(host);
+            }
+        }
         Err(e) => {
             if !nixcli::is_interrupted() {
                 warnings.push(Warning {
@@ -688,6 +702,33 @@ fn error_text(e: &NixError) -> String {
         }
         NixError::Interrupted { .. } => "interrupted".into(),
         other => other.to_string(),
+    }
+}
+
+/// The message of a failure that is the same for every host, so that the
+/// hosts are not evaluated one by one only to fail alike (a fetch of a
+/// missing input retries for seconds per host): a flake input that cannot
+/// be fetched, or a repository path this nix cannot read.
+fn same_for_every_host(e: &NixError, inputs: &FlakeInputs) -> Option<String> {
+    match e {
+        NixError::Unsupported { message } => Some(message.clone()),
+        NixError::Failed { message, .. } => {
+            let failure = inputs.failure_in(message)?;
+            let text = error_text(e);
+            let name = failure
+                .input
+                .map(|n| format!("flake input '{n}'"))
+                .unwrap_or_else(|| "a flake input".into());
+            Some(format!(
+                "cannot fetch {name}: {}\n\
+                 hint: every host needs it, so it was tried once, not host by host. Without \
+                 network nix can use only what the store has: fetch the inputs once where \
+                 there is network (`nix flake archive`), configure a substituter that has \
+                 them, or pass `-- --offline`.\n\n{text}",
+                reason_of(&text)
+            ))
+        }
+        _ => None,
     }
 }
 

@@ -25,9 +25,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
     #[error(
-        "nix was not found on PATH; install it (Debian: `apt-get install nix-bin`, or see https://nixos.org/download) or pass --level none"
+        "nix was not found {0}; install it (Debian: `apt-get install nix-bin`, or see https://nixos.org/download), point GUARD_NIX at a nix binary, or pass --level none"
     )]
-    Missing,
+    Missing(String),
     #[error("could not run nix: {0}")]
     Spawn(std::io::Error),
     #[error("nix {what} failed: {message}")]
@@ -38,6 +38,8 @@ pub enum NixError {
     TimedOut { what: String, secs: u64 },
     #[error("nix {what} was interrupted")]
     Interrupted { what: String },
+    #[error("{message}")]
+    Unsupported { message: String },
 }
 
 /// git's `local_repo_env` list (`git rev-parse --local-env-vars`): these
@@ -58,9 +60,23 @@ const GIT_LOCAL_ENV: &[&str] = &[
     "GIT_COMMON_DIR",
 ];
 
+/// The environment variable that names the nix binary guard runs (a path,
+/// or a name looked up on PATH); `nix` on PATH when unset.
+pub const NIX_ENV: &str = "GUARD_NIX";
+
+/// The nix program guard runs: `$GUARD_NIX`, else `nix` on PATH.
+pub fn nix_program() -> std::ffi::OsString {
+    match std::env::var_os(NIX_ENV) {
+        Some(p) if !p.is_empty() => p,
+        _ => "nix".into(),
+    }
+}
+
 /// A detected nix installation, plus the arguments added to every call.
 #[derive(Debug, Clone)]
 pub struct Nix {
+    /// The program run (`nix`, or `$GUARD_NIX`).
+    pub program: std::ffi::OsString,
     /// `nix --version` output, e.g. "nix (Nix) 2.8.0".
     pub version: String,
     /// Major and minor version, when parseable.
@@ -126,11 +142,15 @@ struct Finished {
 }
 
 impl Nix {
-    /// Finds nix on PATH and reads its version.
+    /// Finds nix (`$GUARD_NIX`, else `nix` on PATH) and reads its version:
+    /// version-specific invocations are chosen from it, never guessed.
     pub fn detect() -> Result<Nix, NixError> {
-        let out = match Command::new("nix").arg("--version").output() {
+        let program = nix_program();
+        let out = match Command::new(&program).arg("--version").output() {
             Ok(o) => o,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NixError::Missing),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(NixError::Missing(missing_where(&program)));
+            }
             Err(e) => return Err(NixError::Spawn(e)),
         };
         if !out.status.success() {
@@ -141,6 +161,7 @@ impl Nix {
         }
         let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
         Ok(Nix {
+            program,
             release: parse_release(&version),
             version,
             extra_args: Vec::new(),
@@ -155,7 +176,7 @@ impl Nix {
 
     /// A `nix` command with flakes enabled and git's variables removed.
     pub fn command(&self) -> Command {
-        let mut c = Command::new("nix");
+        let mut c = Command::new(&self.program);
         for var in GIT_LOCAL_ENV {
             c.env_remove(var);
         }
@@ -180,6 +201,7 @@ impl Nix {
         limits: RunLimits,
         show_trace: bool,
     ) -> Result<serde_json::Value, NixError> {
+        self.check_flake_ref(installable)?;
         let what = format!("eval {installable}");
         let mut c = self.command();
         c.args(["eval", "--json", installable]);
@@ -253,6 +275,38 @@ impl Nix {
         serde_json::from_value(value).map_err(|e| NixError::Output {
             what: format!("eval {installable}"),
             message: e.to_string(),
+        })
+    }
+
+    /// Refuses what this nix cannot read correctly, before it runs: Nix
+    /// before 2.10 does not decode escapes (`%20`) in a `git+file` path (it
+    /// has decoded them since NixOS/nix#6614, in 2.10), so it takes such a
+    /// repository for a remote one and would read a branch, never the work
+    /// tree. A pinned revision is fetched correctly (the URL names its ref).
+    fn check_flake_ref(&self, installable: &str) -> Result<(), NixError> {
+        let Some(rest) = installable.strip_prefix("git+file://") else {
+            return Ok(());
+        };
+        let end = rest.find(['?', '#']).unwrap_or(rest.len());
+        let (path, tail) = rest.split_at(end);
+        let query = tail.split('#').next().unwrap_or("");
+        let pinned = query
+            .trim_start_matches('?')
+            .split('&')
+            .any(|kv| kv.starts_with("rev="));
+        let decodes = self.release.is_none_or(|r| r >= (2, 10));
+        if decodes || pinned || !path.contains('%') {
+            return Ok(());
+        }
+        Err(NixError::Unsupported {
+            message: format!(
+                "{} cannot read the work tree of a repository whose path has a space or \
+                 a character outside ASCII ({}): it takes the escaped path for a remote \
+                 repository; use --staged or --commit (a pinned snapshot works), or Nix 2.10 \
+                 or later (GUARD_NIX selects the nix binary)",
+                self.version,
+                percent_decode(path)
+            ),
         })
     }
 
@@ -339,6 +393,7 @@ impl Nix {
         limits: RunLimits,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<(), NixError> {
+        self.check_flake_ref(flake)?;
         let what = format!("flake check {flake}");
         let mut c = self.command();
         c.args(["flake", "check", "--log-format", "internal-json", "-v"]);
@@ -459,7 +514,7 @@ fn internal_json_error(stderr: &str) -> String {
                 .or_else(|| v.get("msg"))
                 .and_then(|m| m.as_str())
                 .unwrap_or_default();
-            errors.push(strip_ansi(msg).trim().to_string());
+            errors.push(innermost_first(strip_ansi(msg).trim()));
         }
     }
     if errors.is_empty() {
@@ -711,7 +766,7 @@ fn run(
         }
         let child = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                NixError::Missing
+                NixError::Missing(missing_where(cmd.get_program()))
             } else {
                 NixError::Spawn(e)
             }
@@ -790,6 +845,15 @@ fn run(
     })
 }
 
+/// Where nix was looked for, for [`NixError::Missing`].
+fn missing_where(program: &std::ffi::OsStr) -> String {
+    if std::env::var_os(NIX_ENV).is_some_and(|p| !p.is_empty()) {
+        format!("at {NIX_ENV}={}", program.to_string_lossy())
+    } else {
+        "on PATH".to_string()
+    }
+}
+
 /// How long nix gets to stop its builders after SIGTERM before SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
 
@@ -804,8 +868,17 @@ fn parse_release(version: &str) -> Option<(u32, u32)> {
 
 /// The flake URL of a directory in a git repository, optionally pinned to a
 /// revision. `git+file` sees exactly the tracked files (what a flake sees).
+///
+/// A pinned revision also names `ref=HEAD`: without a ref, Nix before 2.10
+/// fetches `refs/heads/master` from a repository whose path it does not
+/// take as local (one with escaped characters), which fails on any other
+/// branch, and current Nix warns "could not read HEAD ref" at a detached
+/// HEAD. With a revision the ref only has to contain it; HEAD does for
+/// every commit guard pins (HEAD itself, its ancestors, bisect candidates
+/// between `--good` and a `--bad` that is HEAD's), and a local repository
+/// is read directly by every version, whatever the ref.
 pub fn flake_url(repo_root: &Path, subdir: &str, rev: Option<&str>) -> String {
-    flake_url_with(repo_root, subdir, None, rev)
+    flake_url_with(repo_root, subdir, rev.map(|_| "HEAD"), rev)
 }
 
 /// Like [`flake_url`], pinned to `rev` and naming the ref that keeps it
@@ -825,16 +898,20 @@ fn flake_url_with(
     // A flake URL's path must be absolute (`git+file://.` is an error).
     let absolute = std::path::absolute(repo_root).unwrap_or_else(|_| repo_root.to_path_buf());
     let repo_root = absolute.as_path();
+    // Bytes, not a lossy string: a path that is not UTF-8 is still a path.
     let mut url = format!(
         "git+file://{}",
-        percent_encode(&repo_root.to_string_lossy())
+        percent_encode(repo_root.as_os_str().as_encoded_bytes(), PATH_KEEP)
     );
     let mut params = Vec::new();
     if !subdir.is_empty() && subdir != "." {
-        params.push(format!("dir={}", percent_encode(subdir)));
+        params.push(format!(
+            "dir={}",
+            percent_encode(subdir.as_bytes(), QUERY_KEEP)
+        ));
     }
     if let Some(r) = git_ref {
-        params.push(format!("ref={}", percent_encode(r)));
+        params.push(format!("ref={}", percent_encode(r.as_bytes(), QUERY_KEEP)));
     }
     if let Some(rev) = rev {
         params.push(format!("rev={rev}"));
@@ -868,16 +945,45 @@ pub fn quote_attr(name: &str) -> String {
     }
 }
 
-fn percent_encode(s: &str) -> String {
+/// Besides letters and digits, what a URL path holds unescaped: RFC 3986's
+/// unreserved characters and some of `pchar` (`+ , = @ : !`), so that Nix
+/// before 2.10, which does not decode escapes in a `git+file` path, still
+/// reads a repository such as `/home/me/c++` as a local work tree.
+const PATH_KEEP: &[u8] = b"/-_.~+,=@:!";
+/// What a query value holds unescaped (`&`, `=`, `+` and `#` are escaped).
+const QUERY_KEEP: &[u8] = b"/-_.~";
+
+/// Escapes every byte but ASCII letters, digits and `keep` as `%XX`.
+fn percent_encode(s: &[u8], keep: &[u8]) -> String {
     let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+    for &b in s {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
     out
+}
+
+/// `%XX` escapes decoded (for messages; invalid UTF-8 shown lossily).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(h) = s.get(i + 1..i + 3)
+            && let Ok(v) = u8::from_str_radix(h, 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn last_line(bytes: &[u8]) -> String {
@@ -920,9 +1026,74 @@ fn error_message(stderr: &[u8]) -> String {
         .filter(|&i| i == 0 || text[..i].ends_with('\n'))
         .last();
     match start {
-        Some(i) => text[i..].trim().to_string(),
+        Some(i) => with_git_message(innermost_first(text[i..].trim()), &text[..i]),
         None => last_line(text.as_bytes()),
     }
+}
+
+/// "program 'git' failed with exit code 128" says nothing; git's own
+/// `fatal:` lines, printed before nix's error, say why: they are added to
+/// the first line.
+fn with_git_message(message: String, before: &str) -> String {
+    if !message.contains("program 'git' failed") {
+        return message;
+    }
+    let git: Vec<&str> = before
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("fatal: "))
+        .collect();
+    if git.is_empty() {
+        return message;
+    }
+    let (first, rest) = message.split_once('\n').unwrap_or((&message, ""));
+    let mut out = format!("{first} (git: {})", git.join("; "));
+    if !rest.is_empty() {
+        out.push('\n');
+        out.push_str(rest);
+    }
+    out
+}
+
+/// Nix 2.20 and later print a trace outermost first, under a bare `error:`
+/// line, with the message itself (`error: <message>`, indented) last:
+/// reordered here into 2.8's shape, the message first and then the frames
+/// innermost first, so that the first line is the cause and the next ones
+/// the file and line that raised it. Other text is returned unchanged.
+fn innermost_first(block: &str) -> String {
+    let lines: Vec<&str> = block.lines().collect();
+    if lines.first().map(|l| l.trim()) != Some("error:") {
+        return block.to_string();
+    }
+    let Some(msg) = lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with("error:"))
+        .filter(|&i| i > 0)
+    else {
+        return block.to_string();
+    };
+    let mut out = vec![lines[msg].trim().to_string()];
+    out.extend(lines[msg + 1..].iter().map(|l| l.to_string()));
+    let mut frames: Vec<Vec<&str>> = Vec::new();
+    for l in &lines[1..msg] {
+        if l.trim_start().starts_with('…') || frames.is_empty() {
+            frames.push(Vec::new());
+        }
+        if let Some(f) = frames.last_mut() {
+            f.push(l);
+        }
+    }
+    for f in frames.iter_mut().rev() {
+        while f.last().is_some_and(|l| l.trim().is_empty()) {
+            f.pop();
+        }
+        if f.is_empty() {
+            continue;
+        }
+        out.push(String::new());
+        out.extend(f.iter().map(|l| l.to_string()));
+    }
+    out.join("\n")
 }
 
 /// Removes ANSI CSI escapes (nix colours its messages).
@@ -962,8 +1133,19 @@ mod tests {
         assert_eq!(flake_url(root, ".", None), "git+file:///home/me/my%20fleet");
         assert_eq!(
             flake_url(root, "examples/fleet", Some("abc")),
-            "git+file:///home/me/my%20fleet?dir=examples/fleet&rev=abc"
+            "git+file:///home/me/my%20fleet?dir=examples/fleet&ref=HEAD&rev=abc"
         );
+        // `+` stays (Nix 2.8 reads it as a local path); a query value
+        // escapes what the query syntax uses.
+        assert_eq!(
+            flake_url(Path::new("/src/c++/fleet"), "a&b+c", None),
+            "git+file:///src/c++/fleet?dir=a%26b%2Bc"
+        );
+        assert_eq!(
+            flake_url(Path::new("/src/flotte-ü"), "", None),
+            "git+file:///src/flotte-%C3%BC"
+        );
+        assert_eq!(percent_decode("/a%20b/%C3%BC%zz"), "/a b/ü%zz");
         assert_eq!(
             flake_url_at_ref(root, "", "refs/guard/1-0", "abc"),
             "git+file:///home/me/my%20fleet?ref=refs/guard/1-0&rev=abc"
@@ -1041,8 +1223,29 @@ mod tests {
     }
 
     #[test]
+    fn old_nix_refuses_an_escaped_work_tree_path_only() {
+        let mut nix = Nix {
+            program: "nix".into(),
+            version: "nix (Nix) 2.8.0".into(),
+            release: Some((2, 8)),
+            extra_args: Vec::new(),
+        };
+        let tree = flake_url(Path::new("/home/me/my fleet"), "", None);
+        let pinned = flake_url(Path::new("/home/me/my fleet"), "", Some("abc"));
+        let plain = flake_url(Path::new("/home/me/c++"), "", None);
+        let e = nix.check_flake_ref(&format!("{tree}#x")).unwrap_err();
+        assert!(e.to_string().contains("/home/me/my fleet"), "{e}");
+        assert!(e.to_string().contains("--staged"), "{e}");
+        assert!(nix.check_flake_ref(&format!("{pinned}#x")).is_ok());
+        assert!(nix.check_flake_ref(&plain).is_ok());
+        nix.release = Some((2, 26));
+        assert!(nix.check_flake_ref(&format!("{tree}#x")).is_ok());
+    }
+
+    #[test]
     fn drv_installables_follow_the_version() {
         let mut nix = Nix {
+            program: "nix".into(),
             version: "nix (Nix) 2.8.0".into(),
             release: Some((2, 8)),
             extra_args: Vec::new(),
@@ -1086,6 +1289,36 @@ mod tests {
         kill_tree(pid);
         let status = child.wait().unwrap();
         assert!(!status.success());
+    }
+
+    #[test]
+    fn new_traces_are_reordered_message_and_innermost_frame_first() {
+        // Nix 2.26's `--show-trace` of a module that throws (shortened).
+        let s = "error:\n       … while evaluating attribute 'drv'\n         at «string»:1:6:\n            1| t: { drv = t.drvPath; }\n\n       … while evaluating the attribute 'value.broken'\n         at /nix/store/x-source/environments/zfs.nix:5:3:\n            5|   boot.broken = throw \"zfs\";\n\n       … while calling the 'throw' builtin\n         at /nix/store/x-source/environments/zfs.nix:5:17:\n            5|   boot.broken = throw \"zfs\";\n\n       error: zfs is broken 42\n";
+        let m = error_message(s.as_bytes());
+        let lines: Vec<&str> = m.lines().collect();
+        assert_eq!(lines[0], "error: zfs is broken 42", "{m}");
+        assert_eq!(
+            lines[2].trim(),
+            "… while calling the 'throw' builtin",
+            "{m}"
+        );
+        assert!(lines[3].contains("environments/zfs.nix:5:17"), "{m}");
+        assert!(lines.last().unwrap().contains("t: { drv"), "{m}");
+        // 2.8's shape and a message without a trace are left as they are.
+        let old = "error: zfs is broken 42\n\n       at /a.nix:5:3:";
+        assert_eq!(error_message(old.as_bytes()), old);
+        assert_eq!(error_message(b"error:\n"), "error:");
+    }
+
+    #[test]
+    fn git_failures_carry_gits_message() {
+        let s = b"fatal: couldn't find remote ref refs/heads/master\nerror: program 'git' failed with exit code 128\n(use '--show-trace' to show detailed location information)\n";
+        let m = error_message(s);
+        assert_eq!(
+            m.lines().next().unwrap(),
+            "error: program 'git' failed with exit code 128 (git: fatal: couldn't find remote ref refs/heads/master)"
+        );
     }
 
     #[test]

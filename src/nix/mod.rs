@@ -5,5 +5,6 @@ pub mod cli;
 pub mod eval;
 pub mod graph;
 pub mod hosts;
+pub mod inputs;
 pub mod lock;
 pub mod parse;

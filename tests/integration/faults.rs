@@ -200,6 +200,7 @@ fn nix_missing_from_path_is_a_clear_error_and_level_none_still_works() {
     let run = |args: &[&str]| -> GuardOutput {
         guard_cmd(repo.path())
             .env("PATH", &path)
+            .env_remove("GUARD_NIX")
             .args(args)
             .output()
             .unwrap()

@@ -87,6 +87,10 @@ pub fn git_cmd(dir: &Path) -> Command {
             c.env_remove(k);
         }
     }
+    if let Some(nix) = chosen_nix() {
+        // A hook started by this git runs guard, which runs this nix.
+        c.env("GUARD_NIX", nix);
+    }
     c.env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
@@ -147,6 +151,9 @@ pub fn guard_cmd(dir: &Path) -> Command {
             c.env_remove(k);
         }
     }
+    if let Some(nix) = chosen_nix() {
+        c.env("GUARD_NIX", nix);
+    }
     c.env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("NO_COLOR", "1")
@@ -168,14 +175,35 @@ sandbox = false\n\
 build-users-group =\n\
 warn-dirty = false\n";
 
+/// The nix binary the tests run, when one is chosen: `$GUARD_TEST_NIX`
+/// (scripts/test runs the nix-backed tests a second time with it set to the
+/// current Nix that scripts/install-nix unpacks). Unset: `nix` on PATH.
+/// guard is pointed at the same binary through `GUARD_NIX`.
+pub fn chosen_nix() -> Option<std::ffi::OsString> {
+    std::env::var_os("GUARD_TEST_NIX").filter(|v| !v.is_empty())
+}
+
+/// The nix program the tests run (see [`chosen_nix`]).
+pub fn nix_program() -> std::ffi::OsString {
+    chosen_nix().unwrap_or_else(|| "nix".into())
+}
+
+/// `nix --version` of the nix the tests run, e.g. "nix (Nix) 2.26.3".
+pub fn nix_version() -> String {
+    let out = nix_cmd().arg("--version").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Returns a `nix` command configured offline. Fails the test loudly when nix
 /// is missing: under CI a missing nix is a broken machine, never a skip.
 pub fn nix_cmd() -> Command {
-    let found = Command::new("nix").arg("--version").output();
+    let program = nix_program();
+    let found = Command::new(&program).arg("--version").output();
     match found {
         Ok(o) if o.status.success() => {}
         _ => panic!(
-            "this test needs `nix` on PATH (run scripts/install-nix); {}",
+            "this test needs `{}` (run scripts/install-nix); {}",
+            program.to_string_lossy(),
             if std::env::var_os("CI").is_some() {
                 "CI=true: refusing to skip"
             } else {
@@ -183,7 +211,7 @@ pub fn nix_cmd() -> Command {
             }
         ),
     }
-    let mut c = Command::new("nix");
+    let mut c = Command::new(&program);
     for (k, _) in std::env::vars() {
         if k.starts_with("GIT_") {
             c.env_remove(k);
