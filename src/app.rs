@@ -44,6 +44,9 @@ pub struct Context {
     pub style: Style,
     /// Repository-relative directory of flake.nix ("" = the root).
     pub flake_dir: String,
+    /// The directory guard runs in (`-C`, else the current directory),
+    /// absolute: paths the user types are relative to it, as in git.
+    pub cwd: PathBuf,
 }
 
 impl Context {
@@ -69,7 +72,21 @@ impl Context {
             config_path,
             style,
             flake_dir,
+            cwd: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
         })
+    }
+
+    /// A path the user typed, as git resolves it: relative to the directory
+    /// guard runs in, or absolute; `None` when it lies outside the work tree.
+    pub fn repo_path(&self, typed: &str) -> Option<String> {
+        let p = Path::new(typed);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.cwd.join(p)
+        };
+        let rel = abs.strip_prefix(&self.root).ok()?;
+        crate::nix::parse::normalize(&rel.to_string_lossy())
     }
 }
 

@@ -179,7 +179,16 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
     let empty = ctx.repo.snapshot(SnapshotSpec::Empty)?;
     let cache = ctx.parse_cache();
     let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
-    let path = crate::nix::parse::normalize(path.trim_end_matches('/')).unwrap_or_default();
+    let typed = path;
+    let Some(path) = ctx.repo_path(typed.trim_end_matches('/')) else {
+        eprintln!("{typed}: outside the repository ({})", ctx.root.display());
+        return Ok(exit::FINDINGS);
+    };
+    let tree = crate::nix::graph::Tree::new(&snapshot);
+    if !tree.is_file(&path) && !tree.is_dir(&path) {
+        eprintln!("{path}: not tracked by git, so no host can read it");
+        return Ok(exit::FINDINGS);
+    }
     if let Some(h) = host
         && !analysis.hosts.hosts.contains_key(h)
     {
@@ -201,6 +210,13 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
     if let Some(h) = host {
         result.hosts.retain(|x| x.name == h);
     }
+    // Only chains that end at the path asked about: an empty "before" makes
+    // every input look changed, which is not what explain is asked.
+    for h in &mut result.hosts {
+        h.reasons
+            .retain(|r| r.path == path || crate::nix::hosts::is_below(&r.path, &path));
+    }
+    result.hosts.retain(|h| !h.reasons.is_empty());
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {
@@ -209,7 +225,7 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
         }
         _ => {
             if result.hosts.is_empty() {
-                writeln!(out, "no host depends on {path}")?;
+                writeln!(out, "no host reads {path}")?;
             }
             for h in &result.hosts {
                 writeln!(out, "{}", h.name)?;
@@ -219,7 +235,12 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
             }
         }
     }
-    Ok(exit::OK)
+    // Like grep: nothing found is exit 1, so scripts can tell.
+    Ok(if result.hosts.is_empty() {
+        exit::FINDINGS
+    } else {
+        exit::OK
+    })
 }
 
 /// `guard graph`: the import graph of the work tree.

@@ -283,3 +283,46 @@ fn configured_hosts_override_discovery() {
     r.commit_all("configure");
     assert_eq!(hosts_of(&r), ["kiosk"]);
 }
+
+#[test]
+fn explain_resolves_paths_as_git_does_and_says_not_found() {
+    let repo = crate::support::fleet_repo();
+    repo.write("NOTES.md", "not nix\n");
+    repo.commit_all("notes");
+    let sub = repo.path().join("machines");
+    let run = |args: &[&str]| -> crate::support::GuardOutput {
+        let mut c = crate::support::guard_cmd(&sub);
+        c.arg("-C").arg(&sub).args(args);
+        c.output().unwrap().into()
+    };
+    // Relative to the directory guard runs in, as git resolves it.
+    let found = run(&["explain", "monitor/default.nix"]);
+    found.assert_code(0);
+    assert!(found.stdout.starts_with("monitor\n"), "{}", found.stdout);
+    assert!(
+        !found.stdout.contains("uses every input"),
+        "no unrelated chains: {}",
+        found.stdout
+    );
+    let missing = run(&["explain", "nope.nix"]);
+    missing.assert_code(1);
+    assert!(
+        missing.stderr.contains("machines/nope.nix: not tracked"),
+        "{}",
+        missing.stderr
+    );
+    let outside = run(&["explain", "../../../etc/passwd"]);
+    outside.assert_code(1);
+    assert!(
+        outside.stderr.contains("outside the repository"),
+        "{}",
+        outside.stderr
+    );
+    let unread = run(&["explain", "../NOTES.md"]);
+    unread.assert_code(1);
+    assert!(
+        unread.stdout.contains("no host reads NOTES.md"),
+        "{}",
+        unread.stdout
+    );
+}
