@@ -21,6 +21,10 @@ use crate::nix::lock;
 use crate::nix::parse::{RefKind, Target};
 use crate::report::{Affected, AffectedHost, Reason, Warning};
 
+/// Reasons listed per host (one per changed path); more are counted in
+/// [`AffectedHost::truncated`].
+const MAX_REASONS: usize = 16;
+
 /// Errors of the affected analysis (configuration only: the analysis itself
 /// never fails, it widens).
 #[derive(Debug, thiserror::Error)]
@@ -322,16 +326,27 @@ pub fn affected_hosts(
     }
 
     let mut result: BTreeMap<String, Vec<Reason>> = BTreeMap::new();
+    // Paths past the cap of listed reasons, per host: counted, not lost.
+    let beyond: std::cell::RefCell<BTreeMap<String, BTreeSet<String>>> = Default::default();
     let add = |result: &mut BTreeMap<String, Vec<Reason>>, host: &str, reason: Reason| {
         let reasons = result.entry(host.to_string()).or_default();
         let seen = if every_chain {
             reasons.iter().any(|r| r.chain == reason.chain)
         } else {
-            reasons.len() >= 16 || reasons.iter().any(|r| r.path == reason.path)
+            reasons.iter().any(|r| r.path == reason.path)
         };
-        if !seen {
-            reasons.push(reason);
+        if seen {
+            return;
         }
+        if !every_chain && reasons.len() >= MAX_REASONS {
+            beyond
+                .borrow_mut()
+                .entry(host.to_string())
+                .or_default()
+                .insert(reason.path);
+            return;
+        }
+        reasons.push(reason);
     };
 
     // 1. The wiring (flake.nix and what it evaluates outside hosts).
@@ -509,7 +524,14 @@ pub fn affected_hosts(
 
     let hosts = result
         .into_iter()
-        .map(|(name, reasons)| AffectedHost { name, reasons })
+        .map(|(name, reasons)| {
+            let truncated = beyond.borrow().get(&name).map_or(0, BTreeSet::len);
+            AffectedHost {
+                name,
+                reasons,
+                truncated,
+            }
+        })
         .collect();
     Ok(Affected {
         hosts,

@@ -420,7 +420,7 @@ fn write_hosts_table(s: &mut String, a: &crate::report::Affected) {
             let (why, chain) = match h.reasons.first() {
                 Some(r) => {
                     let more = if h.reasons.len() > 1 {
-                        format!(" (+{} more)", h.reasons.len() - 1)
+                        format!(" (+{} more paths)", h.more_paths())
                     } else {
                         String::new()
                     };
@@ -713,6 +713,7 @@ mod tests {
                             "services/prometheus.nix".into(),
                         ],
                     }],
+                    truncated: 0,
                 }],
                 all_hosts: vec!["monitor".into(), "web".into()],
                 changed_paths: vec!["services/prometheus.nix".into()],
@@ -805,6 +806,7 @@ mod tests {
                     path: format!("p{i}.nix"),
                     chain: vec![format!("p{i}.nix")],
                 }],
+                truncated: 0,
             })
             .collect();
         let s = summary_markdown(&r, &SummaryContext::default());

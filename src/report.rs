@@ -97,6 +97,24 @@ pub struct Reason {
 pub struct AffectedHost {
     pub name: String,
     pub reasons: Vec<Reason>,
+    /// Changed paths that also affect this host but are not in `reasons`
+    /// (the list is capped); 0 when every one is listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub truncated: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl AffectedHost {
+    /// Changed paths beyond the first reason, listed or not.
+    pub fn more_paths(&self) -> usize {
+        let mut paths: Vec<&str> = self.reasons.iter().map(|r| r.path.as_str()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        paths.len().saturating_sub(1) + self.truncated
+    }
 }
 
 /// The answer of `guard affected`.
@@ -417,8 +435,12 @@ fn write_affected(a: &Affected, style: Style, out: &mut dyn Write) -> io::Result
             writeln!(out, "  {}", h.name)?;
             continue;
         };
-        let more = if h.reasons.len() > 1 && !style.verbose {
-            style.dim(&format!(" (+{} more)", h.reasons.len() - 1))
+        let more = if h.more_paths() > 0 && !style.verbose {
+            let n = h.more_paths();
+            style.dim(&format!(
+                " (+{n} more {})",
+                if n == 1 { "path" } else { "paths" }
+            ))
         } else {
             String::new()
         };

@@ -157,6 +157,7 @@ fn verify_hosts(ctx: &Context, snapshot: &git::Snapshot, result: &mut Affected) 
                     path: "(found only by nix: guard cannot tell what it reads)".into(),
                     chain: Vec::new(),
                 }],
+                truncated: 0,
             });
         }
     }

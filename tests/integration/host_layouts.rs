@@ -326,3 +326,57 @@ fn explain_resolves_paths_as_git_does_and_says_not_found() {
         unread.stdout
     );
 }
+
+#[test]
+fn counts_say_paths_and_truncation_is_marked() {
+    let mut files: Vec<(String, String)> = vec![(
+        "flake.nix".into(),
+        r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  outputs = { nixpkgs, ... }: {
+    nixosConfigurations.solo = nixpkgs.lib.nixosSystem { modules = [ ./hosts/solo ]; };
+  };
+}"#
+        .into(),
+    )];
+    let imports: Vec<String> = (0..20).map(|i| format!("./m{i}.nix")).collect();
+    files.push((
+        "hosts/solo/default.nix".into(),
+        format!("{{ ... }}: {{ imports = [ {} ]; }}\n", imports.join(" ")),
+    ));
+    for i in 0..20 {
+        files.push((format!("hosts/solo/m{i}.nix"), MODULE.into()));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let r = repo(&refs);
+    for i in 0..20 {
+        r.write(
+            &format!("hosts/solo/m{i}.nix"),
+            "{ ... }: { boot.x = 1; }\n",
+        );
+    }
+    r.commit_all("twenty");
+    let j = r
+        .guard(&["affected", "--commit", "HEAD", "--format", "json"])
+        .json();
+    let host = &j["hosts"][0];
+    let listed = host["reasons"].as_array().unwrap().len();
+    assert_eq!(
+        listed + host["truncated"].as_u64().unwrap() as usize,
+        20,
+        "{host}"
+    );
+    assert!(
+        host["truncated"].as_u64().unwrap() > 0,
+        "the cap is marked: {host}"
+    );
+    let human = r.guard(&["affected", "--commit", "HEAD"]);
+    assert!(
+        human.stdout.contains("(+19 more paths)"),
+        "{}",
+        human.stdout
+    );
+}
