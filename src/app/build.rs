@@ -87,7 +87,7 @@ pub fn check(
     check_format(format)?;
     let level = level.unwrap_or(ctx.config.build.level);
     let sel = selector.resolve(git::Selector::Worktree);
-    let verdict = super::check::judge(ctx, &sel, level, quiet)?;
+    let verdict = super::check::judge(ctx, &sel, level, quiet, false)?;
     write(ctx, &verdict.report, format)?;
     Ok(verdict.code)
 }

@@ -32,18 +32,22 @@ pub(crate) fn judge(
     sel: &git::Selector,
     level: Level,
     quiet: bool,
+    verify_hosts: bool,
 ) -> Result<Verdict> {
     let changes = ctx.repo.change_set(sel)?;
     let new_revision = sel.makes_revision(&changes);
     let cache = ctx.parse_cache();
     let analysis = Analysis::of(&changes.new, &ctx.flake_dir, &ctx.config, &cache);
     let old_hosts = hosts::discover(&changes.old, &ctx.flake_dir, &ctx.config.hosts, &cache);
-    let affected = affected_hosts(
+    let mut affected = affected_hosts(
         &analysis,
         &old_hosts,
         &Query::of(&changes, new_revision),
         &ctx.config,
     )?;
+    if verify_hosts {
+        super::commands::verify_hosts(ctx, &changes.new, &mut affected);
+    }
 
     let scanner = Scanner::new(&ctx.config).with_context(|| match &ctx.config_path {
         Some(p) => format!("invalid [secrets] settings in {}", p.display()),

@@ -98,7 +98,7 @@ fn write_github_output(lines: &str) -> Result<()> {
 /// for this run: a host only nix knows is listed as affected by any change
 /// (guard cannot tell what it reads), a host only guard found is dropped.
 /// A failed evaluation is a warning with nix's own message, never an abort.
-fn verify_hosts(ctx: &Context, snapshot: &git::Snapshot, result: &mut Affected) {
+pub(crate) fn verify_hosts(ctx: &Context, snapshot: &git::Snapshot, result: &mut Affected) {
     let warn = |result: &mut Affected, message: String| {
         result.warnings.push(Warning {
             path: None,

@@ -380,3 +380,60 @@ fn counts_say_paths_and_truncation_is_marked() {
         human.stdout
     );
 }
+
+#[test]
+fn verify_hosts_failure_is_a_warning_and_nix_wins_in_ci() {
+    // nix cannot evaluate this flake offline (its input cannot be fetched):
+    // a warning with nix's reason, the static list stands, exit 0.
+    let _ = crate::support::nix_cmd();
+    let r = repo(&[
+        (
+            "flake.nix",
+            r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  outputs = { nixpkgs, ... }: {
+    nixosConfigurations.only = nixpkgs.lib.nixosSystem { modules = [ ./only.nix ]; };
+  };
+}"#,
+        ),
+        ("only.nix", MODULE),
+    ]);
+    let out = r.guard(&["affected", "--all", "--verify-hosts", "--format", "json"]);
+    out.assert_code(0);
+    let j = out.json();
+    assert_eq!(j["all_hosts"], serde_json::json!(["only"]));
+    assert!(
+        j["warnings"]
+            .to_string()
+            .contains("nix could not list nixosConfigurations"),
+        "{j}"
+    );
+
+    // In CI at a nix level, nix's list wins over a static list that lacks
+    // hosts (here a [hosts] table naming one of 17).
+    let fleet = crate::support::fleet_repo();
+    fleet.write(
+        "guard.toml",
+        "[hosts]\nlinda = \"machines/linda/default.nix\"\n",
+    );
+    fleet.commit_all("pin one host");
+    fleet.write("services/prometheus.nix", "{ ... }: { }\n");
+    fleet.commit_all("change a service");
+    let out = fleet.guard(&[
+        "ci", "--base", "HEAD~1", "--level", "eval", "--format", "json",
+    ]);
+    let j = out.json();
+    assert_eq!(
+        j["affected"]["all_hosts"].as_array().map(Vec::len),
+        Some(17),
+        "nix's list wins: {}",
+        out.stdout
+    );
+    assert!(
+        j["affected"]["warnings"]
+            .to_string()
+            .contains("monitor exists in nixosConfigurations"),
+        "{}",
+        out.stdout
+    );
+}
