@@ -437,3 +437,47 @@ fn verify_hosts_failure_is_a_warning_and_nix_wins_in_ci() {
         out.stdout
     );
 }
+
+#[test]
+fn init_dry_run_shows_how_and_init_refuses_an_empty_host_list() {
+    let r = repo(&[
+        (
+            "flake.nix",
+            r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  outputs = { nixpkgs, ... }: {
+    nixosConfigurations = nixpkgs.lib.genAttrs [ "a" "b" ] (n:
+      nixpkgs.lib.nixosSystem { modules = [ ./hosts/${n}/configuration.nix ]; });
+  };
+}"#,
+        ),
+        ("hosts/a/configuration.nix", MODULE),
+        ("hosts/b/configuration.nix", MODULE),
+    ]);
+    let before = r.state();
+    let dry = r.guard(&["init", "--dry-run"]);
+    dry.assert_code(0);
+    assert!(
+        dry.stdout
+            .contains("2 hosts (by evaluating the flake's outputs statically)")
+            && dry.stdout.contains("hosts/a/configuration.nix"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(r.state(), before, "--dry-run writes nothing");
+
+    let empty = hostless();
+    let before = empty.state();
+    let out = empty.guard(&["init"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("found no NixOS hosts") && out.stderr.contains("[hosts]"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        empty.state(),
+        before,
+        "no guard.toml with an empty host list"
+    );
+}
