@@ -82,9 +82,18 @@ pub(crate) fn judge(
     )
     .with_context(|| format!("checking the secrets of {}", changes.new.label()))?;
     let mut secrets = age.findings;
-    secrets
+    // The scan already reports an identity committed in a file it read:
+    // one finding per (path, line, rule) across sections.
+    let reported: std::collections::HashSet<(&str, usize, &str)> = scan
         .findings
-        .extend(age::identity_leaks(&changes, &ctx.config, &baseline)?);
+        .iter()
+        .map(|f| (f.path.as_str(), f.line, f.rule.as_str()))
+        .collect();
+    let leaks: Vec<_> = age::identity_leaks(&changes, &ctx.config, &baseline)?
+        .into_iter()
+        .filter(|f| !reported.contains(&(f.path.as_str(), f.line, f.rule.as_str())))
+        .collect();
+    secrets.findings.extend(leaks);
 
     let section = super::build::build_section(ctx, sel, &changes, &affected, level, quiet)?;
     let report = Report {

@@ -5,6 +5,7 @@ mod affected;
 mod age;
 mod bisect;
 mod build;
+mod check_sections;
 mod ci;
 mod cli;
 mod faults;
