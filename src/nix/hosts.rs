@@ -67,6 +67,19 @@ pub struct HostSet {
 }
 
 impl HostSet {
+    /// No hosts yet, for the flake at `flake_nix`.
+    fn empty(flake_nix: &str) -> HostSet {
+        HostSet {
+            hosts: BTreeMap::new(),
+            hosts_dir: None,
+            flake_nix: flake_nix.to_string(),
+            discovery: Discovery::None,
+            others: BTreeMap::new(),
+            warnings: Vec::new(),
+            by_path: Default::default(),
+        }
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.hosts.keys().cloned().collect()
     }
@@ -123,15 +136,7 @@ pub fn discover(
 ) -> HostSet {
     let tree = Tree::new(snapshot);
     let flake_nix = join(flake_dir, "flake.nix");
-    let mut set = HostSet {
-        hosts: BTreeMap::new(),
-        hosts_dir: None,
-        flake_nix: flake_nix.clone(),
-        discovery: Discovery::None,
-        others: BTreeMap::new(),
-        warnings: Vec::new(),
-        by_path: Default::default(),
-    };
+    let mut set = HostSet::empty(&flake_nix);
     discover_into(&mut set, snapshot, flake_dir, configured, cache, &tree);
     set.index();
     set
@@ -223,15 +228,7 @@ fn discover_into(
             // nixosSystem) names no entry points: take the entry the
             // layout conventions give the same name.
             if set.hosts.values().any(|h| h.entry == flake_nix) {
-                let mut conventional = HostSet {
-                    hosts: BTreeMap::new(),
-                    hosts_dir: None,
-                    flake_nix: flake_nix.clone(),
-                    discovery: Discovery::None,
-                    others: BTreeMap::new(),
-                    warnings: Vec::new(),
-                    by_path: Default::default(),
-                };
+                let mut conventional = HostSet::empty(&flake_nix);
                 discover_by_convention(
                     &mut conventional,
                     snapshot,

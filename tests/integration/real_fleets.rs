@@ -79,17 +79,7 @@ pub fn fleet(name: &str) -> PathBuf {
     assert!(st.success(), "tar -xf {} failed", tar.display());
     let bare = tmp.path().join(name).join("repo");
     let clone = tmp.path().join("work");
-    let out = git_cmd(tmp.path())
-        .args(["clone", "-q"])
-        .arg(&bare)
-        .arg(&clone)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git clone of {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    clone_into(&bare, &clone, name);
     // A plain local clone hard-links the objects, so the extracted bare
     // copy can go with the temporary directory.
     match std::fs::rename(&clone, &work) {
@@ -98,6 +88,21 @@ pub fn fleet(name: &str) -> PathBuf {
         Err(e) => panic!("cannot place {}: {e}", work.display()),
     }
     work
+}
+
+/// `git clone -q src dst`, failing the test with git's message.
+fn clone_into(src: &Path, dst: &Path, name: &str) {
+    let out = git_cmd(Path::new("/"))
+        .args(["clone", "-q"])
+        .arg(src)
+        .arg(dst)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git clone of {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// HEAD commit id of a fleet's work tree.
@@ -117,17 +122,7 @@ pub fn scratch_clone(name: &str) -> TempRepo {
         .tempdir()
         .unwrap();
     // git clones into an existing directory as long as it is empty.
-    let out = git_cmd(dir.path())
-        .args(["clone", "-q"])
-        .arg(&src)
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git clone of {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    clone_into(&src, dir.path(), name);
     let repo = TempRepo { dir };
     repo.git(&["config", "user.name", "Guard Test"]);
     repo.git(&["config", "user.email", "guard@example.invalid"]);

@@ -31,7 +31,7 @@ fn s(x: &str) -> Value {
 /// The global scope: `builtins` and the names nix puts at the top level.
 pub(super) fn root_env() -> Rc<Env> {
     let mut b = BTreeMap::new();
-    for name in BUILTINS {
+    for name in TOP_LEVEL.iter().chain(BUILTINS) {
         if let Some(f) = builtin(name) {
             b.insert(Rc::from(*name), v(f));
         }
@@ -52,28 +52,9 @@ pub(super) fn root_env() -> Rc<Env> {
         lib: false,
     }));
     let mut vars: HashMap<Rc<str>, Thunk> = HashMap::new();
-    for top in [
-        "import",
-        "map",
-        "toString",
-        "baseNameOf",
-        "dirOf",
-        "throw",
-        "abort",
-        "removeAttrs",
-        "isNull",
-        "derivation",
-        "fetchTarball",
-        "fetchGit",
-        "fetchurl",
-        "placeholder",
-        "scopedImport",
-        "true",
-        "false",
-        "null",
-    ] {
-        if let Some(t) = b.get(top) {
-            vars.insert(Rc::from(top), t.clone());
+    for top in TOP_LEVEL.iter().chain(&["true", "false", "null"]) {
+        if let Some(t) = b.get(*top) {
+            vars.insert(Rc::from(*top), t.clone());
         }
     }
     vars.insert(Rc::from("builtins"), v(builtins));
@@ -86,7 +67,8 @@ pub(super) fn root_env() -> Rc<Env> {
     })
 }
 
-const BUILTINS: &[&str] = &[
+/// Builtins nix also binds at the top level.
+const TOP_LEVEL: &[&str] = &[
     "import",
     "map",
     "toString",
@@ -102,6 +84,10 @@ const BUILTINS: &[&str] = &[
     "fetchurl",
     "placeholder",
     "scopedImport",
+];
+
+/// The other builtins guard implements.
+const BUILTINS: &[&str] = &[
     "readDir",
     "readFile",
     "pathExists",
