@@ -606,7 +606,14 @@ impl<'a> Eval<'a> {
             let Some(name) = self.attr_name(attr, env)? else {
                 return Ok(unknown("a dynamic attribute name"));
             };
-            match self.select(&v, &name)? {
+            let selected = match (&v, s.default_expr()) {
+                // `(1).a or d` is `d`: `or` also covers a non-set.
+                (Value::Attrs(_) | Value::Unknown(_) | Value::System(_), _) | (_, None) => {
+                    self.select(&v, &name)?
+                }
+                (_, Some(_)) => None,
+            };
+            match selected {
                 Some(next) => v = next,
                 None => {
                     return match s.default_expr() {
@@ -1395,4 +1402,166 @@ pub fn join(dir: &str, name: &str) -> String {
 
 fn parent_dir(file: &str) -> String {
     file.rsplit_once('/').map_or("", |(d, _)| d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Evaluates `src` (no files needed) and renders the result deeply, as
+    /// `nix eval` would print it, with unknowns as `<unknown: …>`.
+    fn eval(src: &str) -> String {
+        // The stack discovery gives the evaluator (hosts.rs).
+        let src = src.to_string();
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || eval_here(&src))
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    fn eval_here(src: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("git")
+            .args(["init", "-q"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let repo = crate::git::Repo::discover(dir.path()).unwrap();
+        let snapshot = repo.snapshot(crate::git::SnapshotSpec::Empty).unwrap();
+        let ev = Eval::new(&snapshot);
+        let root = rnix::Root::parse(src).tree();
+        let env = Rc::new(Env {
+            vars: HashMap::new(),
+            with: None,
+            parent: Some(ev.root_env.clone()),
+            dir: Rc::from(""),
+            file: Rc::from("(test)"),
+        });
+        match ev.eval(&root.expr().unwrap(), &env) {
+            Ok(v) => render(&ev, &v, 0),
+            Err(e) => format!("error: {}", e.message),
+        }
+    }
+
+    fn render(ev: &Eval, v: &Value, depth: usize) -> String {
+        if depth > 8 {
+            return "…".into();
+        }
+        let force = |t: &Thunk| match ev.force(t) {
+            Ok(v) => render(ev, &v, depth + 1),
+            Err(e) => format!("error: {}", e.message),
+        };
+        match v {
+            Value::Null => "null".into(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Str(s) => format!("{s:?}"),
+            Value::Path(p) => format!("./{p}"),
+            Value::List(l) => format!(
+                "[ {}]",
+                l.iter().map(|t| force(t) + " ").collect::<String>()
+            ),
+            Value::Attrs(a) => format!(
+                "{{ {}}}",
+                a.map
+                    .iter()
+                    .map(|(k, t)| format!("{k} = {}; ", force(t)))
+                    .collect::<String>()
+            ),
+            Value::Unknown(u) => format!("<unknown: {u}>"),
+            Value::System(_) => "<system>".into(),
+            Value::Lambda(_) | Value::Prim(_) => "<lambda>".into(),
+        }
+    }
+
+    #[test]
+    fn let_rec_inherit_and_with() {
+        assert_eq!(eval("let a = 1; b = a + 1; in b"), "2");
+        assert_eq!(eval("rec { a = 1; b = a + 1; }.b"), "2");
+        assert_eq!(
+            eval("let x = { y = 3; }; in { inherit (x) y; }"),
+            "{ y = 3; }"
+        );
+        assert_eq!(eval("let y = 4; in { inherit y; }"), "{ y = 4; }");
+        assert_eq!(eval("with { a = 5; }; a"), "5");
+        // A lexical binding wins over `with`.
+        assert_eq!(eval("let a = 1; in with { a = 2; }; a"), "1");
+        assert_eq!(eval("{ a.b = 1; a.c = 2; }"), "{ a = { b = 1; c = 2; }; }");
+        assert_eq!(eval("let s = \"k\"; in { ${s} = 1; }"), "{ k = 1; }");
+    }
+
+    #[test]
+    fn functions_patterns_and_defaults() {
+        assert_eq!(eval("({ a, b ? a + 1, ... }: b) { a = 1; }"), "2");
+        assert_eq!(eval("(args@{ a, ... }: args.z) { a = 1; z = 9; }"), "9");
+        assert!(
+            eval("({ a }: a) { }").starts_with("error: function called without required argument")
+        );
+        assert_eq!(eval("(x: y: x) 1 2"), "1");
+    }
+
+    #[test]
+    fn builtins_and_lib_as_host_lists_use_them() {
+        assert_eq!(
+            eval("builtins.listToAttrs (map (n: { name = n; value = 1; }) [ \"a\" \"b\" ])"),
+            "{ a = 1; b = 1; }"
+        );
+        assert_eq!(
+            eval("let lib = (x: x).lib or { }; in builtins.filter (n: n != \"b\") [ \"a\" \"b\" ]"),
+            "[ \"a\" ]"
+        );
+        assert_eq!(
+            eval(
+                "let l = (import <nixpkgs> { }).lib; in builtins.attrNames (l.genAttrs [ \"x\" \"y\" ] (n: n))"
+            ),
+            "[ \"x\" \"y\" ]"
+        );
+        assert_eq!(
+            eval("builtins.replaceStrings [ \"a\" ] [ \"b\" ] \"banana\""),
+            "\"bbnbnb\""
+        );
+        assert_eq!(eval("builtins.match \"h(.*)\" \"host\""), "[ \"ost\" ]");
+        assert_eq!(eval("builtins.match \"x\" \"host\""), "null");
+        assert_eq!(eval("builtins.foldl' (a: b: a + b) 0 [ 1 2 3 ]"), "6");
+        assert_eq!(
+            eval("builtins.fromTOML \"[a]\\nx = 1\""),
+            "{ a = { x = 1; }; }"
+        );
+    }
+
+    #[test]
+    fn laziness_keeps_names_without_values() {
+        // Names of a mapped set never force its values (nor the mapper).
+        assert_eq!(
+            eval("builtins.attrNames (builtins.mapAttrs (n: v: throw \"no\") { a = 1; b = 2; })"),
+            "[ \"a\" \"b\" ]"
+        );
+        assert_eq!(eval("{ a = throw \"x\"; } ? a"), "true");
+    }
+
+    #[test]
+    fn unknowns_absorb_and_never_guess() {
+        assert_eq!(
+            eval("(import <nixpkgs> { }).x.y"),
+            "<unknown: import <nixpkgs>.x.y>"
+        );
+        assert_eq!(
+            eval("if builtins.currentSystem == \"x\" then 1 else 2"),
+            "<unknown: a comparison>"
+        );
+        assert_eq!(
+            eval("builtins.attrNames ({ a = 1; } // (import <nixpkgs> { }))"),
+            "<unknown: attrNames of an incompletely known set>"
+        );
+    }
+
+    #[test]
+    fn runaway_recursion_is_an_error_not_a_crash() {
+        assert!(eval("let f = x: f x; in f 1").starts_with("error: evaluation"));
+        assert!(eval("let a = a; in a").contains("infinite recursion"));
+    }
 }
