@@ -28,6 +28,11 @@ pub struct Host {
     /// dependency of the host: the flake's wiring may reach any file there
     /// through the host's name (`./. + "/${name}/hardware.nix"`).
     pub own_dir: Option<String>,
+    /// Every repository path the host's builder names for it (its
+    /// `modules` list, evaluated with the host's own arguments): where a
+    /// per-host analysis starts. Empty when discovery did not evaluate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entry_points: Vec<String>,
 }
 
 /// How the host list was found.
@@ -172,6 +177,7 @@ fn discover_into(
                     name: name.clone(),
                     entry: file,
                     own_dir: tree.is_dir(&entry).then_some(entry),
+                    entry_points: Vec::new(),
                 },
             );
         }
@@ -412,6 +418,7 @@ fn host_from_target(name: &str, t: &eval::flake::Target, flake_nix: &str, tree: 
             name: name.to_string(),
             entry: flake_nix.to_string(),
             own_dir: None,
+            entry_points: Vec::new(),
         };
     };
     if tree.is_dir(p) {
@@ -425,6 +432,7 @@ fn host_from_target(name: &str, t: &eval::flake::Target, flake_nix: &str, tree: 
             name: name.to_string(),
             entry,
             own_dir: own.then(|| p.clone()),
+            entry_points: t.entry_points.clone(),
         };
     }
     let parent = p.rsplit_once('/').map(|(d, _)| d.to_string());
@@ -436,6 +444,7 @@ fn host_from_target(name: &str, t: &eval::flake::Target, flake_nix: &str, tree: 
         name: name.to_string(),
         entry: p.clone(),
         own_dir: own,
+        entry_points: t.entry_points.clone(),
     }
 }
 
@@ -501,12 +510,14 @@ fn host_from_value(name: &str, value: &SyntaxNode, flake_dir: &str, tree: &Tree)
             name: name.to_string(),
             entry: p,
             own_dir: None,
+            entry_points: Vec::new(),
         })
     } else {
         Some(Host {
             name: name.to_string(),
             entry: join(&p, "default.nix"),
             own_dir: Some(p),
+            entry_points: Vec::new(),
         })
     }
 }
@@ -571,6 +582,7 @@ fn hosts_in_dir(tree: &Tree, dir: &str, warnings: &mut Vec<Warning>) -> BTreeMap
                         name: name.clone(),
                         entry: join(&path, "default.nix"),
                         own_dir: Some(path),
+                        entry_points: Vec::new(),
                     },
                 );
             } else {
@@ -595,6 +607,7 @@ fn hosts_in_dir(tree: &Tree, dir: &str, warnings: &mut Vec<Warning>) -> BTreeMap
                         name: stem.to_string(),
                         entry: join(dir, name),
                         own_dir: None,
+                        entry_points: Vec::new(),
                     },
                 );
             }
