@@ -24,7 +24,7 @@ pub fn affected(ctx: &Context, selector: &Selector, format: Format, verify: bool
     let mut result = affected_hosts(
         &new,
         &old_hosts,
-        &Query::of(&changes, new_revision),
+        &Query::of(&changes, new_revision).all_warnings(ctx.style.verbose),
         &ctx.config,
     )?;
     if verify {
@@ -206,6 +206,7 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
         new: &snapshot,
         new_revision: false,
         every_chain: true,
+        all_warnings: ctx.style.verbose,
     };
     let mut result = affected_hosts(&analysis, &analysis.hosts, &query, &ctx.config)?;
     if let Some(h) = host {

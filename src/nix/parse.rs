@@ -62,11 +62,13 @@ pub struct Reference {
     pub dynamic: bool,
     /// The expression, shortened, for explanations.
     pub text: String,
-    /// The expression is (inside) the default of a function argument
-    /// (`{ pkgs ? import <nixpkgs> {} }:`): evaluated only when a caller
-    /// omits the argument, which the module system and fleet code do not.
+    /// No host evaluation reaches the expression: it is (inside) the
+    /// default of a function argument (`{ pkgs ? import <nixpkgs> {} }:`,
+    /// evaluated only when a caller omits the argument, which the module
+    /// system and fleet code do not), or inside a devShells-like output.
+    /// Still a dependency (soundness); it only quiets warnings.
     #[serde(default)]
-    pub in_default: bool,
+    pub unreached: bool,
 }
 
 /// Everything one file refers to.
@@ -124,7 +126,7 @@ pub fn references(src: &str, path: &str, flake_dir: &str) -> FileRefs {
             column: 1,
             dynamic: true,
             text: "(file does not parse)".into(),
-            in_default: false,
+            unreached: false,
         });
     }
     cx.out.refs.sort_by_key(|r| (r.line, r.column));
@@ -468,7 +470,8 @@ impl Extractor<'_> {
             text.push_str("...");
         }
         let dynamic = dynamic || matches!(target, Target::Under(_));
-        let in_default = node.ancestors().any(|a| a.kind() == NODE_PAT_ENTRY);
+        let unreached =
+            node.ancestors().any(|a| a.kind() == NODE_PAT_ENTRY) || in_non_host_output(node);
         self.out.refs.push(Reference {
             kind,
             target,
@@ -476,7 +479,7 @@ impl Extractor<'_> {
             column,
             dynamic,
             text,
-            in_default,
+            unreached,
         });
     }
 
@@ -1037,7 +1040,7 @@ mod tests {
             column: 1,
             dynamic: true,
             text: "(file does not parse)".into(),
-            in_default: false,
+            unreached: false,
         }));
         assert!(r.refs.iter().any(|x| x.target == p("machines/alpha/a.nix")));
     }
@@ -1082,9 +1085,9 @@ mod tests {
     }
 
     #[test]
-    fn lookups_in_argument_defaults_are_marked() {
+    fn lookups_no_host_reaches_are_marked() {
         let r = references(
-            "{ pkgs ? import <nixpkgs> { } }: { x = <home-manager>; }",
+            "{ pkgs ? import <nixpkgs> { } }: { x = <home-manager>; devShells.x = <dev>; }",
             "pkgs/default.nix",
             "",
         );
@@ -1092,9 +1095,16 @@ mod tests {
             .refs
             .iter()
             .filter(|r| r.kind == RefKind::External)
-            .map(|r| (r.text.as_str(), r.in_default))
+            .map(|r| (r.text.as_str(), r.unreached))
             .collect();
-        assert_eq!(ext, vec![("<nixpkgs>", true), ("<home-manager>", false)]);
+        assert_eq!(
+            ext,
+            vec![
+                ("<nixpkgs>", true),
+                ("<home-manager>", false),
+                ("<dev>", true)
+            ]
+        );
     }
 
     #[test]
