@@ -245,8 +245,21 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
     })
 }
 
-/// `guard graph`: the import graph of the work tree.
-pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i32> {
+/// Nodes of a mermaid graph at most, unless `--collapse` says otherwise
+/// (directories merge until it fits): a step summary renders slowly and
+/// reads badly past a few dozen nodes.
+const MERMAID_COLLAPSE: usize = 40;
+
+/// `guard graph`: the import graph of the work tree. With a host, its
+/// closure and the flake wiring that reaches it (what `affected` and
+/// `explain` use), and no other host's files.
+pub fn graph(
+    ctx: &Context,
+    format: GraphFormat,
+    host: Option<&str>,
+    collapse: Option<usize>,
+) -> Result<i32> {
+    use crate::nix::graph::DepKind;
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
     let cache = ctx.parse_cache();
     let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
@@ -258,7 +271,11 @@ pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i
                     analysis.hosts.names().join(", ")
                 );
             }
-            analysis.closure(h).into_iter().map(|(f, _)| f).collect()
+            let mut files: BTreeSet<&str> =
+                analysis.closure(h).into_iter().map(|(f, _)| f).collect();
+            files.extend(analysis.wiring().into_iter().map(|(f, _)| f));
+            files.insert(analysis.hosts.flake_nix.as_str());
+            files
         }
         None => analysis.graph.nodes.keys().map(String::as_str).collect(),
     };
@@ -268,33 +285,84 @@ pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i
         .values()
         .filter(|h| host.is_none_or(|x| x == h.name))
         .collect();
-    let mut edges: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
+    // Every host depends on the wiring: flake.nix and what it evaluates
+    // outside hosts (`affected` lists a change there for every host).
+    let flake_nix = analysis.hosts.flake_nix.as_str();
+    let wiring: Vec<&str> = analysis.wiring().into_iter().map(|(f, _)| f).collect();
+    let mut edges: BTreeSet<(String, String, &str)> = BTreeSet::new();
     for f in &files {
         let node = &analysis.graph.nodes[*f];
         for (to, dep) in &node.edges {
             if files.contains(to.as_str()) {
-                edges.insert((f, to.as_str(), kind_name(node.deps[*dep].kind)));
+                edges.insert((
+                    f.to_string(),
+                    to.clone(),
+                    edge_label(&analysis, f, node, *dep),
+                ));
             }
         }
-        for d in &node.deps {
-            if !matches!(
-                d.kind,
-                crate::nix::graph::DepKind::File | crate::nix::graph::DepKind::Copy
-            ) || !files.contains(d.path.as_str())
+        for (i, d) in node.deps.iter().enumerate() {
+            if !matches!(d.kind, DepKind::File | DepKind::Copy) || !files.contains(d.path.as_str())
             {
                 // data files and directories: show them as leaves
                 if !d.path.is_empty() && !analysis.graph.nodes.contains_key(&d.path) {
-                    edges.insert((f, d.path.as_str(), kind_name(d.kind)));
+                    edges.insert((
+                        f.to_string(),
+                        d.path.clone(),
+                        edge_label(&analysis, f, node, i),
+                    ));
                 }
             }
         }
     }
+    let entries: Vec<(String, String)> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.entry.clone()))
+        .collect();
+    let collapse = match (collapse, format) {
+        (Some(n), _) => n,
+        (None, GraphFormat::Mermaid) => MERMAID_COLLAPSE,
+        (None, _) => 0,
+    };
+    let (edges, collapsed) = if collapse > 0 && format != GraphFormat::Json {
+        let keep: BTreeSet<String> = entries
+            .iter()
+            .map(|(_, e)| e.clone())
+            .chain([analysis.hosts.flake_nix.clone()])
+            .collect();
+        collapse_dirs(edges, &keep, collapse)
+    } else {
+        let edges = edges
+            .into_iter()
+            .map(|(a, b, k)| (a, b, k.to_string()))
+            .collect();
+        (edges, Vec::new())
+    };
+    let note = (!collapsed.is_empty()).then(|| {
+        let mut shown: Vec<&str> = collapsed.iter().take(6).map(String::as_str).collect();
+        let more = format!("and {} more", collapsed.len().saturating_sub(6));
+        if collapsed.len() > 6 {
+            shown.push(&more);
+        }
+        let n = collapsed.len();
+        format!(
+            "at most {collapse} nodes: {n} {} drawn as one node each ({}); \
+             guard graph --collapse 0 shows every file",
+            if n == 1 {
+                "directory is"
+            } else {
+                "directories are"
+            },
+            shown.join(", ")
+        )
+    });
     let mut out = std::io::stdout().lock();
     match format {
         GraphFormat::Json => {
             let v = serde_json::json!({
                 "hosts": hosts.iter().map(|h| serde_json::json!({"name": h.name, "entry": h.entry})).collect::<Vec<_>>(),
                 "files": files,
+                "wiring": wiring,
                 "edges": edges.iter().map(|(a, b, k)| serde_json::json!({"from": a, "to": b, "kind": k})).collect::<Vec<_>>(),
             });
             serde_json::to_writer_pretty(&mut out, &v)?;
@@ -302,18 +370,14 @@ pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i
         }
         GraphFormat::Dot => {
             writeln!(out, "digraph guard {{\n  rankdir=LR;\n  node [shape=box];")?;
-            for h in &hosts {
-                writeln!(
-                    out,
-                    "  {} [shape=ellipse];",
-                    dot_id(&format!("host:{}", h.name))
-                )?;
-                writeln!(
-                    out,
-                    "  {} -> {};",
-                    dot_id(&format!("host:{}", h.name)),
-                    dot_id(&h.entry)
-                )?;
+            if let Some(note) = &note {
+                writeln!(out, "  label={};\n  labelloc=t;", dot_id(note))?;
+            }
+            for (name, entry) in &entries {
+                let h = dot_id(&format!("host:{name}"));
+                writeln!(out, "  {h} [shape=ellipse];")?;
+                writeln!(out, "  {h} -> {};", dot_id(entry))?;
+                writeln!(out, "  {h} -> {} [label=\"wiring\"];", dot_id(flake_nix))?;
             }
             for (a, b, k) in &edges {
                 writeln!(
@@ -328,15 +392,25 @@ pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i
         }
         GraphFormat::Mermaid => {
             writeln!(out, "graph LR")?;
+            if let Some(note) = &note {
+                writeln!(out, "  note[\"{}\"]", mermaid_text(note))?;
+            }
             let id = |s: &str| format!("n{:x}", fnv(s));
-            for h in &hosts {
+            for (name, entry) in &entries {
                 writeln!(
                     out,
                     "  {}([\"{}\"]) --> {}[\"{}\"]",
-                    id(&format!("host:{}", h.name)),
-                    h.name,
-                    id(&h.entry),
-                    h.entry
+                    id(&format!("host:{name}")),
+                    mermaid_text(name),
+                    id(entry),
+                    mermaid_text(entry)
+                )?;
+                writeln!(
+                    out,
+                    "  {} -->|wiring| {}[\"{}\"]",
+                    id(&format!("host:{name}")),
+                    id(flake_nix),
+                    mermaid_text(flake_nix)
                 )?;
             }
             for (a, b, k) in &edges {
@@ -344,15 +418,128 @@ pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i
                     out,
                     "  {}[\"{}\"] -->|{}| {}[\"{}\"]",
                     id(a),
-                    a,
+                    mermaid_text(a),
                     k,
                     id(b),
-                    b
+                    mermaid_text(b)
                 )?;
             }
         }
     }
     Ok(exit::OK)
+}
+
+/// The label of the edge made by `node.deps[dep]`: its kind, or "computed"
+/// for a path computed at evaluation time (`./hosts/${name}`: any file
+/// below the directory), or "host" for a reference from outside every
+/// host's directory to a host (the flake wiring that reaches it).
+fn edge_label(
+    analysis: &Analysis,
+    from: &str,
+    node: &crate::nix::graph::Node,
+    dep: usize,
+) -> &'static str {
+    let d = &node.deps[dep];
+    if analysis.hosts.owner(from).is_none() && analysis.is_host_edge(node, d) {
+        return "host";
+    }
+    match d.reference.map(|i| &node.refs.refs[i]) {
+        Some(r) if matches!(r.target, crate::nix::parse::Target::Under(_)) => "computed",
+        _ => kind_name(d.kind),
+    }
+}
+
+/// Merges directories into one node each (`dir/ (n files)`), the
+/// directory with the most nodes directly in it first, until at most `max`
+/// nodes are left; `keep` (host entries, flake.nix) stay visible. Edges
+/// between the same two nodes become one, with their labels joined.
+/// Returns the edges and the merged directories.
+fn collapse_dirs(
+    edges: BTreeSet<(String, String, &str)>,
+    keep: &BTreeSet<String>,
+    max: usize,
+) -> (BTreeSet<(String, String, String)>, Vec<String>) {
+    use std::collections::BTreeMap;
+    fn parent(n: &str) -> &str {
+        let n = n.strip_suffix('/').unwrap_or(n);
+        n.rsplit_once('/').map_or("", |(d, _)| d)
+    }
+    // Current node -> the original nodes it stands for.
+    let mut nodes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (a, b, _) in &edges {
+        for n in [a, b] {
+            nodes.entry(n.clone()).or_insert_with(|| vec![n.clone()]);
+        }
+    }
+    let mut merged = Vec::new();
+    while nodes.len() > max {
+        let mut by_dir: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+        for n in nodes.keys().filter(|n| !keep.contains(*n)) {
+            by_dir.entry(parent(n)).or_default().push(n);
+        }
+        let Some(dir) = by_dir
+            .into_iter()
+            .filter(|(d, m)| m.len() > 1 && !d.is_empty())
+            .max_by_key(|(d, m)| (d.matches('/').count(), m.len(), std::cmp::Reverse(*d)))
+            .map(|(d, _)| d.to_string())
+        else {
+            break;
+        };
+        // Everything below the directory, not only what is directly in it.
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let name = format!("{}/", if dir.is_empty() { "." } else { &dir });
+        let members: Vec<String> = nodes
+            .keys()
+            .filter(|n| n.starts_with(&prefix) && !keep.contains(*n))
+            .cloned()
+            .collect();
+        let mut inside = Vec::new();
+        for m in &members {
+            inside.extend(nodes.remove(m).unwrap_or_default());
+        }
+        merged.push(name.clone());
+        nodes.insert(name, inside);
+    }
+    let mut rename: BTreeMap<&str, String> = BTreeMap::new();
+    for (node, inside) in &nodes {
+        let label = if node.ends_with('/') {
+            format!("{node} ({} files)", inside.len())
+        } else {
+            node.clone()
+        };
+        for o in inside {
+            rename.insert(o.as_str(), label.clone());
+        }
+    }
+    let mut joined: BTreeMap<(String, String), BTreeSet<&str>> = BTreeMap::new();
+    for (a, b, k) in &edges {
+        let (a, b) = (rename[a.as_str()].clone(), rename[b.as_str()].clone());
+        if a != b {
+            joined.entry((a, b)).or_default().insert(k);
+        }
+    }
+    let out = joined
+        .into_iter()
+        .map(|((a, b), k)| (a, b, k.into_iter().collect::<Vec<_>>().join(", ")))
+        .collect();
+    let mut merged: Vec<String> = merged
+        .into_iter()
+        .filter(|m| nodes.contains_key(m))
+        .collect();
+    merged.sort();
+    (out, merged)
+}
+
+/// Text inside a mermaid `["…"]` label: quotes and HTML escaped.
+fn mermaid_text(s: &str) -> String {
+    s.replace('&', "#amp;")
+        .replace('"', "#quot;")
+        .replace('<', "#lt;")
+        .replace('>', "#gt;")
 }
 
 fn kind_name(k: crate::nix::graph::DepKind) -> &'static str {
