@@ -567,11 +567,7 @@ pub fn affected_hosts(
 /// lookups a host's evaluation reaches (not `pkgs ? import <nixpkgs> {}`
 /// defaults, not devShells); `all` (-v) lists each one.
 fn outside_warnings(new: &Analysis, all: bool) -> Vec<Warning> {
-    let reached = if all {
-        HashSet::new()
-    } else {
-        new.host_reached()
-    };
+    let reached = new.host_reached();
     let mut warnings = Vec::new();
     for (path, node) in &new.graph.nodes {
         let mut texts: Vec<&str> = Vec::new();
@@ -582,9 +578,10 @@ fn outside_warnings(new: &Analysis, all: bool) -> Vec<Warning> {
             .iter()
             .filter(|r| r.kind == RefKind::External)
         {
+            let quiet = r.unreached || !reached.contains(path.as_str());
             if all {
-                let note = if r.unreached {
-                    " (no host evaluation reaches it: an argument default or a devShell)"
+                let note = if quiet {
+                    " (no host's evaluation reaches it: an argument default, a devShell, or a file only they use)"
                 } else {
                     ""
                 };
@@ -597,7 +594,7 @@ fn outside_warnings(new: &Analysis, all: bool) -> Vec<Warning> {
                 });
                 continue;
             }
-            if r.unreached || !reached.contains(path.as_str()) {
+            if quiet {
                 continue;
             }
             first.get_or_insert(r);
