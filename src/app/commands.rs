@@ -289,11 +289,18 @@ pub fn graph(
     // outside hosts (`affected` lists a change there for every host).
     let flake_nix = analysis.hosts.flake_nix.as_str();
     let wiring: Vec<&str> = analysis.wiring().into_iter().map(|(f, _)| f).collect();
+    // With --host, the wiring's references to other hosts are theirs.
+    let foreign = |node: &crate::nix::graph::Node, dep: usize, to: &str| {
+        host.is_some_and(|h| {
+            analysis.is_host_edge(node, &node.deps[dep])
+                && analysis.hosts.owner(to).is_some_and(|o| o != h)
+        })
+    };
     let mut edges: BTreeSet<(String, String, &str)> = BTreeSet::new();
     for f in &files {
         let node = &analysis.graph.nodes[*f];
         for (to, dep) in &node.edges {
-            if files.contains(to.as_str()) {
+            if files.contains(to.as_str()) && !foreign(node, *dep, to) {
                 edges.insert((
                     f.to_string(),
                     to.clone(),
@@ -305,7 +312,10 @@ pub fn graph(
             if !matches!(d.kind, DepKind::File | DepKind::Copy) || !files.contains(d.path.as_str())
             {
                 // data files and directories: show them as leaves
-                if !d.path.is_empty() && !analysis.graph.nodes.contains_key(&d.path) {
+                if !d.path.is_empty()
+                    && !analysis.graph.nodes.contains_key(&d.path)
+                    && !foreign(node, i, &d.path)
+                {
                     edges.insert((
                         f.to_string(),
                         d.path.clone(),
@@ -449,9 +459,8 @@ fn edge_label(
     }
 }
 
-/// Merges directories into one node each (`dir/ (n files)`), the
-/// directory with the most nodes directly in it first, until at most `max`
-/// nodes are left; `keep` (host entries, flake.nix) stay visible. Edges
+/// Merges directories into one node each (`dir/ (n files)`), the deepest
+/// first, until at most `max` nodes are left (or only top-level ones); `keep` (host entries, flake.nix) stay visible. Edges
 /// between the same two nodes become one, with their labels joined.
 /// Returns the edges and the merged directories.
 fn collapse_dirs(
@@ -460,10 +469,6 @@ fn collapse_dirs(
     max: usize,
 ) -> (BTreeSet<(String, String, String)>, Vec<String>) {
     use std::collections::BTreeMap;
-    fn parent(n: &str) -> &str {
-        let n = n.strip_suffix('/').unwrap_or(n);
-        n.rsplit_once('/').map_or("", |(d, _)| d)
-    }
     // Current node -> the original nodes it stands for.
     let mut nodes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (a, b, _) in &edges {
@@ -473,28 +478,33 @@ fn collapse_dirs(
     }
     let mut merged = Vec::new();
     while nodes.len() > max {
-        let mut by_dir: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+        // Nodes at or below each directory (a directory drawn as a leaf,
+        // `nixos`, counts for `nixos/`); the root never merges.
+        let mut below: BTreeMap<&str, usize> = BTreeMap::new();
         for n in nodes.keys().filter(|n| !keep.contains(*n)) {
-            by_dir.entry(parent(n)).or_default().push(n);
+            let mut d = n.trim_end_matches('/');
+            loop {
+                *below.entry(d).or_default() += 1;
+                match d.rfind('/') {
+                    Some(i) => d = &d[..i],
+                    None => break,
+                }
+            }
         }
-        let Some(dir) = by_dir
+        // The deepest directory that merges two nodes or more.
+        let Some(dir) = below
             .into_iter()
-            .filter(|(d, m)| m.len() > 1 && !d.is_empty())
-            .max_by_key(|(d, m)| (d.matches('/').count(), m.len(), std::cmp::Reverse(*d)))
+            .filter(|(_, n)| *n > 1)
+            .max_by_key(|(d, n)| (d.matches('/').count(), *n, std::cmp::Reverse(*d)))
             .map(|(d, _)| d.to_string())
         else {
             break;
         };
-        // Everything below the directory, not only what is directly in it.
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        let name = format!("{}/", if dir.is_empty() { "." } else { &dir });
+        let prefix = format!("{dir}/");
+        let name = prefix.clone();
         let members: Vec<String> = nodes
             .keys()
-            .filter(|n| n.starts_with(&prefix) && !keep.contains(*n))
+            .filter(|n| (**n == dir || n.starts_with(&prefix)) && !keep.contains(*n))
             .cloned()
             .collect();
         let mut inside = Vec::new();
