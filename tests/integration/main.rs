@@ -7,6 +7,7 @@ mod bisect;
 mod build;
 mod ci;
 mod cli;
+mod everyday;
 mod faults;
 mod fleet;
 mod git_layer;
