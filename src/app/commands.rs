@@ -263,6 +263,10 @@ pub fn graph(
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
     let cache = ctx.parse_cache();
     let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
+    // Every host depends on the wiring: flake.nix and what it evaluates
+    // outside hosts (`affected` lists a change there for every host).
+    let flake_nix = analysis.hosts.flake_nix.as_str();
+    let wiring: Vec<&str> = analysis.wiring().into_iter().map(|(f, _)| f).collect();
     let files: BTreeSet<&str> = match host {
         Some(h) => {
             if !analysis.hosts.hosts.contains_key(h) {
@@ -273,8 +277,8 @@ pub fn graph(
             }
             let mut files: BTreeSet<&str> =
                 analysis.closure(h).into_iter().map(|(f, _)| f).collect();
-            files.extend(analysis.wiring().into_iter().map(|(f, _)| f));
-            files.insert(analysis.hosts.flake_nix.as_str());
+            files.extend(&wiring);
+            files.insert(flake_nix);
             files
         }
         None => analysis.graph.nodes.keys().map(String::as_str).collect(),
@@ -285,10 +289,6 @@ pub fn graph(
         .values()
         .filter(|h| host.is_none_or(|x| x == h.name))
         .collect();
-    // Every host depends on the wiring: flake.nix and what it evaluates
-    // outside hosts (`affected` lists a change there for every host).
-    let flake_nix = analysis.hosts.flake_nix.as_str();
-    let wiring: Vec<&str> = analysis.wiring().into_iter().map(|(f, _)| f).collect();
     // With --host, the wiring's references to other hosts are theirs.
     let foreign = |node: &crate::nix::graph::Node, dep: usize, to: &str| {
         host.is_some_and(|h| {
@@ -338,7 +338,7 @@ pub fn graph(
         let keep: BTreeSet<String> = entries
             .iter()
             .map(|(_, e)| e.clone())
-            .chain([analysis.hosts.flake_nix.clone()])
+            .chain([flake_nix.to_string()])
             .collect();
         collapse_dirs(edges, &keep, collapse)
     } else {
@@ -573,4 +573,44 @@ fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(a: &str, b: &str) -> (String, String, &'static str) {
+        (a.into(), b.into(), "file")
+    }
+
+    #[test]
+    fn collapse_merges_deepest_directories_and_keeps_entries() {
+        // A directory drawn as a leaf (`m`, a copied directory) and the
+        // files below it become one node; nothing is lost on the way.
+        let edges: BTreeSet<_> = [
+            e("flake.nix", "m"),
+            e("flake.nix", "m/a/x.nix"),
+            e("m/a/x.nix", "m/a/y.nix"),
+            e("m/a/y.nix", "m/b.nix"),
+            e("h/one/default.nix", "m/a/x.nix"),
+            e("h/one/default.nix", "h/one/hw.nix"),
+        ]
+        .into();
+        let keep: BTreeSet<String> = ["flake.nix".into(), "h/one/default.nix".into()].into();
+        let (out, merged) = collapse_dirs(edges, &keep, 4);
+        // m/a/ first (deepest), then m/ (with m/a/ in it); then 4 nodes fit.
+        assert_eq!(merged, ["m/"]);
+        let out: Vec<(&str, &str, &str)> = out
+            .iter()
+            .map(|(a, b, k)| (a.as_str(), b.as_str(), k.as_str()))
+            .collect();
+        assert_eq!(
+            out,
+            [
+                ("flake.nix", "m/ (4 files)", "file"),
+                ("h/one/default.nix", "h/one/hw.nix", "file"),
+                ("h/one/default.nix", "m/ (4 files)", "file"),
+            ]
+        );
+    }
 }
