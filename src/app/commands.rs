@@ -180,6 +180,15 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
     let empty = ctx.repo.snapshot(SnapshotSpec::Empty)?;
     let cache = ctx.parse_cache();
     let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
+    // A host that does not exist is a usage error, whatever the path.
+    if let Some(h) = host
+        && !analysis.hosts.hosts.contains_key(h)
+    {
+        bail!(
+            "no host named {h:?} (hosts: {})",
+            analysis.hosts.names().join(", ")
+        );
+    }
     let typed = path;
     let Some(path) = ctx.repo_path(typed.trim_end_matches('/')) else {
         eprintln!("{typed}: outside the repository ({})", ctx.root.display());
@@ -189,14 +198,6 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
     if !tree.is_file(&path) && !tree.is_dir(&path) {
         eprintln!("{path}: not tracked by git, so no host can read it");
         return Ok(exit::FINDINGS);
-    }
-    if let Some(h) = host
-        && !analysis.hosts.hosts.contains_key(h)
-    {
-        bail!(
-            "no host named {h:?} (hosts: {})",
-            analysis.hosts.names().join(", ")
-        );
     }
     let query = Query {
         paths: BTreeSet::from([path.clone()]),
