@@ -82,7 +82,7 @@ impl Analysis {
 
     /// The flake's wiring reaches host entries through these references; for
     /// one host they stand for that host's own entry, not every host's.
-    fn is_host_edge(&self, node: &Node, dep: &Dep) -> bool {
+    pub fn is_host_edge(&self, node: &Node, dep: &Dep) -> bool {
         let Some(r) = dep.reference.map(|i| &node.refs.refs[i]) else {
             return false;
         };
@@ -129,6 +129,22 @@ impl Analysis {
         self.walk(self.starts(h), |_, _| true)
     }
 
+    /// The files a host's evaluation can reach: the walk from flake.nix and
+    /// every host's start along references some host evaluates (not an
+    /// argument default, not a devShell).
+    pub fn host_reached(&self) -> HashSet<&str> {
+        let mut starts = vec![self.hosts.flake_nix.as_str()];
+        for h in self.hosts.hosts.values() {
+            starts.extend(self.starts(h));
+        }
+        self.walk(starts, |node, dep| {
+            dep.reference.is_none_or(|i| !node.refs.refs[i].unreached)
+        })
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect()
+    }
+
     /// Breadth-first walk from `starts` along the edges `follow` accepts:
     /// every file reached, with the (shortest) chain that reaches it.
     fn walk<'a>(
@@ -170,6 +186,9 @@ pub struct Query<'a> {
     pub new_revision: bool,
     /// Keep every distinct chain (for `guard explain`), not one per path.
     pub every_chain: bool,
+    /// Every read outside the repository, one warning each (`-v`), not only
+    /// one per file a host reaches.
+    pub all_warnings: bool,
 }
 
 impl<'a> Query<'a> {
@@ -189,7 +208,14 @@ impl<'a> Query<'a> {
             new: &changes.new,
             new_revision,
             every_chain: false,
+            all_warnings: false,
         }
+    }
+
+    /// With `all`, every read outside the repository is a warning (`-v`).
+    pub fn all_warnings(mut self, all: bool) -> Self {
+        self.all_warnings = all;
+        self
     }
 }
 
@@ -509,18 +535,8 @@ pub fn affected_hosts(
                 });
             }
         }
-        for r in &node.refs.refs {
-            if r.kind == RefKind::External && warned.insert((path.clone(), r.text.clone())) {
-                warnings.push(Warning {
-                    path: Some(format!("{path}:{}:{}", r.line, r.column)),
-                    message: format!(
-                        "`{}` reads outside the repository; guard cannot see changes to it",
-                        r.text
-                    ),
-                });
-            }
-        }
     }
+    warnings.extend(outside_warnings(new, query.all_warnings));
 
     let hosts = result
         .into_iter()
@@ -544,6 +560,64 @@ pub fn affected_hosts(
         changed_paths: changed_paths.iter().cloned().collect(),
         warnings,
     })
+}
+
+/// Reads outside the repository (`<nixpkgs>`, `/etc/x`): guard cannot see
+/// them change. Not news on every run, so one warning per file, and only for
+/// lookups a host's evaluation reaches (not `pkgs ? import <nixpkgs> {}`
+/// defaults, not devShells); `all` (-v) lists each one.
+fn outside_warnings(new: &Analysis, all: bool) -> Vec<Warning> {
+    let reached = new.host_reached();
+    let mut warnings = Vec::new();
+    for (path, node) in &new.graph.nodes {
+        let mut texts: Vec<&str> = Vec::new();
+        let mut first = None;
+        for r in node
+            .refs
+            .refs
+            .iter()
+            .filter(|r| r.kind == RefKind::External)
+        {
+            let quiet = r.unreached || !reached.contains(path.as_str());
+            if all {
+                let note = if quiet {
+                    " (no host's evaluation reaches it: an argument default, a devShell, or a file only they use)"
+                } else {
+                    ""
+                };
+                warnings.push(Warning {
+                    path: Some(format!("{path}:{}:{}", r.line, r.column)),
+                    message: format!(
+                        "`{}` reads outside the repository; guard cannot see changes to it{note}",
+                        r.text
+                    ),
+                });
+                continue;
+            }
+            if quiet {
+                continue;
+            }
+            first.get_or_insert(r);
+            if !texts.contains(&r.text.as_str()) {
+                texts.push(&r.text);
+            }
+        }
+        let Some(first) = first else { continue };
+        let listed: Vec<String> = texts.iter().take(3).map(|t| format!("`{t}`")).collect();
+        let what = match texts.len() {
+            1 => format!("{} reads", listed[0]),
+            n if n <= 3 => format!("{} read", listed.join(", ")),
+            n => format!("{} and {} more read", listed.join(", "), n - 3),
+        };
+        warnings.push(Warning {
+            path: Some(format!("{path}:{}:{}", first.line, first.column)),
+            message: format!(
+                "{what} outside the repository; guard cannot see changes to {}",
+                if texts.len() == 1 { "it" } else { "them" }
+            ),
+        });
+    }
+    warnings
 }
 
 fn reason(chain: &[&str], changed: &str, dep: &Dep) -> Reason {

@@ -151,7 +151,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Explain { path, host, format } => {
             commands::explain(&ctx, path, host.as_deref(), *format)
         }
-        Command::Graph { format, host } => commands::graph(&ctx, *format, host.as_deref()),
+        Command::Graph {
+            format,
+            host,
+            collapse,
+        } => commands::graph(&ctx, *format, host.as_deref(), *collapse),
         Command::Build {
             selector,
             hosts,

@@ -173,9 +173,16 @@ pub enum Command {
     Graph {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
-        /// Only the closure of this host.
+        /// Only this host: its closure and the flake wiring that reaches it
+        /// (what `affected` and `explain` use); no other host's files.
         #[arg(long)]
         host: Option<String>,
+        /// At most N nodes: directories merge into one node each (the
+        /// fullest first) until the graph fits, and the graph says so
+        /// (dot and mermaid; 0 = every file). Default: 40 for mermaid (a
+        /// step summary), 0 for dot; json always lists every file.
+        #[arg(long, value_name = "N")]
+        collapse: Option<usize>,
     },
 
     /// Plaintext secrets in a change, in history, or in files on disk.

@@ -192,7 +192,7 @@ fn affected_with(
     Ok(affected_hosts(
         &new,
         &old_hosts,
-        &Query::of(changes, sel.makes_revision(changes)),
+        &Query::of(changes, sel.makes_revision(changes)).all_warnings(ctx.style.verbose),
         &ctx.config,
     )?)
 }

@@ -42,7 +42,7 @@ pub(crate) fn judge(
     let mut affected = affected_hosts(
         &analysis,
         &old_hosts,
-        &Query::of(&changes, new_revision),
+        &Query::of(&changes, new_revision).all_warnings(ctx.style.verbose),
         &ctx.config,
     )?;
     if verify_hosts {

@@ -24,7 +24,7 @@ pub fn affected(ctx: &Context, selector: &Selector, format: Format, verify: bool
     let mut result = affected_hosts(
         &new,
         &old_hosts,
-        &Query::of(&changes, new_revision),
+        &Query::of(&changes, new_revision).all_warnings(ctx.style.verbose),
         &ctx.config,
     )?;
     if verify {
@@ -180,6 +180,15 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
     let empty = ctx.repo.snapshot(SnapshotSpec::Empty)?;
     let cache = ctx.parse_cache();
     let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
+    // A host that does not exist is a usage error, whatever the path.
+    if let Some(h) = host
+        && !analysis.hosts.hosts.contains_key(h)
+    {
+        bail!(
+            "no host named {h:?} (hosts: {})",
+            analysis.hosts.names().join(", ")
+        );
+    }
     let typed = path;
     let Some(path) = ctx.repo_path(typed.trim_end_matches('/')) else {
         eprintln!("{typed}: outside the repository ({})", ctx.root.display());
@@ -190,14 +199,6 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
         eprintln!("{path}: not tracked by git, so no host can read it");
         return Ok(exit::FINDINGS);
     }
-    if let Some(h) = host
-        && !analysis.hosts.hosts.contains_key(h)
-    {
-        bail!(
-            "no host named {h:?} (hosts: {})",
-            analysis.hosts.names().join(", ")
-        );
-    }
     let query = Query {
         paths: BTreeSet::from([path.clone()]),
         // Against an empty tree every dependency on the path shows, as if
@@ -206,6 +207,7 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
         new: &snapshot,
         new_revision: false,
         every_chain: true,
+        all_warnings: ctx.style.verbose,
     };
     let mut result = affected_hosts(&analysis, &analysis.hosts, &query, &ctx.config)?;
     if let Some(h) = host {
@@ -244,11 +246,28 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
     })
 }
 
-/// `guard graph`: the import graph of the work tree.
-pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i32> {
+/// Nodes of a mermaid graph at most, unless `--collapse` says otherwise
+/// (directories merge until it fits): a step summary renders slowly and
+/// reads badly past a few dozen nodes.
+const MERMAID_COLLAPSE: usize = 40;
+
+/// `guard graph`: the import graph of the work tree. With a host, its
+/// closure and the flake wiring that reaches it (what `affected` and
+/// `explain` use), and no other host's files.
+pub fn graph(
+    ctx: &Context,
+    format: GraphFormat,
+    host: Option<&str>,
+    collapse: Option<usize>,
+) -> Result<i32> {
+    use crate::nix::graph::DepKind;
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
     let cache = ctx.parse_cache();
     let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
+    // Every host depends on the wiring: flake.nix and what it evaluates
+    // outside hosts (`affected` lists a change there for every host).
+    let flake_nix = analysis.hosts.flake_nix.as_str();
+    let wiring: Vec<&str> = analysis.wiring().into_iter().map(|(f, _)| f).collect();
     let files: BTreeSet<&str> = match host {
         Some(h) => {
             if !analysis.hosts.hosts.contains_key(h) {
@@ -257,7 +276,11 @@ pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i
                     analysis.hosts.names().join(", ")
                 );
             }
-            analysis.closure(h).into_iter().map(|(f, _)| f).collect()
+            let mut files: BTreeSet<&str> =
+                analysis.closure(h).into_iter().map(|(f, _)| f).collect();
+            files.extend(&wiring);
+            files.insert(flake_nix);
+            files
         }
         None => analysis.graph.nodes.keys().map(String::as_str).collect(),
     };
@@ -267,33 +290,90 @@ pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i
         .values()
         .filter(|h| host.is_none_or(|x| x == h.name))
         .collect();
-    let mut edges: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
+    // With --host, the wiring's references to other hosts are theirs.
+    let foreign = |node: &crate::nix::graph::Node, dep: usize, to: &str| {
+        host.is_some_and(|h| {
+            analysis.is_host_edge(node, &node.deps[dep])
+                && analysis.hosts.owner(to).is_some_and(|o| o != h)
+        })
+    };
+    let mut edges: BTreeSet<(String, String, &str)> = BTreeSet::new();
     for f in &files {
         let node = &analysis.graph.nodes[*f];
         for (to, dep) in &node.edges {
-            if files.contains(to.as_str()) {
-                edges.insert((f, to.as_str(), kind_name(node.deps[*dep].kind)));
+            if files.contains(to.as_str()) && !foreign(node, *dep, to) {
+                edges.insert((
+                    f.to_string(),
+                    to.clone(),
+                    edge_label(&analysis, f, node, *dep),
+                ));
             }
         }
-        for d in &node.deps {
-            if !matches!(
-                d.kind,
-                crate::nix::graph::DepKind::File | crate::nix::graph::DepKind::Copy
-            ) || !files.contains(d.path.as_str())
+        for (i, d) in node.deps.iter().enumerate() {
+            if !matches!(d.kind, DepKind::File | DepKind::Copy) || !files.contains(d.path.as_str())
             {
                 // data files and directories: show them as leaves
-                if !d.path.is_empty() && !analysis.graph.nodes.contains_key(&d.path) {
-                    edges.insert((f, d.path.as_str(), kind_name(d.kind)));
+                if !d.path.is_empty()
+                    && !analysis.graph.nodes.contains_key(&d.path)
+                    && !foreign(node, i, &d.path)
+                {
+                    edges.insert((
+                        f.to_string(),
+                        d.path.clone(),
+                        edge_label(&analysis, f, node, i),
+                    ));
                 }
             }
         }
     }
+    let entries: Vec<(String, String)> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.entry.clone()))
+        .collect();
+    let collapse = match (collapse, format) {
+        (Some(n), _) => n,
+        (None, GraphFormat::Mermaid) => MERMAID_COLLAPSE,
+        (None, _) => 0,
+    };
+    let (edges, collapsed) = if collapse > 0 && format != GraphFormat::Json {
+        let keep: BTreeSet<String> = entries
+            .iter()
+            .map(|(_, e)| e.clone())
+            .chain([flake_nix.to_string()])
+            .collect();
+        collapse_dirs(edges, &keep, collapse)
+    } else {
+        let edges = edges
+            .into_iter()
+            .map(|(a, b, k)| (a, b, k.to_string()))
+            .collect();
+        (edges, Vec::new())
+    };
+    let note = (!collapsed.is_empty()).then(|| {
+        let mut shown: Vec<&str> = collapsed.iter().take(6).map(String::as_str).collect();
+        let more = format!("and {} more", collapsed.len().saturating_sub(6));
+        if collapsed.len() > 6 {
+            shown.push(&more);
+        }
+        let n = collapsed.len();
+        format!(
+            "at most {collapse} nodes: {n} {} drawn as one node each ({}); \
+             guard graph --collapse 0 shows every file",
+            if n == 1 {
+                "directory is"
+            } else {
+                "directories are"
+            },
+            shown.join(", ")
+        )
+    });
     let mut out = std::io::stdout().lock();
     match format {
         GraphFormat::Json => {
             let v = serde_json::json!({
                 "hosts": hosts.iter().map(|h| serde_json::json!({"name": h.name, "entry": h.entry})).collect::<Vec<_>>(),
                 "files": files,
+                "wiring": wiring,
                 "edges": edges.iter().map(|(a, b, k)| serde_json::json!({"from": a, "to": b, "kind": k})).collect::<Vec<_>>(),
             });
             serde_json::to_writer_pretty(&mut out, &v)?;
@@ -301,18 +381,14 @@ pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i
         }
         GraphFormat::Dot => {
             writeln!(out, "digraph guard {{\n  rankdir=LR;\n  node [shape=box];")?;
-            for h in &hosts {
-                writeln!(
-                    out,
-                    "  {} [shape=ellipse];",
-                    dot_id(&format!("host:{}", h.name))
-                )?;
-                writeln!(
-                    out,
-                    "  {} -> {};",
-                    dot_id(&format!("host:{}", h.name)),
-                    dot_id(&h.entry)
-                )?;
+            if let Some(note) = &note {
+                writeln!(out, "  label={};\n  labelloc=t;", dot_id(note))?;
+            }
+            for (name, entry) in &entries {
+                let h = dot_id(&format!("host:{name}"));
+                writeln!(out, "  {h} [shape=ellipse];")?;
+                writeln!(out, "  {h} -> {};", dot_id(entry))?;
+                writeln!(out, "  {h} -> {} [label=\"wiring\"];", dot_id(flake_nix))?;
             }
             for (a, b, k) in &edges {
                 writeln!(
@@ -327,15 +403,25 @@ pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i
         }
         GraphFormat::Mermaid => {
             writeln!(out, "graph LR")?;
+            if let Some(note) = &note {
+                writeln!(out, "  note[\"{}\"]", mermaid_text(note))?;
+            }
             let id = |s: &str| format!("n{:x}", fnv(s));
-            for h in &hosts {
+            for (name, entry) in &entries {
                 writeln!(
                     out,
                     "  {}([\"{}\"]) --> {}[\"{}\"]",
-                    id(&format!("host:{}", h.name)),
-                    h.name,
-                    id(&h.entry),
-                    h.entry
+                    id(&format!("host:{name}")),
+                    mermaid_text(name),
+                    id(entry),
+                    mermaid_text(entry)
+                )?;
+                writeln!(
+                    out,
+                    "  {} -->|wiring| {}[\"{}\"]",
+                    id(&format!("host:{name}")),
+                    id(flake_nix),
+                    mermaid_text(flake_nix)
                 )?;
             }
             for (a, b, k) in &edges {
@@ -343,15 +429,128 @@ pub fn graph(ctx: &Context, format: GraphFormat, host: Option<&str>) -> Result<i
                     out,
                     "  {}[\"{}\"] -->|{}| {}[\"{}\"]",
                     id(a),
-                    a,
+                    mermaid_text(a),
                     k,
                     id(b),
-                    b
+                    mermaid_text(b)
                 )?;
             }
         }
     }
     Ok(exit::OK)
+}
+
+/// The label of the edge made by `node.deps[dep]`: its kind, or "computed"
+/// for a path computed at evaluation time (`./hosts/${name}`: any file
+/// below the directory), or "host" for a reference from outside every
+/// host's directory to a host (the flake wiring that reaches it).
+fn edge_label(
+    analysis: &Analysis,
+    from: &str,
+    node: &crate::nix::graph::Node,
+    dep: usize,
+) -> &'static str {
+    let d = &node.deps[dep];
+    if analysis.hosts.owner(from).is_none() && analysis.is_host_edge(node, d) {
+        return "host";
+    }
+    match d.reference.map(|i| &node.refs.refs[i]) {
+        Some(r) if matches!(r.target, crate::nix::parse::Target::Under(_)) => "computed",
+        _ => kind_name(d.kind),
+    }
+}
+
+/// Merges directories into one node each (`dir/ (n files)`), the deepest
+/// first, until at most `max` nodes are left (or only top-level ones); `keep` (host entries, flake.nix) stay visible. Edges
+/// between the same two nodes become one, with their labels joined.
+/// Returns the edges and the merged directories.
+fn collapse_dirs(
+    edges: BTreeSet<(String, String, &str)>,
+    keep: &BTreeSet<String>,
+    max: usize,
+) -> (BTreeSet<(String, String, String)>, Vec<String>) {
+    use std::collections::BTreeMap;
+    // Current node -> the original nodes it stands for.
+    let mut nodes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (a, b, _) in &edges {
+        for n in [a, b] {
+            nodes.entry(n.clone()).or_insert_with(|| vec![n.clone()]);
+        }
+    }
+    let mut merged = Vec::new();
+    while nodes.len() > max {
+        // Nodes at or below each directory (a directory drawn as a leaf,
+        // `nixos`, counts for `nixos/`); the root never merges.
+        let mut below: BTreeMap<&str, usize> = BTreeMap::new();
+        for n in nodes.keys().filter(|n| !keep.contains(*n)) {
+            let mut d = n.trim_end_matches('/');
+            loop {
+                *below.entry(d).or_default() += 1;
+                match d.rfind('/') {
+                    Some(i) => d = &d[..i],
+                    None => break,
+                }
+            }
+        }
+        // The deepest directory that merges two nodes or more.
+        let Some(dir) = below
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .max_by_key(|(d, n)| (d.matches('/').count(), *n, std::cmp::Reverse(*d)))
+            .map(|(d, _)| d.to_string())
+        else {
+            break;
+        };
+        let prefix = format!("{dir}/");
+        let name = prefix.clone();
+        let members: Vec<String> = nodes
+            .keys()
+            .filter(|n| (**n == dir || n.starts_with(&prefix)) && !keep.contains(*n))
+            .cloned()
+            .collect();
+        let mut inside = Vec::new();
+        for m in &members {
+            inside.extend(nodes.remove(m).unwrap_or_default());
+        }
+        merged.push(name.clone());
+        nodes.insert(name, inside);
+    }
+    let mut rename: BTreeMap<&str, String> = BTreeMap::new();
+    for (node, inside) in &nodes {
+        let label = if node.ends_with('/') {
+            format!("{node} ({} files)", inside.len())
+        } else {
+            node.clone()
+        };
+        for o in inside {
+            rename.insert(o.as_str(), label.clone());
+        }
+    }
+    let mut joined: BTreeMap<(String, String), BTreeSet<&str>> = BTreeMap::new();
+    for (a, b, k) in &edges {
+        let (a, b) = (rename[a.as_str()].clone(), rename[b.as_str()].clone());
+        if a != b {
+            joined.entry((a, b)).or_default().insert(k);
+        }
+    }
+    let out = joined
+        .into_iter()
+        .map(|((a, b), k)| (a, b, k.into_iter().collect::<Vec<_>>().join(", ")))
+        .collect();
+    let mut merged: Vec<String> = merged
+        .into_iter()
+        .filter(|m| nodes.contains_key(m))
+        .collect();
+    merged.sort();
+    (out, merged)
+}
+
+/// Text inside a mermaid `["…"]` label: quotes and HTML escaped.
+fn mermaid_text(s: &str) -> String {
+    s.replace('&', "#amp;")
+        .replace('"', "#quot;")
+        .replace('<', "#lt;")
+        .replace('>', "#gt;")
 }
 
 fn kind_name(k: crate::nix::graph::DepKind) -> &'static str {
@@ -375,4 +574,44 @@ fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(a: &str, b: &str) -> (String, String, &'static str) {
+        (a.into(), b.into(), "file")
+    }
+
+    #[test]
+    fn collapse_merges_deepest_directories_and_keeps_entries() {
+        // A directory drawn as a leaf (`m`, a copied directory) and the
+        // files below it become one node; nothing is lost on the way.
+        let edges: BTreeSet<_> = [
+            e("flake.nix", "m"),
+            e("flake.nix", "m/a/x.nix"),
+            e("m/a/x.nix", "m/a/y.nix"),
+            e("m/a/y.nix", "m/b.nix"),
+            e("h/one/default.nix", "m/a/x.nix"),
+            e("h/one/default.nix", "h/one/hw.nix"),
+        ]
+        .into();
+        let keep: BTreeSet<String> = ["flake.nix".into(), "h/one/default.nix".into()].into();
+        let (out, merged) = collapse_dirs(edges, &keep, 4);
+        // m/a/ first (deepest), then m/ (with m/a/ in it); then 4 nodes fit.
+        assert_eq!(merged, ["m/"]);
+        let out: Vec<(&str, &str, &str)> = out
+            .iter()
+            .map(|(a, b, k)| (a.as_str(), b.as_str(), k.as_str()))
+            .collect();
+        assert_eq!(
+            out,
+            [
+                ("flake.nix", "m/ (4 files)", "file"),
+                ("h/one/default.nix", "h/one/hw.nix", "file"),
+                ("h/one/default.nix", "m/ (4 files)", "file"),
+            ]
+        );
+    }
 }

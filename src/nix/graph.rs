@@ -85,7 +85,7 @@ struct CacheFile {
 const MAX_PERSISTED: usize = 50_000;
 
 fn cache_version() -> String {
-    format!("{}-refs-1", env!("CARGO_PKG_VERSION"))
+    format!("{}-refs-4", env!("CARGO_PKG_VERSION"))
 }
 
 impl ParseCache {
@@ -192,6 +192,7 @@ fn unparseable(path: &str, why: &str) -> FileRefs {
             column: 1,
             dynamic: true,
             text: "(file cannot be parsed)".into(),
+            unreached: false,
         }],
         errors: vec![why.to_string()],
         ..FileRefs::default()

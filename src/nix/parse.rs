@@ -62,6 +62,13 @@ pub struct Reference {
     pub dynamic: bool,
     /// The expression, shortened, for explanations.
     pub text: String,
+    /// No host evaluation reaches the expression: it is (inside) the
+    /// default of a function argument (`{ pkgs ? import <nixpkgs> {} }:`,
+    /// evaluated only when a caller omits the argument, which the module
+    /// system and fleet code do not), or inside a devShells-like output.
+    /// Still a dependency (soundness); it only quiets warnings.
+    #[serde(default)]
+    pub unreached: bool,
 }
 
 /// Everything one file refers to.
@@ -119,6 +126,7 @@ pub fn references(src: &str, path: &str, flake_dir: &str) -> FileRefs {
             column: 1,
             dynamic: true,
             text: "(file does not parse)".into(),
+            unreached: false,
         });
     }
     cx.out.refs.sort_by_key(|r| (r.line, r.column));
@@ -163,6 +171,12 @@ impl Extractor<'_> {
             }
             NODE_PATH_ABS => {
                 let text = node.text().to_string();
+                // `self + /modules/x` (or `./. + /x`): the absolute path is
+                // appended to the left operand, inside the repository; the
+                // sum is classified from its left end.
+                if self.is_appended(node) {
+                    return;
+                }
                 if !text.starts_with("/nix/store") {
                     self.push(node, RefKind::External, Target::None, false);
                 }
@@ -212,7 +226,7 @@ impl Extractor<'_> {
             && parent_kind == Some(NODE_ATTRPATH)
             && let Some(sel) = parent.as_ref().and_then(|p| p.parent())
             && sel.kind() == NODE_SELECT
-            && first_child(&sel).is_some_and(|b| is_ident(&b, "inputs"))
+            && self_position(&sel).is_some()
         {
             self.visit_self_select(&sel, node);
         }
@@ -244,12 +258,9 @@ impl Extractor<'_> {
     /// `self.<attr>` or `inputs.self.<attr>`; `sel` is the select node.
     fn visit_self_select(&mut self, sel: &SyntaxNode, anchor: &SyntaxNode) {
         let attrs = select_attrs(sel);
-        // For `inputs.self.x`, skip the leading "self".
-        let rest: Vec<&str> = attrs
-            .iter()
-            .map(String::as_str)
-            .skip_while(|a| *a == "self")
-            .collect();
+        // For `inputs.self.x` and `flake.inputs.self.x`, what follows "self".
+        let skip = self_position(sel).map_or(0, |i| i + 1);
+        let rest: Vec<&str> = attrs.iter().skip(skip).map(String::as_str).collect();
         match rest.first() {
             Some(a) if REV_ATTRS.contains(a) => {
                 self.push(anchor, RefKind::Rev, Target::None, false);
@@ -258,6 +269,16 @@ impl Extractor<'_> {
                 self.push(anchor, RefKind::Rev, Target::None, false);
             }
             Some(&"outPath") | Some(&"sourceInfo") => {
+                self.push(anchor, RefKind::Tree, Target::None, false);
+            }
+            // `inputs.self` itself, used as `self` is.
+            None if skip_parens_up(sel).is_some_and(|p| p.kind() == NODE_BIN_OP) => {
+                let top = self.outer_sum(sel);
+                if let Some(pe) = self.path_expr(&top) {
+                    self.classify(&top, pe);
+                }
+            }
+            None if matches!(self.context(sel), Ctx::Interpolated | Ctx::ToString) => {
                 self.push(anchor, RefKind::Tree, Target::None, false);
             }
             _ => {}
@@ -328,8 +349,7 @@ impl Extractor<'_> {
                 from_self: true,
             }),
             NODE_SELECT
-                if first_child(&node).is_some_and(|b| is_ident(&b, "inputs"))
-                    && select_attrs(&node) == ["self"] =>
+                if self_position(&node).is_some_and(|i| i + 1 == select_attrs(&node).len()) =>
             {
                 Some(PathExpr {
                     text: format!("/{}", self.flake_dir),
@@ -345,7 +365,7 @@ impl Extractor<'_> {
                 if !pe.complete {
                     return Some(pe);
                 }
-                match string_prefix(&unparen(&rhs)) {
+                match string_prefix(&unparen(&rhs)).or_else(|| abs_path_text(&unparen(&rhs))) {
                     Some((s, complete)) => {
                         pe.text.push_str(&s);
                         pe.complete = complete;
@@ -356,6 +376,18 @@ impl Extractor<'_> {
             }
             _ => None,
         }
+    }
+
+    /// `node` is the right operand of a `+` whose left operand is a path
+    /// expression guard resolves (`self + /x`, `./. + /x`).
+    fn is_appended(&self, node: &SyntaxNode) -> bool {
+        let Some(sum) = skip_parens_up(node) else {
+            return false;
+        };
+        sum.kind() == NODE_BIN_OP
+            && bin_op(&sum) == Some(TOKEN_ADD)
+            && first_child(&sum).is_some_and(|l| unparen(&l) != unparen(node))
+            && first_child(&sum).is_some_and(|l| self.path_expr(&l).is_some())
     }
 
     /// Decides the reference kind from where the path expression is used.
@@ -438,6 +470,8 @@ impl Extractor<'_> {
             text.push_str("...");
         }
         let dynamic = dynamic || matches!(target, Target::Under(_));
+        let unreached =
+            node.ancestors().any(|a| a.kind() == NODE_PAT_ENTRY) || in_non_host_output(node);
         self.out.refs.push(Reference {
             kind,
             target,
@@ -445,6 +479,7 @@ impl Extractor<'_> {
             column,
             dynamic,
             text,
+            unreached,
         });
     }
 
@@ -557,6 +592,20 @@ fn last_name(node: &SyntaxNode) -> Option<String> {
 }
 
 /// The attribute names of a select expression (`a.b.c` -> ["b", "c"]).
+/// Where the flake's `self` sits in a select's attribute path:
+/// `inputs.self…` (0) or `<x>.inputs.self…` (`flake.inputs.self`, as
+/// flake-parts modules receive it).
+fn self_position(sel: &SyntaxNode) -> Option<usize> {
+    let attrs = select_attrs(sel);
+    let i = attrs.iter().position(|a| a == "self")?;
+    let after_inputs = if i == 0 {
+        first_child(sel).is_some_and(|b| is_ident(&b, "inputs"))
+    } else {
+        attrs[i - 1] == "inputs"
+    };
+    after_inputs.then_some(i)
+}
+
 fn select_attrs(sel: &SyntaxNode) -> Vec<String> {
     sel.children()
         .find(|c| c.kind() == NODE_ATTRPATH)
@@ -584,6 +633,22 @@ fn string_prefix(node: &SyntaxNode) -> Option<(String, bool)> {
                 s.push_str(&unescape(t.text()));
             }
             rnix::NodeOrToken::Token(_) => {}
+            rnix::NodeOrToken::Node(_) => return Some((s, false)),
+        }
+    }
+    Some((s, true))
+}
+
+/// The text of an absolute path literal, and whether it is constant (no
+/// `${...}`), for `<path> + /abs`.
+fn abs_path_text(node: &SyntaxNode) -> Option<(String, bool)> {
+    if node.kind() != NODE_PATH_ABS {
+        return None;
+    }
+    let mut s = String::new();
+    for child in node.children_with_tokens() {
+        match child {
+            rnix::NodeOrToken::Token(t) => s.push_str(t.text()),
             rnix::NodeOrToken::Node(_) => return Some((s, false)),
         }
     }
@@ -975,8 +1040,71 @@ mod tests {
             column: 1,
             dynamic: true,
             text: "(file does not parse)".into(),
+            unreached: false,
         }));
         assert!(r.refs.iter().any(|x| x.target == p("machines/alpha/a.nix")));
+    }
+
+    #[test]
+    fn absolute_path_appended_to_self_is_inside_the_repository() {
+        // `self + /modules/x` is the repository's modules/x (srid's fleet
+        // imports its modules this way): not a read outside the repository,
+        // and not a computed path under the whole tree.
+        assert_eq!(
+            refs("{ imports = [ (self + /modules/nixos/gc.nix) ]; }"),
+            vec![(RefKind::Import, p("modules/nixos/gc.nix"))]
+        );
+        assert_eq!(
+            refs("{ m = inputs.self + /modules/home; }"),
+            vec![(RefKind::Copy, p("modules/home"))]
+        );
+        assert_eq!(
+            refs("{ m = flake.inputs.self + /secrets/key.age; r = flake.inputs.self.rev; }"),
+            vec![
+                (RefKind::Copy, p("secrets/key.age")),
+                (RefKind::Rev, Target::None)
+            ]
+        );
+        assert_eq!(
+            refs("{ imports = [ (./. + /hardware.nix) ]; }"),
+            vec![(RefKind::Import, p("machines/alpha/hardware.nix"))]
+        );
+        // Interpolated: anything below the constant part.
+        assert_eq!(
+            refs("{ imports = [ (self + /modules/${name}) ]; }"),
+            vec![(RefKind::Import, under("modules"))]
+        );
+        // An absolute path on its own, or after a string, is still outside.
+        assert_eq!(
+            refs("{ a = /etc/hosts; b = \"x\" + /etc/passwd; }"),
+            vec![
+                (RefKind::External, Target::None),
+                (RefKind::External, Target::None)
+            ]
+        );
+    }
+
+    #[test]
+    fn lookups_no_host_reaches_are_marked() {
+        let r = references(
+            "{ pkgs ? import <nixpkgs> { } }: { x = <home-manager>; devShells.x = <dev>; }",
+            "pkgs/default.nix",
+            "",
+        );
+        let ext: Vec<(&str, bool)> = r
+            .refs
+            .iter()
+            .filter(|r| r.kind == RefKind::External)
+            .map(|r| (r.text.as_str(), r.unreached))
+            .collect();
+        assert_eq!(
+            ext,
+            vec![
+                ("<nixpkgs>", true),
+                ("<home-manager>", false),
+                ("<dev>", true)
+            ]
+        );
     }
 
     #[test]

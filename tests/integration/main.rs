@@ -8,6 +8,7 @@ mod build;
 mod check_sections;
 mod ci;
 mod cli;
+mod everyday;
 mod faults;
 mod fleet;
 mod git_layer;
