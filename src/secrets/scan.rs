@@ -99,6 +99,14 @@ pub fn classify_content(bytes: &[u8]) -> Content {
     Content::Text
 }
 
+/// What [`Scanner::scan_file`] found in one file.
+#[derive(Debug, Default)]
+pub struct FileScan {
+    pub located: Vec<Located>,
+    /// A `.nix` file guard parsed that is not valid Nix.
+    pub nix_parse_failed: bool,
+}
+
 /// A finding with the end of its region (for SARIF), 1-based like the start.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -141,6 +149,9 @@ impl Mask {
 struct Rule {
     id: String,
     severity: Severity,
+    /// `[secrets.severity]` names this rule: the path context (fixtures,
+    /// documentation) does not lower it.
+    configured: bool,
     kind: Kind,
     regex: Option<Regex>,
     check: Check,
@@ -353,6 +364,7 @@ impl Scanner {
             rules_out.push(Rule {
                 id: d.id.to_string(),
                 severity,
+                configured: sc.severity.contains_key(d.id),
                 kind: d.kind,
                 regex,
                 check: d.check,
@@ -380,6 +392,7 @@ impl Scanner {
                 Kind::Line
             };
             rules_out.push(Rule {
+                configured: sc.severity.contains_key(&u.id),
                 id: u.id,
                 severity,
                 kind,
@@ -506,19 +519,52 @@ impl Scanner {
         line_base: usize,
         keep_line: Option<&dyn Fn(usize) -> bool>,
     ) -> Vec<Located> {
+        self.scan_file(path, bytes, commit, line_base, keep_line)
+            .located
+    }
+
+    /// [`Scanner::scan_located`], also saying whether a `.nix` file that
+    /// was parsed did not parse (its bindings were then read by the line
+    /// rules, so a password in a broken file is still found).
+    pub fn scan_file(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        commit: Option<&str>,
+        line_base: usize,
+        keep_line: Option<&dyn Fn(usize) -> bool>,
+    ) -> FileScan {
         if self.path_allowed(path) || classify_content(bytes) != Content::Text {
-            return Vec::new();
+            return FileScan::default();
         }
-        let hits = self.hits(path, bytes);
-        if hits.is_empty() {
-            return Vec::new();
+        let mut nix_parse_failed = false;
+        let hits = self.hits_noting(path, bytes, &mut nix_parse_failed);
+        let located = if hits.is_empty() {
+            Vec::new()
+        } else {
+            self.locate(path, bytes, commit, line_base, keep_line, hits)
+        };
+        FileScan {
+            located,
+            nix_parse_failed,
         }
-        self.locate(path, bytes, commit, line_base, keep_line, hits)
     }
 
     /// Every raw match in a text blob, overlaps resolved.
+    #[cfg(test)]
     fn hits(&self, path: &str, bytes: &[u8]) -> Vec<Hit> {
-        let is_nix = path.ends_with(".nix");
+        self.hits_noting(path, bytes, &mut false)
+    }
+
+    /// [`Scanner::hits`]; sets `nix_parse_failed` when a `.nix` file was
+    /// parsed and is not Nix (neither as a file nor as a list of bindings).
+    fn hits_noting(&self, path: &str, bytes: &[u8], nix_parse_failed: &mut bool) -> Vec<Hit> {
+        let lock = is_lock_file(path);
+        // Lock files are generated: no attribute in them is a secret
+        // assignment (the name-based rules would read package names such as
+        // `minipass` and integrity hashes); tokens of a known shape and
+        // credentials in URLs are still looked for.
+        let is_nix = path.ends_with(".nix") && !lock;
         let mut hits = Vec::new();
         let mut nix_needed = false;
         // Matches in .nix files that count only inside a string literal:
@@ -591,17 +637,25 @@ impl Scanner {
         {
             let parse = rnix::Root::parse(src);
             let parsed = parse.syntax();
+            // A file that is not a whole Nix expression (a snippet of
+            // bindings, a half-edited module) still commits its secrets:
+            // read it again as the body of an attribute set.
+            let wrapped = (!parse.errors().is_empty()).then(|| {
+                let text = format!("{{{src}\n}}");
+                let p = rnix::Root::parse(&text);
+                (text, p)
+            });
+            // Neither a whole expression nor a list of bindings: not Nix.
+            let broken = wrapped
+                .as_ref()
+                .is_some_and(|(_, p)| !p.errors().is_empty());
+            *nix_parse_failed = broken;
             if nix_needed {
                 self.nix_hits(&parsed, src, &mut hits);
-                if !parse.errors().is_empty() {
-                    // A file that is not a whole Nix expression (a snippet
-                    // of bindings, a half-edited module) still commits its
-                    // secrets: read it again as the body of an attribute
-                    // set, shifting positions back by the added `{`.
-                    let wrapped = format!("{{{src}\n}}");
-                    let root = rnix::Root::parse(&wrapped).syntax();
+                if let Some((text, p)) = &wrapped {
                     let mut more = Vec::new();
-                    self.nix_hits(&root, &wrapped, &mut more);
+                    self.nix_hits(&p.syntax(), text, &mut more);
+                    // Positions shift back by the added `{`.
                     for h in more {
                         let (start, end) = (h.start - 1, h.end - 1);
                         if end <= src.len() && !hits.iter().any(|x| x.start == start) {
@@ -617,7 +671,10 @@ impl Scanner {
                         let i = strings.partition_point(|&(_, e)| e <= p);
                         strings.get(i).is_some_and(|&(s, _)| s <= p)
                     };
-                    if inside(name_start) && inside(hit.start) {
+                    // A file that is not Nix has no structure to trust:
+                    // every `name = "literal"` line counts, as in any
+                    // other configuration file.
+                    if broken || (inside(name_start) && inside(hit.start)) {
                         hits.push(hit);
                     }
                 }
@@ -698,8 +755,13 @@ impl Scanner {
         if bytes.len() > 128 {
             return;
         }
-        let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
-        if name.contains("pub") {
+        // The public half, by any part of its path: `wg.pub`, and clan's
+        // `vars/per-machine/<m>/<generator>/publickey/value`.
+        if path
+            .to_ascii_lowercase()
+            .split('/')
+            .any(|c| c.contains("pub"))
+        {
             return;
         }
         let t = bytes.trim_ascii();
@@ -727,9 +789,18 @@ impl Scanner {
         pending: &mut Vec<(usize, Hit)>,
     ) {
         let line = &bytes[start..end];
+        let lock = is_lock_file(path);
         for i in mask.iter() {
             let rule = &self.rules[i];
             if rule.kind != Kind::Line {
+                continue;
+            }
+            if lock
+                && matches!(
+                    rule.check,
+                    Check::SecretName | Check::HighEntropy | Check::NixSigningKey
+                )
+            {
                 continue;
             }
             let Some(re) = &rule.regex else { continue };
@@ -785,11 +856,17 @@ impl Scanner {
         in_nix_string: &mut Option<usize>,
     ) -> Option<(usize, usize)> {
         let (s, e) = secret_group(caps)?;
+        // sops `ENC[AES256_GCM,data:…]` and armored age inside a sops JSON
+        // file are ciphertext: whatever shape their base64 takes.
+        if inside_envelope(line, caps.get(0).map_or(s, |m| m.start())) {
+            return None;
+        }
         let value = &line[s..e];
         let abs = (line_start + s, line_start + e);
         let name = caps.name("n").map(|m| m.as_bytes()).unwrap_or_default();
         let ok = match rule.check {
             Check::Plain => !rules::is_placeholder_or_reference(value),
+            Check::Jwt => rules::is_jwt(value),
             Check::AgeKey => {
                 if value.starts_with(b"AGE-SECRET-KEY-PQ-") {
                     true
@@ -819,6 +896,9 @@ impl Scanner {
                     && !name.ends_with(b"_unencrypted")
                     && !rules::is_placeholder_or_reference(value)
                     && !rules::looks_public_or_digest(value, false)
+                    && !rules::value_is_not_a_credential(name, value)
+                    && !name_is_inside_a_value(line, caps)
+                    && !is_message(line, caps)
                     && value != name;
                 if ok && is_nix {
                     // In Nix code, attribute bindings belong to the AST rule;
@@ -852,6 +932,7 @@ impl Scanner {
                     && !rules::name_is_public_or_digest(name)
                     && !rules::is_placeholder_or_reference(value)
                     && !rules::looks_public_or_digest(value, !strong)
+                    && !rules::value_is_not_a_credential(name, value)
                     && rules::is_high_entropy(value)
                     && (quoted || !looks_like_code(value))
             }
@@ -925,7 +1006,7 @@ impl Scanner {
             out.push(Located {
                 finding: Finding {
                     rule: rule.id.clone(),
-                    severity: rule.severity,
+                    severity: context_severity(rule, path),
                     path: path.to_string(),
                     line: line + line_base,
                     column,
@@ -1043,6 +1124,160 @@ fn secret_group(caps: &Captures<'_>) -> Option<(usize, usize)> {
         .or_else(|| caps.get(1))
         .or_else(|| caps.get(0))?;
     (m.start() < m.end()).then_some((m.start(), m.end()))
+}
+
+/// Lock files of package managers (generated, public data).
+fn is_lock_file(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    matches!(
+        name,
+        "package-lock.json"
+            | "npm-shrinkwrap.json"
+            | "yarn.lock"
+            | "pnpm-lock.yaml"
+            | "bun.lock"
+            | "deno.lock"
+            | "Cargo.lock"
+            | "go.sum"
+            | "flake.lock"
+            | "gemset.nix"
+            | "Gemfile.lock"
+            | "composer.lock"
+            | "poetry.lock"
+            | "uv.lock"
+            | "Pipfile.lock"
+            | "mix.lock"
+            | "pubspec.lock"
+    ) || name.ends_with("-deps.nix")
+}
+
+/// Where a finding's rule severity is lowered by the file it is in, unless
+/// `[secrets.severity]` sets the rule explicitly: a `jwt` in recorded HTTP
+/// (`cassettes/`, `*.har`, `fixtures/`) is a replayed, usually expired
+/// token; a name-based match in documentation is an example.
+fn context_severity(rule: &Rule, path: &str) -> Severity {
+    if rule.configured || rule.severity != Severity::Error {
+        return rule.severity;
+    }
+    let lower = path.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('/').collect();
+    let dirs = &parts[..parts.len().saturating_sub(1)];
+    let name = parts.last().copied().unwrap_or("");
+    let recorded_http = name.ends_with(".har")
+        || dirs
+            .iter()
+            .any(|d| matches!(*d, "cassettes" | "fixtures" | "__fixtures__" | "recordings"));
+    if rule.id == "jwt" && recorded_http {
+        return Severity::Warning;
+    }
+    let documentation = [".md", ".markdown", ".rst", ".adoc", ".org"]
+        .iter()
+        .any(|e| name.ends_with(e));
+    if documentation && matches!(rule.check, Check::SecretName | Check::HighEntropy) {
+        return Severity::Warning;
+    }
+    rule.severity
+}
+
+/// The name of a `secret-assignment` match is not a key but text inside
+/// another string: it follows an opening quote that it does not close, and
+/// either the "value" starts with that same quote (`hasPrefix "password="`,
+/// where the quote ends the string) or the separator is a tight `:`
+/// (`HISTIGNORE="pwd:ls:cd"`, a colon-separated list).
+fn name_is_inside_a_value(line: &[u8], caps: &Captures<'_>) -> bool {
+    let Some(n) = caps.name("n") else {
+        return false;
+    };
+    let Some(&q) = line[..n.start()].last() else {
+        return false;
+    };
+    if q != b'"' && q != b'\'' {
+        return false;
+    }
+    let after = line.get(n.end()).copied();
+    if after == Some(q) {
+        // `"password": …`: a quoted key.
+        return false;
+    }
+    let value_quote = if caps.name("s").is_some() {
+        Some(b'"')
+    } else if caps.name("s2").is_some() {
+        Some(b'\'')
+    } else {
+        None
+    };
+    if value_quote == Some(q) {
+        return true;
+    }
+    after == Some(b':') && caps.name("sp").is_none_or(|m| m.as_bytes().is_empty())
+}
+
+/// The match is inside a message printed by a command (`echo "PASS: …"`,
+/// `log "token: …"`): prose, not an assignment.
+fn is_message(line: &[u8], caps: &Captures<'_>) -> bool {
+    let Some(n) = caps.name("n") else {
+        return false;
+    };
+    let before = line[..n.start()].trim_ascii_end();
+    let before = before
+        .strip_suffix(b"\"")
+        .or(before.strip_suffix(b"'"))
+        .unwrap_or(before)
+        .trim_ascii_end();
+    let word_start = before
+        .iter()
+        .rposition(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.'))
+        .map_or(0, |p| p + 1);
+    let word = before[word_start..].to_ascii_lowercase();
+    matches!(
+        word.as_slice(),
+        b"echo"
+            | b"printf"
+            | b"print"
+            | b"println"
+            | b"puts"
+            | b"log"
+            | b"info"
+            | b"warn"
+            | b"error"
+            | b"die"
+            | b"say"
+            | b"fail"
+            | b"msg"
+            | b"notice"
+            | b"debug"
+            | b"logger"
+            | b"builtins.trace"
+            | b"lib.warn"
+            | b"throw"
+            | b"abort"
+    )
+}
+
+/// Whether `pos` on `line` lies inside an encrypted envelope: a sops value
+/// `ENC[…]` or an armored age or PGP message opened earlier on the line
+/// (sops JSON stores armored age in one string with `\n` escapes).
+fn inside_envelope(line: &[u8], pos: usize) -> bool {
+    let before = &line[..pos.min(line.len())];
+    if let Some(open) = memchr::memmem::rfind(before, b"ENC[")
+        && !before[open..].contains(&b']')
+    {
+        return true;
+    }
+    for (begin, end) in [
+        (
+            &b"-----BEGIN AGE ENCRYPTED FILE-----"[..],
+            &b"-----END AGE ENCRYPTED FILE-----"[..],
+        ),
+        (b"-----BEGIN PGP MESSAGE-----", b"-----END PGP MESSAGE-----"),
+    ] {
+        if let Some(open) = memchr::memmem::rfind(before, begin)
+            && memchr::memmem::find(&before[open..], end).is_none()
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether the separator of a `secret-assignment` match is a plain `=`.

@@ -14,4 +14,5 @@ mod hooks;
 mod hostile;
 mod real_fleets;
 mod scan;
+mod scan_verdicts;
 mod support;

@@ -79,6 +79,8 @@ struct FileResult {
     bytes: u64,
     binary: Vec<String>,
     huge: Vec<String>,
+    /// `.nix` files that do not parse (read by the line rules).
+    unparsed: Vec<String>,
 }
 
 impl FileResult {
@@ -88,6 +90,7 @@ impl FileResult {
         self.bytes += o.bytes;
         self.binary.extend(o.binary);
         self.huge.extend(o.huge);
+        self.unparsed.extend(o.unparsed);
         self
     }
 
@@ -109,6 +112,17 @@ impl FileResult {
                     if n == 1 { "" } else { "s" },
                     shown.join(", ")
                 ),
+            });
+        }
+        let mut unparsed = self.unparsed;
+        unparsed.sort();
+        unparsed.dedup();
+        for p in unparsed {
+            warnings.push(Warning {
+                path: Some(p),
+                message: "does not parse as Nix: its bindings were read by the line rules \
+                          instead (nix would reject this file; fix its syntax)"
+                    .to_string(),
             });
         }
         for p in self.huge {
@@ -153,7 +167,11 @@ fn scan_blob(
             if bytes.len() > HUGE_FILE {
                 r.huge.push(path.to_string());
             }
-            r.located = scanner.scan_located(path, bytes, commit, 0, keep_line);
+            let scan = scanner.scan_file(path, bytes, commit, 0, keep_line);
+            r.located = scan.located;
+            if scan.nix_parse_failed {
+                r.unparsed.push(path.to_string());
+            }
         }
     }
     r

@@ -857,3 +857,303 @@ fn bindings_outside_an_attribute_set_are_still_read_as_nix() {
         ("nix-password", 1, 26)
     );
 }
+
+/// Shapes that raised false errors on the real fleets (issue 14), rebuilt
+/// with synthetic values: each is context the rules now read (envelope,
+/// public key path, reference, name, command, format string, address).
+#[test]
+fn real_repository_shapes_that_are_not_credentials() {
+    // sops ENC[] whose 64-byte ciphertext has a signing key's length.
+    let data = "A".repeat(86) + "==";
+    assert_clean(
+        "secrets/app.yaml",
+        &format!("API_TOKEN: ENC[AES256_GCM,data:{data},iv:abc=,tag:def==,type:str]\n"),
+    );
+    assert_clean(
+        "vars/x/secret",
+        &format!("\t\"data\": \"ENC[AES256_GCM,data:{data},iv:x,type:str]\",\n"),
+    );
+    // Armored age inside a sops JSON string, with `\n` escapes.
+    assert_clean(
+        "sops/secrets/x/secret",
+        "\"enc\": \"-----BEGIN AGE ENCRYPTED FILE-----\\nYWdlLWVuY3J5cHRpb24ub3JnL3Yx\\nQ2xhbkp3\
+         pw=\\nabc\\n-----END AGE ENCRYPTED FILE-----\\n\"\n",
+    );
+    // clan stores the public half of a WireGuard key as `publickey/value`.
+    assert_clean(
+        "vars/per-machine/m/wg/publickey/value",
+        &format!("{WG_PUB}\n"),
+    );
+    assert_finds(
+        "vars/per-machine/m/wg/privatekey/value",
+        &format!("{WG_PRIV}\n"),
+        "wireguard-private-key",
+        WG_PRIV,
+    );
+    // OpenTofu key-provider parameters: base64 of {"salt":…,"iterations":…}.
+    {
+        use base64::Engine as _;
+        let params = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"salt":"c2FsdHNhbHRzYWx0","iterations":600000,"hash_function":"sha512","key_length":32}"#);
+        assert_clean(
+            "terraform/terraform.tfstate",
+            &format!("  \"key_provider.pbkdf2.state_encryption_password\": \"{params}\"\n"),
+        );
+    }
+    for (path, text) in [
+        (".github/workflows/ci.yaml", "      id-token: \"write\"\n"),
+        ("misc/backup.nu", "      secret: \"pool_luks\"\n"),
+        (
+            "modules/a.nix",
+            "{ x = ''\n  export HISTIGNORE=\"pwd:ls:cd\"\n''; }\n",
+        ),
+        (
+            "dev/t.nix",
+            "{ x = ''\n  echo \"PASS: evaluated exactly once\"\n''; }\n",
+        ),
+        (
+            "modules/f.nix",
+            "{ x = ''\n  printf 'LOKI_PASSWORD=%s\\n' \"$(cat f)\"\n''; }\n",
+        ),
+        (
+            "users/h.nix",
+            "{ home.sessionVariables.AMP_API_KEY = \"op://Private/Some_API/credential\"; }\n",
+        ),
+        (
+            "presets/h.nix",
+            "{ settings.comment-tokens = [ \"-\" \"+\" \"- [ ]\" ]; }\n",
+        ),
+        (
+            "presets/z.nix",
+            "{ boot.zfs.requestEncryptionCredentials = [ \"tank/archive\" ]; }\n",
+        ),
+        ("presets/v.nix", "{ x.password = \"%{PASSWORD}\"; }\n"),
+        (
+            "modules/b.nix",
+            "{ sshAgeSecret = \"restic-ssh-privkey\"; }\n",
+        ),
+        (
+            "users/n.nix",
+            "{ \"org.freedesktop.impl.portal.Secret\" = [ \"gnome-keyring\" ]; }\n",
+        ),
+        ("home/z.nix", "{ semantic_tokens = \"combined\"; }\n"),
+        ("hosts/n.nix", "{ nvenc_twopass = \"full_res\"; }\n"),
+        ("core/dispatch.py", "EVENT_PASS = \"pass\"\n"),
+        (
+            "slack-post-tests.sh",
+            "printf 'xoxp-0-stub-token\\n' >\"${token_file}\"\n",
+        ),
+        (
+            "youtube.sh",
+            "  --multipass) VIDEO_MULTIPASS=\"-2pass 1 -multipass fullres\";;\n",
+        ),
+        (
+            "users/m.nix",
+            "{ shellAliases.lock-secrets = \"fusermount -u ~/Vaults/Secrets\"; }\n",
+        ),
+        ("justfile", "    SSH_SECRETS=\"secrets/ssh.yaml\"\n"),
+        (
+            "justfile",
+            "  LUKS_PASS=\" --disk-encryption-keys /tmp/a.key /tmp/a.key\"\n",
+        ),
+        (
+            "pg.nix",
+            "{ x = ''\n  ALTER ROLE app WITH PASSWORD :'role_password';\n''; }\n",
+        ),
+        (
+            "t.nix",
+            "{ x = lib.filter (lib.hasPrefix \"password=\") lines; }\n",
+        ),
+        (
+            "t.nix",
+            "{ y = (lib.hasPrefix \"password=<SOPS:\" line); }\n",
+        ),
+        (
+            "zsh.nix",
+            "{ shellAliases.topw = \"procs -W 1 --sortd write\"; }\n",
+        ),
+        (
+            "av.nix",
+            "{ x = ''\n  clamav ALL = (ALL) NOPASSWD: SETENV: /bin/true\n''; }\n",
+        ),
+        (
+            "iso.nix",
+            "{ ipv6AcceptRAConfig.Token = \"::521a:c5ff:fefe:65d9\"; }\n",
+        ),
+        (
+            "telegraf.nix",
+            "  # set env (note: type INFLUX_TOKEN=<PREVIOUS RESULT COMMAND>)\n",
+        ),
+    ] {
+        let f: Vec<(String, String)> = found(path, text)
+            .into_iter()
+            .filter(|(r, _)| r != "hashed-password")
+            .collect();
+        assert!(
+            f.is_empty(),
+            "expected nothing in {path}: {text:?}, found {f:?}"
+        );
+    }
+    // Transmission's salted hash is a hash (warning), not a password.
+    let th = format!(
+        "{{{}{}",
+        "c4c5145f6e18bcd3c7429214a832440a45285ce2", "6jDOBGVW"
+    );
+    assert_eq!(
+        rules_of("t.nix", &format!("{{ rpc-password = \"{th}\"; }}\n")),
+        ["hashed-password"]
+    );
+}
+
+/// The same rules still find the credentials next to those shapes.
+#[test]
+fn credentials_beside_the_real_repository_shapes_are_found() {
+    assert_finds(
+        "hosts/v.nix",
+        "{ password = \"ls1.internal\"; }\n",
+        "nix-password",
+        "ls1.internal",
+    );
+    assert_finds(
+        "collector.py",
+        "PASSWORD = \"faet4e1Dxhn5\"\n",
+        "secret-assignment",
+        "faet4e1Dxhn5",
+    );
+    assert_finds(
+        "m.nix",
+        "{ rconPassword = \"thiscanbeanything\"; }\n",
+        "nix-password",
+        "thiscanbeanything",
+    );
+    assert_finds(
+        "justfile",
+        "init passwd=\"demopass\": (x)\n",
+        "secret-assignment",
+        "demopass",
+    );
+    // A real passphrase with spaces is not a command line.
+    assert_finds(
+        "w.nix",
+        "{ psk = \"correct horse battery\"; }\n",
+        "nix-password",
+        "correct horse battery",
+    );
+    // `%s` inside a longer value is a value.
+    assert_finds(
+        ".env",
+        "DB_PASSWORD=\"x%sy-secret-9\"\n",
+        "secret-assignment",
+        "x%sy-secret-9",
+    );
+    // A sops file's unencrypted neighbour is still read.
+    assert_finds(
+        "secrets/app.yaml",
+        "api_token: hunter22-plain\nother: ENC[AES256_GCM,data:abc,type:str]\n",
+        "secret-assignment",
+        "hunter22-plain",
+    );
+    let slack = cat(&[
+        "xoxb-",
+        "1234567890",
+        "-",
+        "1234567890123",
+        "-AbCdEfGhIjKlMnOpQrStUvWx",
+    ]);
+    assert_finds("ci.env", &format!("SLACK={slack}\n"), "slack-token", &slack);
+}
+
+#[test]
+fn jwt_needs_json_header_and_payload_and_fixtures_are_warnings() {
+    let jwt = cat(&[
+        "eyJhbGciOiJIUzI1NiJ9",
+        ".eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+        ".dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    ]);
+    assert_finds("api.txt", &format!("auth {jwt}\n"), "jwt", &jwt);
+    // Same shape, but the parts are not base64 of JSON objects.
+    let fake = "eyJxxxxxxxxxxxxxxxx.eyJyyyyyyyyyyyyyyyy.zzzzzzzzzzzzzzzzzzzzz";
+    assert!(!rules_of("api.txt", &format!("x {fake}\n")).contains(&"jwt".to_string()));
+    let s = scanner();
+    let sev = |path: &str| {
+        s.scan_bytes(path, format!("x {jwt}\n").as_bytes(), None)
+            .iter()
+            .find(|f| f.rule == "jwt")
+            .map(|f| f.severity)
+    };
+    assert_eq!(sev("src/api.rs"), Some(Severity::Error));
+    assert_eq!(sev("tests/cassettes/login.yaml"), Some(Severity::Warning));
+    assert_eq!(sev("recordings/session.har"), Some(Severity::Warning));
+    assert_eq!(sev("spec/fixtures/resp.json"), Some(Severity::Warning));
+    // Configured otherwise: the user's severity wins.
+    let mut cfg = Config::default();
+    cfg.secrets.severity.insert("jwt".into(), "error".into());
+    let strict = Scanner::new(&cfg).unwrap();
+    let f = strict.scan_bytes(
+        "tests/cassettes/login.yaml",
+        format!("x {jwt}\n").as_bytes(),
+        None,
+    );
+    assert_eq!(
+        f.iter().find(|f| f.rule == "jwt").map(|f| f.severity),
+        Some(Severity::Error)
+    );
+}
+
+#[test]
+fn lock_files_are_read_for_tokens_only() {
+    // Package names and integrity hashes are not assignments.
+    let lock = "    \"node_modules/minipass\": {\n      \"version\": \"3.3.6\",\n      \
+                \"integrity\": \"sha512-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\"\n\
+                    \"minipass\": \"^3.0.0\",\n    \"token-stream\": \"1.0.0\"\n";
+    for name in [
+        "package-lock.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "Cargo.lock",
+        "go.sum",
+        "flake.lock",
+    ] {
+        assert_clean(name, lock);
+    }
+    assert_clean(
+        "pkgs/gemset.nix",
+        "{ secret_keys = { sha256 = \"0abc\"; }; password = \"x-y-z-1\"; }\n",
+    );
+    assert_clean("pkgs/node-deps.nix", "{ token = \"abcdef-123\"; }\n");
+    // A token of a known shape in a lock file is still a token.
+    let gh = cat(&["gh", "p_", "16C7e42F292c6912E7710c838347Ae178B4a"]);
+    assert_finds(
+        "package-lock.json",
+        &format!("\"resolved\": \"https://x:{gh}@npm.example.com/a.tgz\"\n"),
+        "github-token",
+        &gh,
+    );
+}
+
+#[test]
+fn nix_that_does_not_parse_still_gets_the_line_rules() {
+    let s = scanner();
+    let text = cat(&[
+        "{ a = 1; } users.users.root.initialPassword = \"",
+        "Zq7-unparsed-pw",
+        "\";\n",
+    ]);
+    let scan = s.scan_file("hosts/broken.nix", text.as_bytes(), None, 0, None);
+    assert!(scan.nix_parse_failed);
+    assert_eq!(scan.located.len(), 1, "{:?}", scan.located);
+    assert_eq!(scan.located[0].finding.severity, Severity::Error);
+    // A valid file (or a list of bindings) is not reported as broken, and
+    // its spaced `key = "value"` text inside strings stays string-bound.
+    let ok = s.scan_file(
+        "hosts/ok.nix",
+        b"{ x.password = \"hunter22-ok\"; y = \"a password = b\"; }\n",
+        None,
+        0,
+        None,
+    );
+    assert!(!ok.nix_parse_failed);
+    assert_eq!(ok.located.len(), 1, "{:?}", ok.located);
+    let snippet = s.scan_file("s.nix", b"a.password = \"hunter22-ok\";\n", None, 0, None);
+    assert!(!snippet.nix_parse_failed);
+}
