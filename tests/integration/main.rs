@@ -14,5 +14,6 @@ mod hooks;
 mod hostile;
 mod real_fleets;
 mod scan;
+mod scan_sources;
 mod scan_verdicts;
 mod support;
