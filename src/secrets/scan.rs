@@ -20,6 +20,7 @@
 //! [`run`] scan many blobs from rayon's threads with it.
 
 mod nix;
+mod providers;
 pub(crate) mod rules;
 pub mod run;
 
@@ -230,8 +231,9 @@ impl Scanner {
 
     fn build(config: &Config, only: Option<&[&str]>) -> Result<Scanner, ScanError> {
         let sc = &config.secrets;
-        let mut defs: Vec<RuleDef> = rules::BUILTIN.to_vec();
-        let builtin_ids: HashSet<&str> = rules::BUILTIN.iter().map(|d| d.id).collect();
+        let all_builtin = || rules::BUILTIN.iter().chain(providers::PROVIDERS);
+        let mut defs: Vec<RuleDef> = all_builtin().copied().collect();
+        let builtin_ids: HashSet<&str> = all_builtin().map(|d| d.id).collect();
         for id in &sc.disable {
             if !builtin_ids.contains(id.as_str()) {
                 return Err(ScanError::UnknownRule {
@@ -867,6 +869,7 @@ impl Scanner {
         let ok = match rule.check {
             Check::Plain => !rules::is_placeholder_or_reference(value),
             Check::Jwt => rules::is_jwt(value),
+            Check::Token => !rules::is_placeholder(value) && rules::entropy(value) >= 3.0,
             Check::AgeKey => {
                 if value.starts_with(b"AGE-SECRET-KEY-PQ-") {
                     true

@@ -27,6 +27,9 @@ pub(crate) enum Kind {
 pub(crate) enum Check {
     /// No check beyond "not a placeholder".
     Plain,
+    /// A provider token: not a placeholder, and random enough to have been
+    /// generated (a documentation `npm_aaaa…` is not).
+    Token,
     /// A JWT: header and payload must decode to JSON objects.
     Jwt,
     /// `AGE-SECRET-KEY-1…`: Bech32 checksum must be valid.

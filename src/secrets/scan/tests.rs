@@ -1157,3 +1157,158 @@ fn nix_that_does_not_parse_still_gets_the_line_rules() {
     let snippet = s.scan_file("s.nix", b"a.password = \"hunter22-ok\";\n", None, 0, None);
     assert!(!snippet.nix_parse_failed);
 }
+
+/// Synthesises a value from a spec: literal text with `{c:N}` runs of N
+/// characters of class `c` (b base62, l lower alnum, h hex, U upper alnum,
+/// L letters, d digits, 6 base64), from a fixed pseudo-random sequence.
+/// With `shrink`, every run is half as long (a look-alike too short to be
+/// the token).
+fn synth(spec: &str, seed: u64, shrink: bool) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = String::new();
+    let mut rest = spec;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = open + rest[open..].find('}').unwrap();
+        let (class, n) = rest[open + 1..close].split_once(':').unwrap();
+        let mut n: usize = n.parse().unwrap();
+        if shrink {
+            n /= 2;
+        }
+        let alphabet: &[u8] = match class {
+            "b" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+            "l" => b"abcdefghijklmnopqrstuvwxyz0123456789",
+            "h" => b"0123456789abcdef",
+            "U" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+            "L" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+            "d" => b"0123456789",
+            "6" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            c => panic!("unknown class {c}"),
+        };
+        for _ in 0..n {
+            out.push(alphabet[(next() % alphabet.len() as u64) as usize] as char);
+        }
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One synthetic sample per provider rule (never a live value), found in a
+/// config assignment and in free text; the same shape with every random
+/// run halved is not found by that rule.
+#[test]
+fn provider_rules_find_their_shape() {
+    let uuid = "{h:8}-{h:4}-{h:4}-{h:4}-{h:12}";
+    let teams = format!(
+        "https://acme.webhook.office.com/webhookb2/{uuid}@{uuid}/IncomingWebhook/{{b:32}}/{uuid}"
+    );
+    let specs: Vec<(&str, String)> = [
+        ("gcp-api-key", "AIza{b:35}"),
+        ("gcp-oauth-client-secret", "GOCSPX-{b:28}"),
+        ("azure-storage-key", "AccountKey={6:86}=="),
+        ("alibaba-access-key-id", "LTAI{b:20}"),
+        ("cloudflare-origin-ca-key", "v1.0-{h:24}-{h:146}"),
+        ("flyio-token", "fm2_{6:120}"),
+        ("heroku-api-key", "HRKU-AA{b:58}"),
+        ("databricks-token", "dapi{h:32}"),
+        ("scalingo-token", "tk-us-{b:48}"),
+        ("bitbucket-app-password", "ATBB{b:32}"),
+        ("atlassian-api-token", "ATATT3{b:186}"),
+        ("circleci-token", "CCIPAT_{b:22}_{h:40}"),
+        ("npm-token", "npm_{b:36}"),
+        ("pypi-token", "pypi-AgEIcHlwaS5vcmc{b:60}"),
+        ("rubygems-api-key", "rubygems_{h:48}"),
+        ("clojars-token", "CLOJARS_{l:60}"),
+        ("nuget-api-key", "oy2{l:43}"),
+        ("docker-hub-token", "dckr_pat_{b:27}"),
+        ("artifactory-api-key", "AKCp{b:69}"),
+        ("hashicorp-vault-token", "hvs.{b:95}"),
+        ("terraform-cloud-token", "{b:14}.atlasv1.{b:65}"),
+        ("doppler-token", "dp.pt.{b:43}"),
+        ("pulumi-token", "pul-{h:40}"),
+        ("sourcegraph-token", "sgp_{h:16}_{h:40}"),
+        ("prefect-api-key", "pnu_{b:36}"),
+        ("infracost-api-key", "ico-{b:32}"),
+        ("onepassword-service-account-token", "ops_eyJ{6:260}"),
+        ("grafana-token", "glsa_{b:32}_{h:8}"),
+        ("newrelic-api-key", "NRAK-{U:27}"),
+        ("sentry-token", "sntryu_{h:64}"),
+        ("dynatrace-token", "dt0c01.{U:24}.{U:64}"),
+        ("postman-api-key", "PMAK-{h:24}-{h:34}"),
+        ("linear-api-key", "lin_api_{b:40}"),
+        ("notion-token", "ntn_{d:11}{b:35}"),
+        ("readme-api-key", "rdme_{l:70}"),
+        ("typeform-token", "tfp_{b:59}"),
+        ("planetscale-token", "pscale_tkn_{b:43}"),
+        ("supabase-key", "sbp_{h:40}"),
+        ("mapbox-secret-token", "sk.eyJ{b:60}.{b:22}"),
+        (
+            "discord-webhook",
+            "https://discord.com/api/webhooks/{d:18}/{b:68}",
+        ),
+        ("teams-webhook", teams.as_str()),
+        ("sendgrid-api-key", "SG.{b:22}.{b:43}"),
+        ("mailchimp-api-key", "{h:32}-us{d:2}"),
+        ("stripe-key", "sk_live_{b:30}"),
+        ("stripe-webhook-secret", "whsec_{b:32}"),
+        ("square-token", "sq0atp-{b:22}"),
+        ("braintree-token", "access_token$production${l:16}${h:32}"),
+        ("shopify-token", "shpat_{h:32}"),
+        ("easypost-api-key", "EZAK{l:54}"),
+        ("flutterwave-secret-key", "FLWSECK_TEST-{h:32}-X"),
+        ("duffel-token", "duffel_test_{b:43}"),
+        ("shippo-token", "shippo_live_{h:40}"),
+        ("openai-api-key", "sk-proj-{b:30}T3BlbkFJ{b:30}"),
+        ("anthropic-api-key", "sk-ant-api03-{b:93}AA"),
+        ("huggingface-token", "hf_{L:34}"),
+        ("groq-api-key", "gsk_{b:52}"),
+        ("replicate-token", "r8_{b:37}"),
+        ("perplexity-api-key", "pplx-{b:48}"),
+        ("xai-api-key", "xai-{b:80}"),
+        ("openrouter-api-key", "sk-or-v1-{h:64}"),
+    ]
+    .into_iter()
+    .map(|(id, spec)| (id, spec.to_string()))
+    .collect();
+    // Every provider rule has a sample.
+    let covered: std::collections::HashSet<&str> = specs.iter().map(|(id, _)| *id).collect();
+    for d in super::providers::PROVIDERS {
+        assert!(
+            covered.contains(d.id),
+            "provider rule {} has no sample",
+            d.id
+        );
+    }
+    for (i, (id, spec)) in specs.iter().enumerate() {
+        let sample = synth(spec, i as u64 + 1, false);
+        // The secret is the token itself (the connection string's key for
+        // Azure).
+        let secret = sample.strip_prefix("AccountKey=").unwrap_or(&sample);
+        assert_finds(
+            "app.env",
+            &format!("SERVICE_CRED=\"{sample}\"\n"),
+            id,
+            secret,
+        );
+        assert_finds("notes.txt", &format!("use {sample} here\n"), id, secret);
+        let look_alike = synth(spec, i as u64 + 1, true);
+        let f = found("notes.txt", &format!("use {look_alike} here\n"));
+        assert!(
+            f.iter().all(|(r, _)| r != id),
+            "{id}: the look-alike {look_alike:?} was found: {f:?}"
+        );
+        // Documentation placeholders of the same prefix are not tokens.
+        let doc = format!("use {} here\n", spec.split('{').next().unwrap());
+        assert!(
+            found("notes.txt", &doc).iter().all(|(r, _)| r != id),
+            "{id}"
+        );
+    }
+}
