@@ -19,6 +19,7 @@
 //! [`Scanner`] is built once and is `Send + Sync`; the mode drivers in
 //! [`run`] scan many blobs from rayon's threads with it.
 
+mod gitleaks;
 mod nix;
 mod providers;
 pub(crate) mod rules;
@@ -69,6 +70,9 @@ pub enum ScanError {
     /// More rules than the scanner supports.
     #[error("secrets: too many rules ({count}); at most {max} are supported")]
     TooManyRules { count: usize, max: usize },
+    /// `[secrets] gitleaks_config` (or `.gitleaksignore`) cannot be used.
+    #[error("secrets.gitleaks_config: {message}")]
+    Gitleaks { message: String },
     /// The baseline file exists but cannot be read or parsed.
     #[error("baseline {}: {message}", path.display())]
     Baseline { path: PathBuf, message: String },
@@ -159,6 +163,21 @@ struct Rule {
     priority: u8,
     /// Index into `Scanner::meta`.
     meta: usize,
+    /// What a rule imported from gitleaks adds to its regex.
+    extra: Option<Box<Extra>>,
+}
+
+/// The parts of a gitleaks rule beyond its regex and keywords.
+#[derive(Debug)]
+struct Extra {
+    /// `secretGroup` (0: group 1 if the regex has one, else the match).
+    group: usize,
+    min_entropy: Option<f64>,
+    /// The rule applies only to paths matching this.
+    path: Option<Regex>,
+    allow: Vec<Regex>,
+    allow_paths: Vec<Regex>,
+    stopwords: Vec<String>,
 }
 
 /// Texts of one rule id.
@@ -197,6 +216,15 @@ pub struct Scanner {
     allow_regexes: Vec<Regex>,
     allow_fingerprints: HashSet<String>,
     baseline: HashSet<String>,
+    /// gitleaks rules with only a `path`: they flag matching files.
+    path_rules: Vec<usize>,
+    /// gitleaks allowlist `paths` (regexes over the path).
+    allow_path_regexes: Vec<Regex>,
+    /// gitleaks allowlist `stopwords` (lowercase): a secret containing one
+    /// is accepted.
+    stopwords: Vec<String>,
+    /// `.gitleaksignore`: (commit, path, line) of accepted findings.
+    allow_locations: HashSet<(Option<String>, String, usize)>,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -271,8 +299,56 @@ impl Scanner {
                     .filter(|k| !k.is_empty())
                     .map(|k| k.to_ascii_lowercase())
                     .collect(),
-                regex,
+                regex: Some(regex),
+                extra: None,
             });
+        }
+        let mut imported_allow = gitleaks::Imported::default();
+        if let Some(files) = &sc.gitleaks {
+            let imported = gitleaks::import(
+                &files.config_path,
+                &files.config,
+                files
+                    .ignore
+                    .as_ref()
+                    .map(|(p, t)| (p.as_path(), t.as_str())),
+            )
+            .map_err(|message| ScanError::Gitleaks { message })?;
+            let re = |what: &str, r: &str| {
+                RegexBuilder::new(r)
+                    .size_limit(1 << 22)
+                    .build()
+                    .map_err(|e| ScanError::BadRegex {
+                        what: format!("gitleaks {what}"),
+                        message: one_line(&e.to_string()),
+                    })
+            };
+            for r in &imported.rules {
+                if !seen.insert(r.id.clone()) {
+                    return Err(ScanError::DuplicateRule { id: r.id.clone() });
+                }
+                let all = |v: &[String], what: &str| -> Result<Vec<Regex>, ScanError> {
+                    v.iter()
+                        .map(|x| re(&format!("{} {what}", r.id), x))
+                        .collect()
+                };
+                user.push(UserRule {
+                    id: r.id.clone(),
+                    severity: Severity::Error,
+                    description: r.description.clone(),
+                    keywords: r.keywords.clone(),
+                    regex: r.regex.as_deref().map(|x| re(&r.id, x)).transpose()?,
+                    extra: Some(Box::new(Extra {
+                        group: r.secret_group,
+                        min_entropy: r.entropy,
+                        path: r.path.as_deref().map(|x| re(&r.id, x)).transpose()?,
+                        allow: all(&r.allow_regexes, "allowlist regex")?,
+                        allow_paths: all(&r.allow_paths, "allowlist path")?,
+                        stopwords: r.stopwords.clone(),
+                    })),
+                });
+            }
+            imported_allow = imported;
         }
 
         if let Some(ids) = only {
@@ -324,6 +400,7 @@ impl Scanner {
         let mut keyword_ids: BTreeMap<String, usize> = BTreeMap::new();
         let mut pattern_rules: Vec<Mask> = Vec::new();
         let mut file_rules = Vec::new();
+        let mut path_rules = Vec::new();
         let mut add_keyword = |kw: &str, rule: usize, pr: &mut Vec<Mask>| {
             let k = kw.to_ascii_lowercase();
             let idx = *keyword_ids.entry(k.clone()).or_insert_with(|| {
@@ -372,6 +449,7 @@ impl Scanner {
                 check: d.check,
                 priority: d.priority,
                 meta: m,
+                extra: None,
             });
         }
         for u in user {
@@ -384,7 +462,10 @@ impl Scanner {
                 fix: rules::FIX_SECRIX.to_string(),
             });
             let i = rules_out.len();
-            let kind = if u.keywords.is_empty() {
+            let kind = if u.regex.is_none() {
+                path_rules.push(i);
+                Kind::File
+            } else if u.keywords.is_empty() {
                 file_rules.push(i);
                 Kind::File
             } else {
@@ -398,11 +479,12 @@ impl Scanner {
                 id: u.id,
                 severity,
                 kind,
-                regex: Some(u.regex),
+                regex: u.regex,
                 check: Check::Plain,
                 // User rules are specific by intent.
                 priority: 3,
                 meta: meta.len() - 1,
+                extra: u.extra,
             });
         }
 
@@ -441,6 +523,7 @@ impl Scanner {
             .allow
             .regexes
             .iter()
+            .chain(&imported_allow.allow_regexes)
             .map(|r| {
                 Regex::new(r).map_err(|e| ScanError::BadRegex {
                     what: format!("secrets.allow.regexes {r:?}"),
@@ -470,6 +553,23 @@ impl Scanner {
             allow_regexes,
             allow_fingerprints: sc.allow.fingerprints.iter().cloned().collect(),
             baseline: HashSet::new(),
+            path_rules,
+            allow_path_regexes: imported_allow
+                .allow_paths
+                .iter()
+                .map(|r| {
+                    Regex::new(r).map_err(|e| ScanError::BadRegex {
+                        what: format!("gitleaks allowlist path {r:?}"),
+                        message: one_line(&e.to_string()),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            stopwords: imported_allow.stopwords,
+            allow_locations: imported_allow
+                .ignore
+                .into_iter()
+                .map(|e| (e.commit, e.path, e.line))
+                .collect(),
         })
     }
 
@@ -495,6 +595,10 @@ impl Scanner {
     /// Whether `[secrets.allow] paths` excludes this repository path.
     pub fn path_allowed(&self, path: &str) -> bool {
         self.allow_paths.is_match(path)
+            || self
+                .allow_path_regexes
+                .iter()
+                .any(|r| r.is_match(path.as_bytes()))
     }
 
     /// Scans one blob. `path` is the repository-relative path (it decides
@@ -623,7 +727,11 @@ impl Scanner {
         for &i in &self.file_rules {
             if let Some(re) = &self.rules[i].regex {
                 for caps in re.captures_iter(bytes) {
-                    if let Some((s, e)) = secret_group(&caps) {
+                    let span = match &self.rules[i].extra {
+                        Some(x) => extra_span(x, path, 0, &caps),
+                        None => secret_group(&caps),
+                    };
+                    if let Some((s, e)) = span {
                         hits.push(Hit {
                             rule: i,
                             start: s,
@@ -680,6 +788,20 @@ impl Scanner {
                         hits.push(hit);
                     }
                 }
+            }
+        }
+        for &i in &self.path_rules {
+            if let Some(x) = &self.rules[i].extra
+                && x.path.as_ref().is_some_and(|p| p.is_match(path.as_bytes()))
+                && !x.allow_paths.iter().any(|p| p.is_match(path.as_bytes()))
+            {
+                // The file is the finding: its first line stands for it.
+                let end = memchr::memchr(b'\n', bytes).unwrap_or(bytes.len()).max(1);
+                hits.push(Hit {
+                    rule: i,
+                    start: 0,
+                    end: end.min(bytes.len().max(1)),
+                });
             }
         }
         self.bare_key_file(path, bytes, &mut hits);
@@ -857,6 +979,10 @@ impl Scanner {
         is_nix: bool,
         in_nix_string: &mut Option<usize>,
     ) -> Option<(usize, usize)> {
+        if let Some(x) = &rule.extra {
+            let (s, e) = extra_span(x, path, 0, caps)?;
+            return Some((line_start + s, line_start + e));
+        }
         let (s, e) = secret_group(caps)?;
         // sops `ENC[AES256_GCM,data:…]` and armored age inside a sops JSON
         // file are ciphertext: whatever shape their base64 takes.
@@ -987,6 +1113,24 @@ impl Scanner {
             if self.allow_regexes.iter().any(|r| r.is_match(secret)) {
                 continue;
             }
+            if !self.stopwords.is_empty() {
+                let lower = secret.to_ascii_lowercase();
+                if self
+                    .stopwords
+                    .iter()
+                    .any(|w| memchr::memmem::find(&lower, w.as_bytes()).is_some())
+                {
+                    continue;
+                }
+            }
+            if !self.allow_locations.is_empty() {
+                let l = line + line_base;
+                let at =
+                    |c: Option<String>| self.allow_locations.contains(&(c, path.to_string(), l));
+                if at(None) || commit.is_some_and(|c| at(Some(c.to_ascii_lowercase()))) {
+                    continue;
+                }
+            }
             let fingerprint = fingerprint(&rule.id, path, secret);
             if self.allow_fingerprints.contains(&fingerprint)
                 || self.baseline.contains(&fingerprint)
@@ -1031,7 +1175,9 @@ struct UserRule {
     severity: Severity,
     description: String,
     keywords: Vec<String>,
-    regex: Regex,
+    /// `None`: a gitleaks rule with only a `path` (it flags the file).
+    regex: Option<Regex>,
+    extra: Option<Box<Extra>>,
 }
 
 /// An attribute name (last segment) followed by `=` and the start of its
@@ -1281,6 +1427,41 @@ fn inside_envelope(line: &[u8], pos: usize) -> bool {
         }
     }
     false
+}
+
+/// The secret span (relative to the haystack, plus `base`) of a match of a
+/// gitleaks rule, if its path, entropy, allowlist and stopword conditions
+/// let it through.
+fn extra_span(x: &Extra, path: &str, base: usize, caps: &Captures<'_>) -> Option<(usize, usize)> {
+    if x.path
+        .as_ref()
+        .is_some_and(|p| !p.is_match(path.as_bytes()))
+        || x.allow_paths.iter().any(|p| p.is_match(path.as_bytes()))
+    {
+        return None;
+    }
+    let m = if x.group > 0 {
+        caps.get(x.group)?
+    } else {
+        caps.get(1).or_else(|| caps.get(0))?
+    };
+    let v = m.as_bytes();
+    if v.is_empty()
+        || x.min_entropy.is_some_and(|min| rules::entropy(v) < min)
+        || x.allow.iter().any(|r| r.is_match(v))
+    {
+        return None;
+    }
+    if !x.stopwords.is_empty() {
+        let lower = v.to_ascii_lowercase();
+        if x.stopwords
+            .iter()
+            .any(|w| memchr::memmem::find(&lower, w.as_bytes()).is_some())
+        {
+            return None;
+        }
+    }
+    Some((base + m.start(), base + m.end()))
 }
 
 /// Whether the separator of a `secret-assignment` match is a plain `=`.

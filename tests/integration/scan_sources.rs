@@ -290,3 +290,99 @@ fn nix_that_does_not_parse_is_scanned_and_reported_by_the_hook_path() {
     );
     assert!(!all.contains(&pw()));
 }
+
+/// A repository migrating from gitleaks keeps its rules, allowlists and
+/// accepted findings.
+#[test]
+fn a_gitleaks_configuration_and_ignore_file_are_honoured() {
+    let repo = TempRepo::new();
+    let key = ["acme_key=", "k7q2x9m4p8w1z6v3b5n0c8r2"].concat();
+    let stop = ["acme_key=", "testkeyabcabcabcabcabcab"].concat();
+    repo.write("app/one.env", format!("{key}\n"));
+    repo.write("app/two.env", format!("{stop}\n"));
+    repo.write("vendor/lib.env", format!("{key}\n"));
+    repo.write("certs/site.pem", "not really a certificate\n");
+    // A finding of guard's own rules, accepted in .gitleaksignore.
+    repo.write("hosts/old.env", format!("\nDB_PASSWORD={}\n", pw()));
+    repo.write(
+        ".gitleaks.toml",
+        r#"title = "acme"
+[extend]
+useDefault = true
+[allowlist]
+paths = ['''^vendor/''']
+
+[[rules]]
+id = "acme-key"
+description = "ACME internal key"
+regex = '''acme_key=([a-z0-9]{24})'''
+secretGroup = 1
+entropy = 2.0
+keywords = ["acme_key"]
+[rules.allowlist]
+stopwords = ["testkey"]
+
+[[rules]]
+id = "pem-file"
+description = "certificate file"
+path = '''\.pem$'''
+"#,
+    );
+    repo.write(".gitleaksignore", "hosts/old.env:generic-api-key:2\n");
+    repo.write(
+        "guard.toml",
+        "[secrets]\ngitleaks_config = \".gitleaks.toml\"\n",
+    );
+    repo.commit_all("migrate from gitleaks");
+
+    let out = run(repo.path(), &["scan", "--all", "--format", "json"]);
+    out.assert_code(1);
+    let json = out.json();
+    let mut found: Vec<(String, String)> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["rule"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("app/one.env".to_string(), "gitleaks-acme-key".to_string()),
+            (
+                "certs/site.pem".to_string(),
+                "gitleaks-pem-file".to_string()
+            ),
+        ]
+    );
+    assert!(!out.stdout.contains("k7q2x9m4p8w1z6v3b5n0c8r2"));
+    // Without the gitleaks files guard's own rule finds the accepted one.
+    repo.write("guard.toml", "");
+    let out = run(repo.path(), &["scan", "--all", "--format", "json"]);
+    let rules: Vec<String> = out.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}",
+                f["path"].as_str().unwrap(),
+                f["rule"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        rules.contains(&"hosts/old.env:secret-assignment".to_string()),
+        "{rules:?}"
+    );
+    // A configured file that is missing is an error naming it.
+    repo.write("guard.toml", "[secrets]\ngitleaks_config = \"nope.toml\"\n");
+    let out = run(repo.path(), &["scan", "--all"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("nope.toml"), "{}", out.stderr);
+}
