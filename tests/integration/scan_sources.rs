@@ -289,6 +289,16 @@ fn nix_that_does_not_parse_is_scanned_and_reported_by_the_hook_path() {
         "{all}"
     );
     assert!(!all.contains(&pw()));
+    // The pre-commit hook's verdict says it too.
+    let out = run(repo.path(), &["pre-commit"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains("hosts/broken.nix: does not parse as Nix"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(&pw()) && !out.stdout.contains(&pw()));
 }
 
 /// A repository migrating from gitleaks keeps its rules, allowlists and
