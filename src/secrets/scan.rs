@@ -158,7 +158,7 @@ struct Rule {
     /// documentation) does not lower it.
     configured: bool,
     kind: Kind,
-    regex: Option<Regex>,
+    regex: RuleRegex,
     check: Check,
     priority: u8,
     /// Index into `Scanner::meta`.
@@ -178,6 +178,30 @@ struct Extra {
     allow: Vec<Regex>,
     allow_paths: Vec<Regex>,
     stopwords: Vec<String>,
+}
+
+/// A rule's regex: user rules compile when the scanner is built (a bad one
+/// is a configuration error), built-in ones on first use.
+#[derive(Debug)]
+enum RuleRegex {
+    None,
+    Ready(Regex),
+    Lazy(&'static str, std::sync::OnceLock<Regex>),
+}
+
+impl RuleRegex {
+    fn get(&self) -> Option<&Regex> {
+        match self {
+            RuleRegex::None => None,
+            RuleRegex::Ready(r) => Some(r),
+            RuleRegex::Lazy(pattern, cell) => Some(cell.get_or_init(|| {
+                RegexBuilder::new(pattern)
+                    .unicode(false)
+                    .build()
+                    .unwrap_or_else(|e| panic!("built-in scan pattern does not compile: {e}"))
+            })),
+        }
+    }
 }
 
 /// Texts of one rule id.
@@ -423,18 +447,14 @@ impl Scanner {
                 });
                 meta.len() - 1
             });
+            // Built-in patterns compile on first use: most provider rules
+            // never see their keyword in a one-file pre-commit run, and
+            // compiling all of them up front would dominate its latency
+            // (the unit tests compile every one).
             let regex = if d.pattern.is_empty() {
-                None
+                RuleRegex::None
             } else {
-                Some(
-                    RegexBuilder::new(d.pattern)
-                        .unicode(false)
-                        .build()
-                        .map_err(|e| ScanError::BadRegex {
-                            what: format!("built-in rule {}", d.id),
-                            message: one_line(&e.to_string()),
-                        })?,
-                )
+                RuleRegex::Lazy(d.pattern, std::sync::OnceLock::new())
             };
             let i = rules_out.len();
             for kw in d.keywords {
@@ -479,7 +499,7 @@ impl Scanner {
                 id: u.id,
                 severity,
                 kind,
-                regex: u.regex,
+                regex: u.regex.map_or(RuleRegex::None, RuleRegex::Ready),
                 check: Check::Plain,
                 // User rules are specific by intent.
                 priority: 3,
@@ -725,7 +745,7 @@ impl Scanner {
             }
         }
         for &i in &self.file_rules {
-            if let Some(re) = &self.rules[i].regex {
+            if let Some(re) = self.rules[i].regex.get() {
                 for caps in re.captures_iter(bytes) {
                     let span = match &self.rules[i].extra {
                         Some(x) => extra_span(x, path, 0, &caps),
@@ -927,7 +947,7 @@ impl Scanner {
             {
                 continue;
             }
-            let Some(re) = &rule.regex else { continue };
+            let Some(re) = rule.regex.get() else { continue };
             // The lazy DFA answers "where is a match" quickly; capture groups
             // (a slower engine) are only resolved for actual matches.
             let mut at = 0;

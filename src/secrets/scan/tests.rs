@@ -1312,3 +1312,22 @@ fn provider_rules_find_their_shape() {
         );
     }
 }
+
+/// Built-in patterns compile lazily (on first use); every one must compile.
+#[test]
+fn every_builtin_pattern_compiles() {
+    let s = scanner();
+    let mut compiled = 0;
+    for r in &s.rules {
+        if let RuleRegex::Lazy(pattern, _) = &r.regex {
+            assert!(r.regex.get().is_some(), "{}", r.id);
+            assert!(
+                RegexBuilder::new(pattern).unicode(false).build().is_ok(),
+                "{}",
+                r.id
+            );
+            compiled += 1;
+        }
+    }
+    assert!(compiled > 60, "only {compiled} lazy patterns");
+}
