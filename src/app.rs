@@ -141,6 +141,36 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Init { force, dry_run } => return init::init(&dir, *force, *dry_run, style),
         _ => {}
     }
+    // `guard scan PATH…` scans plain directories too, as every peer does.
+    if let Command::Scan {
+        selector,
+        history,
+        since,
+        paths,
+        format,
+        write_baseline,
+    } = &cli.command
+        && !paths.is_empty()
+        && matches!(
+            Repo::discover(&dir),
+            Err(crate::git::GitError::NotARepo { .. })
+        )
+    {
+        return scan::scan_without_repo(
+            &dir,
+            cli.config.as_deref(),
+            style,
+            scan::ScanArgs {
+                selector,
+                history: *history,
+                since: since.as_deref(),
+                paths,
+                format: *format,
+                write_baseline: *write_baseline,
+                dir: cli.dir.as_deref(),
+            },
+        );
+    }
     let ctx = Context::open(&dir, cli.config.as_deref(), style)?;
     match &cli.command {
         Command::Affected {

@@ -86,6 +86,22 @@ pub struct SecretsConfig {
     /// Keys that may be recipients of any secret (admins, CI deploy keys):
     /// never reported as stale.
     pub admin_keys: Vec<String>,
+    /// A gitleaks configuration (repository-relative, e.g. `.gitleaks.toml`)
+    /// whose rules and allowlists `guard scan` adds to its own; the
+    /// `.gitleaksignore` at the repository root is honoured with it.
+    pub gitleaks_config: Option<String>,
+    /// The files `gitleaks_config` names, read by [`Config::load`].
+    #[serde(skip)]
+    pub gitleaks: Option<GitleaksFiles>,
+}
+
+/// The text of a gitleaks configuration and of `.gitleaksignore`, read when
+/// the configuration is loaded (parsed by the scanner).
+#[derive(Debug, Clone)]
+pub struct GitleaksFiles {
+    pub config_path: PathBuf,
+    pub config: String,
+    pub ignore: Option<(PathBuf, String)>,
 }
 
 impl Default for SecretsConfig {
@@ -99,6 +115,8 @@ impl Default for SecretsConfig {
             severity: BTreeMap::new(),
             recipients: BTreeMap::new(),
             admin_keys: Vec::new(),
+            gitleaks_config: None,
+            gitleaks: None,
         }
     }
 }
@@ -211,7 +229,27 @@ impl Config {
             path: path.clone(),
             source,
         })?;
-        Ok((Config::parse(&text, &path)?, Some(path)))
+        let mut config = Config::parse(&text, &path)?;
+        if let Some(rel) = &config.secrets.gitleaks_config {
+            let read = |p: PathBuf| {
+                std::fs::read_to_string(&p)
+                    .map(|t| (p.clone(), t))
+                    .map_err(|source| ConfigError::Read { path: p, source })
+            };
+            let (config_path, text) = read(root.join(rel))?;
+            let ignore_path = root.join(".gitleaksignore");
+            let ignore = if ignore_path.is_file() {
+                Some(read(ignore_path)?)
+            } else {
+                None
+            };
+            config.secrets.gitleaks = Some(GitleaksFiles {
+                config_path,
+                config: text,
+                ignore,
+            });
+        }
+        Ok((config, Some(path)))
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {

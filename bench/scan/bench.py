@@ -251,7 +251,15 @@ def build_history(work, commits):
     planted = corpus.plant_history(d, seed=5, count=10)
     # fleetgen commits one by one, leaving loose objects; a clone (what CI
     # and most users have) is packed.
-    corpus.git(d, "gc", "-q")
+    # fleetgen's many commits may have started `git gc --auto` in the
+    # background; a second gc then fails with "gc is already running".
+    for attempt in range(60):
+        r = subprocess.run(["git", "-C", d, "gc", "-q"], capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+        time.sleep(1)
+    else:
+        raise RuntimeError(f"git gc in {d} failed: {r.stderr.strip()}")
     count = int(corpus.git(d, "rev-list", "--count", "HEAD").strip())
     size = int(subprocess.run(["du", "-sb", os.path.join(d, ".git")], capture_output=True,
                               text=True).stdout.split()[0])

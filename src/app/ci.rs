@@ -59,6 +59,13 @@ pub fn pre_commit(ctx: &Context, quiet: bool) -> Result<i32> {
         level = Level::None;
     }
     let verdict = judge(ctx, &sel, level, quiet, false)?;
+    // What the scan says about one file (it does not parse as Nix, its blob
+    // is missing, it was too large for the Nix rule) belongs in the verdict.
+    for w in verdict.report.scan.iter().flat_map(|s| &s.warnings) {
+        if let Some(p) = &w.path {
+            notes.push(format!("{p}: {}", w.message));
+        }
+    }
     let mut err = std::io::stderr().lock();
     write_verdict(
         &verdict.report,

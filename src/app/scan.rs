@@ -27,11 +27,8 @@ pub struct ScanArgs<'a> {
 
 /// `guard scan`.
 pub fn scan(ctx: &Context, args: ScanArgs<'_>) -> Result<i32> {
-    let scanner = Scanner::new(&ctx.config).with_context(|| match &ctx.config_path {
-        Some(p) => format!("invalid [secrets] settings in {}", p.display()),
-        None => "invalid [secrets] settings".to_string(),
-    })?;
-    let baseline_path = baseline_path(ctx)?;
+    let scanner = build_scanner(&ctx.config, ctx.config_path.as_deref())?;
+    let baseline_path = baseline_path(&ctx.config, &ctx.root)?;
     let scanner = if args.write_baseline {
         // The baseline being written must contain every current finding,
         // including those the old baseline accepted.
@@ -42,11 +39,57 @@ pub fn scan(ctx: &Context, args: ScanArgs<'_>) -> Result<i32> {
     };
 
     let outcome = run_mode(ctx, &scanner, &args)?;
+    finish(&scanner, outcome, &args, &baseline_path, ctx.style)
+}
 
+/// `guard scan PATH…` where no git repository holds the current directory:
+/// a plain directory is scanned like any other path (ignore files honoured,
+/// hidden files scanned). `guard.toml` and the baseline are looked for in
+/// the current directory (or `-C`).
+pub fn scan_without_repo(
+    dir: &Path,
+    config: Option<&Path>,
+    style: crate::report::Style,
+    args: ScanArgs<'_>,
+) -> Result<i32> {
+    if args.paths.is_empty() || args.history || args.since.is_some() {
+        bail!(
+            "not a git repository: {} (outside a repository `guard scan` needs the files or \
+             directories to scan: `guard scan PATH…`)",
+            dir.display()
+        );
+    }
+    let (config, config_path) = crate::config::Config::load(dir, config)?;
+    let scanner = build_scanner(&config, config_path.as_deref())?;
+    let baseline_path = baseline_path(&config, dir)?;
+    let scanner = if args.write_baseline {
+        scanner
+    } else {
+        scanner.with_baseline(&Baseline::load(&baseline_path)?)
+    };
+    let outcome = run::scan_paths(&scanner, args.paths, args.dir)?;
+    finish(&scanner, outcome, &args, &baseline_path, style)
+}
+
+fn build_scanner(config: &crate::config::Config, path: Option<&Path>) -> Result<Scanner> {
+    Scanner::new(config).with_context(|| match path {
+        Some(p) => format!("invalid [secrets] settings in {}", p.display()),
+        None => "invalid [secrets] settings".to_string(),
+    })
+}
+
+/// Writes the baseline or the report of a scan; returns the exit code.
+fn finish(
+    scanner: &Scanner,
+    outcome: run::Outcome,
+    args: &ScanArgs<'_>,
+    baseline_path: &Path,
+    style: crate::report::Style,
+) -> Result<i32> {
     if args.write_baseline {
         let findings: Vec<_> = outcome.located.iter().map(|l| l.finding.clone()).collect();
         let text = Baseline::render(&findings);
-        std::fs::write(&baseline_path, text)
+        std::fs::write(baseline_path, text)
             .with_context(|| format!("cannot write the baseline {}", baseline_path.display()))?;
         let unique: std::collections::HashSet<&str> =
             findings.iter().map(|f| f.fingerprint.as_str()).collect();
@@ -70,10 +113,10 @@ pub fn scan(ctx: &Context, args: ScanArgs<'_>) -> Result<i32> {
     };
     let mut out = std::io::stdout().lock();
     match args.format {
-        Format::Human => report::write_human(&report, ctx.style, &mut out)?,
+        Format::Human => report::write_human(&report, style, &mut out)?,
         Format::Json => report::write_json(&report, &mut out)?,
         Format::Github => {
-            report::write_github(&report, ctx.style, &mut out)?;
+            report::write_github(&report, style, &mut out)?;
             let n = report.scan.as_ref().map_or(0, |s| s.findings.len());
             write_github_output(&format!("findings={n}\n"))?;
         }
@@ -133,10 +176,10 @@ fn run_mode(ctx: &Context, scanner: &Scanner, args: &ScanArgs<'_>) -> Result<run
     })
 }
 
-/// The configured baseline path, which must stay inside the repository:
-/// it is the one file `guard scan` may write.
-fn baseline_path(ctx: &Context) -> Result<PathBuf> {
-    let rel = &ctx.config.secrets.baseline;
+/// The configured baseline path, which must stay inside the repository
+/// (or the scanned directory): it is the one file `guard scan` may write.
+fn baseline_path(config: &crate::config::Config, root: &Path) -> Result<PathBuf> {
+    let rel = &config.secrets.baseline;
     let p = Path::new(rel);
     if rel.is_empty()
         || p.is_absolute()
@@ -145,7 +188,7 @@ fn baseline_path(ctx: &Context) -> Result<PathBuf> {
     {
         bail!("secrets.baseline {rel:?} must be a path inside the repository");
     }
-    Ok(ctx.root.join(p))
+    Ok(root.join(p))
 }
 
 /// Appends to $GITHUB_OUTPUT when set (outside Actions there is nowhere to

@@ -93,6 +93,17 @@ pub enum GitError {
         /// The repository's work tree (its git dir when bare).
         path: PathBuf,
     },
+    /// An object the repository refers to but does not hold: a partial or
+    /// blobless clone (`--filter=blob:none`) whose promisor remote was not
+    /// asked, or a damaged object store.
+    #[error(
+        "object {id} is missing from the repository (a partial or blobless clone, or a damaged \
+         object store); `git fetch` from the promisor remote or `git fsck` tells which"
+    )]
+    MissingObject {
+        /// The missing object.
+        id: ObjectId,
+    },
     /// A filesystem error, with what was being done and where.
     #[error("{context} {}: {source}", path.display())]
     Io {
@@ -182,9 +193,13 @@ impl Shared {
         if id.is_empty_blob() {
             return Ok(Vec::new());
         }
-        let obj = repo
-            .find_object(id)
-            .map_err(|e| GitError::gix(format!("reading blob {id}"), e))?;
+        let obj = repo.find_object(id).map_err(|e| {
+            if repo.has_object(id) {
+                GitError::gix(format!("reading blob {id}"), e)
+            } else {
+                GitError::MissingObject { id }
+            }
+        })?;
         if obj.kind != gix::object::Kind::Blob {
             return Err(GitError::gix(
                 format!("reading blob {id}"),

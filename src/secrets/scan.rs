@@ -19,7 +19,9 @@
 //! [`Scanner`] is built once and is `Send + Sync`; the mode drivers in
 //! [`run`] scan many blobs from rayon's threads with it.
 
+mod gitleaks;
 mod nix;
+mod providers;
 pub(crate) mod rules;
 pub mod run;
 
@@ -68,6 +70,9 @@ pub enum ScanError {
     /// More rules than the scanner supports.
     #[error("secrets: too many rules ({count}); at most {max} are supported")]
     TooManyRules { count: usize, max: usize },
+    /// `[secrets] gitleaks_config` (or `.gitleaksignore`) cannot be used.
+    #[error("secrets.gitleaks_config: {message}")]
+    Gitleaks { message: String },
     /// The baseline file exists but cannot be read or parsed.
     #[error("baseline {}: {message}", path.display())]
     Baseline { path: PathBuf, message: String },
@@ -97,6 +102,14 @@ pub fn classify_content(bytes: &[u8]) -> Content {
         return Content::Binary;
     }
     Content::Text
+}
+
+/// What [`Scanner::scan_file`] found in one file.
+#[derive(Debug, Default)]
+pub struct FileScan {
+    pub located: Vec<Located>,
+    /// A `.nix` file guard parsed that is not valid Nix.
+    pub nix_parse_failed: bool,
 }
 
 /// A finding with the end of its region (for SARIF), 1-based like the start.
@@ -141,12 +154,54 @@ impl Mask {
 struct Rule {
     id: String,
     severity: Severity,
+    /// `[secrets.severity]` names this rule: the path context (fixtures,
+    /// documentation) does not lower it.
+    configured: bool,
     kind: Kind,
-    regex: Option<Regex>,
+    regex: RuleRegex,
     check: Check,
     priority: u8,
     /// Index into `Scanner::meta`.
     meta: usize,
+    /// What a rule imported from gitleaks adds to its regex.
+    extra: Option<Box<Extra>>,
+}
+
+/// The parts of a gitleaks rule beyond its regex and keywords.
+#[derive(Debug)]
+struct Extra {
+    /// `secretGroup` (0: group 1 if the regex has one, else the match).
+    group: usize,
+    min_entropy: Option<f64>,
+    /// The rule applies only to paths matching this.
+    path: Option<Regex>,
+    allow: Vec<Regex>,
+    allow_paths: Vec<Regex>,
+    stopwords: Vec<String>,
+}
+
+/// A rule's regex: user rules compile when the scanner is built (a bad one
+/// is a configuration error), built-in ones on first use.
+#[derive(Debug)]
+enum RuleRegex {
+    None,
+    Ready(Regex),
+    Lazy(&'static str, std::sync::OnceLock<Regex>),
+}
+
+impl RuleRegex {
+    fn get(&self) -> Option<&Regex> {
+        match self {
+            RuleRegex::None => None,
+            RuleRegex::Ready(r) => Some(r),
+            RuleRegex::Lazy(pattern, cell) => Some(cell.get_or_init(|| {
+                RegexBuilder::new(pattern)
+                    .unicode(false)
+                    .build()
+                    .unwrap_or_else(|e| panic!("built-in scan pattern does not compile: {e}"))
+            })),
+        }
+    }
 }
 
 /// Texts of one rule id.
@@ -185,6 +240,15 @@ pub struct Scanner {
     allow_regexes: Vec<Regex>,
     allow_fingerprints: HashSet<String>,
     baseline: HashSet<String>,
+    /// gitleaks rules with only a `path`: they flag matching files.
+    path_rules: Vec<usize>,
+    /// gitleaks allowlist `paths` (regexes over the path).
+    allow_path_regexes: Vec<Regex>,
+    /// gitleaks allowlist `stopwords` (lowercase): a secret containing one
+    /// is accepted.
+    stopwords: Vec<String>,
+    /// `.gitleaksignore`: (commit, path, line) of accepted findings.
+    allow_locations: HashSet<(Option<String>, String, usize)>,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -219,8 +283,9 @@ impl Scanner {
 
     fn build(config: &Config, only: Option<&[&str]>) -> Result<Scanner, ScanError> {
         let sc = &config.secrets;
-        let mut defs: Vec<RuleDef> = rules::BUILTIN.to_vec();
-        let builtin_ids: HashSet<&str> = rules::BUILTIN.iter().map(|d| d.id).collect();
+        let all_builtin = || rules::BUILTIN.iter().chain(providers::PROVIDERS);
+        let mut defs: Vec<RuleDef> = all_builtin().copied().collect();
+        let builtin_ids: HashSet<&str> = all_builtin().map(|d| d.id).collect();
         for id in &sc.disable {
             if !builtin_ids.contains(id.as_str()) {
                 return Err(ScanError::UnknownRule {
@@ -258,8 +323,56 @@ impl Scanner {
                     .filter(|k| !k.is_empty())
                     .map(|k| k.to_ascii_lowercase())
                     .collect(),
-                regex,
+                regex: Some(regex),
+                extra: None,
             });
+        }
+        let mut imported_allow = gitleaks::Imported::default();
+        if let Some(files) = &sc.gitleaks {
+            let imported = gitleaks::import(
+                &files.config_path,
+                &files.config,
+                files
+                    .ignore
+                    .as_ref()
+                    .map(|(p, t)| (p.as_path(), t.as_str())),
+            )
+            .map_err(|message| ScanError::Gitleaks { message })?;
+            let re = |what: &str, r: &str| {
+                RegexBuilder::new(r)
+                    .size_limit(1 << 22)
+                    .build()
+                    .map_err(|e| ScanError::BadRegex {
+                        what: format!("gitleaks {what}"),
+                        message: one_line(&e.to_string()),
+                    })
+            };
+            for r in &imported.rules {
+                if !seen.insert(r.id.clone()) {
+                    return Err(ScanError::DuplicateRule { id: r.id.clone() });
+                }
+                let all = |v: &[String], what: &str| -> Result<Vec<Regex>, ScanError> {
+                    v.iter()
+                        .map(|x| re(&format!("{} {what}", r.id), x))
+                        .collect()
+                };
+                user.push(UserRule {
+                    id: r.id.clone(),
+                    severity: Severity::Error,
+                    description: r.description.clone(),
+                    keywords: r.keywords.clone(),
+                    regex: r.regex.as_deref().map(|x| re(&r.id, x)).transpose()?,
+                    extra: Some(Box::new(Extra {
+                        group: r.secret_group,
+                        min_entropy: r.entropy,
+                        path: r.path.as_deref().map(|x| re(&r.id, x)).transpose()?,
+                        allow: all(&r.allow_regexes, "allowlist regex")?,
+                        allow_paths: all(&r.allow_paths, "allowlist path")?,
+                        stopwords: r.stopwords.clone(),
+                    })),
+                });
+            }
+            imported_allow = imported;
         }
 
         if let Some(ids) = only {
@@ -311,6 +424,7 @@ impl Scanner {
         let mut keyword_ids: BTreeMap<String, usize> = BTreeMap::new();
         let mut pattern_rules: Vec<Mask> = Vec::new();
         let mut file_rules = Vec::new();
+        let mut path_rules = Vec::new();
         let mut add_keyword = |kw: &str, rule: usize, pr: &mut Vec<Mask>| {
             let k = kw.to_ascii_lowercase();
             let idx = *keyword_ids.entry(k.clone()).or_insert_with(|| {
@@ -333,18 +447,14 @@ impl Scanner {
                 });
                 meta.len() - 1
             });
+            // Built-in patterns compile on first use: most provider rules
+            // never see their keyword in a one-file pre-commit run, and
+            // compiling all of them up front would dominate its latency
+            // (the unit tests compile every one).
             let regex = if d.pattern.is_empty() {
-                None
+                RuleRegex::None
             } else {
-                Some(
-                    RegexBuilder::new(d.pattern)
-                        .unicode(false)
-                        .build()
-                        .map_err(|e| ScanError::BadRegex {
-                            what: format!("built-in rule {}", d.id),
-                            message: one_line(&e.to_string()),
-                        })?,
-                )
+                RuleRegex::Lazy(d.pattern, std::sync::OnceLock::new())
             };
             let i = rules_out.len();
             for kw in d.keywords {
@@ -353,11 +463,13 @@ impl Scanner {
             rules_out.push(Rule {
                 id: d.id.to_string(),
                 severity,
+                configured: sc.severity.contains_key(d.id),
                 kind: d.kind,
                 regex,
                 check: d.check,
                 priority: d.priority,
                 meta: m,
+                extra: None,
             });
         }
         for u in user {
@@ -370,7 +482,10 @@ impl Scanner {
                 fix: rules::FIX_SECRIX.to_string(),
             });
             let i = rules_out.len();
-            let kind = if u.keywords.is_empty() {
+            let kind = if u.regex.is_none() {
+                path_rules.push(i);
+                Kind::File
+            } else if u.keywords.is_empty() {
                 file_rules.push(i);
                 Kind::File
             } else {
@@ -380,14 +495,16 @@ impl Scanner {
                 Kind::Line
             };
             rules_out.push(Rule {
+                configured: sc.severity.contains_key(&u.id),
                 id: u.id,
                 severity,
                 kind,
-                regex: Some(u.regex),
+                regex: u.regex.map_or(RuleRegex::None, RuleRegex::Ready),
                 check: Check::Plain,
                 // User rules are specific by intent.
                 priority: 3,
                 meta: meta.len() - 1,
+                extra: u.extra,
             });
         }
 
@@ -426,6 +543,7 @@ impl Scanner {
             .allow
             .regexes
             .iter()
+            .chain(&imported_allow.allow_regexes)
             .map(|r| {
                 Regex::new(r).map_err(|e| ScanError::BadRegex {
                     what: format!("secrets.allow.regexes {r:?}"),
@@ -455,6 +573,23 @@ impl Scanner {
             allow_regexes,
             allow_fingerprints: sc.allow.fingerprints.iter().cloned().collect(),
             baseline: HashSet::new(),
+            path_rules,
+            allow_path_regexes: imported_allow
+                .allow_paths
+                .iter()
+                .map(|r| {
+                    Regex::new(r).map_err(|e| ScanError::BadRegex {
+                        what: format!("gitleaks allowlist path {r:?}"),
+                        message: one_line(&e.to_string()),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            stopwords: imported_allow.stopwords,
+            allow_locations: imported_allow
+                .ignore
+                .into_iter()
+                .map(|e| (e.commit, e.path, e.line))
+                .collect(),
         })
     }
 
@@ -480,6 +615,10 @@ impl Scanner {
     /// Whether `[secrets.allow] paths` excludes this repository path.
     pub fn path_allowed(&self, path: &str) -> bool {
         self.allow_paths.is_match(path)
+            || self
+                .allow_path_regexes
+                .iter()
+                .any(|r| r.is_match(path.as_bytes()))
     }
 
     /// Scans one blob. `path` is the repository-relative path (it decides
@@ -506,19 +645,52 @@ impl Scanner {
         line_base: usize,
         keep_line: Option<&dyn Fn(usize) -> bool>,
     ) -> Vec<Located> {
+        self.scan_file(path, bytes, commit, line_base, keep_line)
+            .located
+    }
+
+    /// [`Scanner::scan_located`], also saying whether a `.nix` file that
+    /// was parsed did not parse (its bindings were then read by the line
+    /// rules, so a password in a broken file is still found).
+    pub fn scan_file(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        commit: Option<&str>,
+        line_base: usize,
+        keep_line: Option<&dyn Fn(usize) -> bool>,
+    ) -> FileScan {
         if self.path_allowed(path) || classify_content(bytes) != Content::Text {
-            return Vec::new();
+            return FileScan::default();
         }
-        let hits = self.hits(path, bytes);
-        if hits.is_empty() {
-            return Vec::new();
+        let mut nix_parse_failed = false;
+        let hits = self.hits_noting(path, bytes, &mut nix_parse_failed);
+        let located = if hits.is_empty() {
+            Vec::new()
+        } else {
+            self.locate(path, bytes, commit, line_base, keep_line, hits)
+        };
+        FileScan {
+            located,
+            nix_parse_failed,
         }
-        self.locate(path, bytes, commit, line_base, keep_line, hits)
     }
 
     /// Every raw match in a text blob, overlaps resolved.
+    #[cfg(test)]
     fn hits(&self, path: &str, bytes: &[u8]) -> Vec<Hit> {
-        let is_nix = path.ends_with(".nix");
+        self.hits_noting(path, bytes, &mut false)
+    }
+
+    /// [`Scanner::hits`]; sets `nix_parse_failed` when a `.nix` file was
+    /// parsed and is not Nix (neither as a file nor as a list of bindings).
+    fn hits_noting(&self, path: &str, bytes: &[u8], nix_parse_failed: &mut bool) -> Vec<Hit> {
+        let lock = is_lock_file(path);
+        // Lock files are generated: no attribute in them is a secret
+        // assignment (the name-based rules would read package names such as
+        // `minipass` and integrity hashes); tokens of a known shape and
+        // credentials in URLs are still looked for.
+        let is_nix = path.ends_with(".nix") && !lock;
         let mut hits = Vec::new();
         let mut nix_needed = false;
         // Matches in .nix files that count only inside a string literal:
@@ -573,9 +745,13 @@ impl Scanner {
             }
         }
         for &i in &self.file_rules {
-            if let Some(re) = &self.rules[i].regex {
+            if let Some(re) = self.rules[i].regex.get() {
                 for caps in re.captures_iter(bytes) {
-                    if let Some((s, e)) = secret_group(&caps) {
+                    let span = match &self.rules[i].extra {
+                        Some(x) => extra_span(x, path, 0, &caps),
+                        None => secret_group(&caps),
+                    };
+                    if let Some((s, e)) = span {
                         hits.push(Hit {
                             rule: i,
                             start: s,
@@ -591,17 +767,25 @@ impl Scanner {
         {
             let parse = rnix::Root::parse(src);
             let parsed = parse.syntax();
+            // A file that is not a whole Nix expression (a snippet of
+            // bindings, a half-edited module) still commits its secrets:
+            // read it again as the body of an attribute set.
+            let wrapped = (!parse.errors().is_empty()).then(|| {
+                let text = format!("{{{src}\n}}");
+                let p = rnix::Root::parse(&text);
+                (text, p)
+            });
+            // Neither a whole expression nor a list of bindings: not Nix.
+            let broken = wrapped
+                .as_ref()
+                .is_some_and(|(_, p)| !p.errors().is_empty());
+            *nix_parse_failed = broken;
             if nix_needed {
                 self.nix_hits(&parsed, src, &mut hits);
-                if !parse.errors().is_empty() {
-                    // A file that is not a whole Nix expression (a snippet
-                    // of bindings, a half-edited module) still commits its
-                    // secrets: read it again as the body of an attribute
-                    // set, shifting positions back by the added `{`.
-                    let wrapped = format!("{{{src}\n}}");
-                    let root = rnix::Root::parse(&wrapped).syntax();
+                if let Some((text, p)) = &wrapped {
                     let mut more = Vec::new();
-                    self.nix_hits(&root, &wrapped, &mut more);
+                    self.nix_hits(&p.syntax(), text, &mut more);
+                    // Positions shift back by the added `{`.
                     for h in more {
                         let (start, end) = (h.start - 1, h.end - 1);
                         if end <= src.len() && !hits.iter().any(|x| x.start == start) {
@@ -617,10 +801,27 @@ impl Scanner {
                         let i = strings.partition_point(|&(_, e)| e <= p);
                         strings.get(i).is_some_and(|&(s, _)| s <= p)
                     };
-                    if inside(name_start) && inside(hit.start) {
+                    // A file that is not Nix has no structure to trust:
+                    // every `name = "literal"` line counts, as in any
+                    // other configuration file.
+                    if broken || (inside(name_start) && inside(hit.start)) {
                         hits.push(hit);
                     }
                 }
+            }
+        }
+        for &i in &self.path_rules {
+            if let Some(x) = &self.rules[i].extra
+                && x.path.as_ref().is_some_and(|p| p.is_match(path.as_bytes()))
+                && !x.allow_paths.iter().any(|p| p.is_match(path.as_bytes()))
+            {
+                // The file is the finding: its first line stands for it.
+                let end = memchr::memchr(b'\n', bytes).unwrap_or(bytes.len()).max(1);
+                hits.push(Hit {
+                    rule: i,
+                    start: 0,
+                    end: end.min(bytes.len().max(1)),
+                });
             }
         }
         self.bare_key_file(path, bytes, &mut hits);
@@ -698,8 +899,13 @@ impl Scanner {
         if bytes.len() > 128 {
             return;
         }
-        let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
-        if name.contains("pub") {
+        // The public half, by any part of its path: `wg.pub`, and clan's
+        // `vars/per-machine/<m>/<generator>/publickey/value`.
+        if path
+            .to_ascii_lowercase()
+            .split('/')
+            .any(|c| c.contains("pub"))
+        {
             return;
         }
         let t = bytes.trim_ascii();
@@ -727,12 +933,21 @@ impl Scanner {
         pending: &mut Vec<(usize, Hit)>,
     ) {
         let line = &bytes[start..end];
+        let lock = is_lock_file(path);
         for i in mask.iter() {
             let rule = &self.rules[i];
             if rule.kind != Kind::Line {
                 continue;
             }
-            let Some(re) = &rule.regex else { continue };
+            if lock
+                && matches!(
+                    rule.check,
+                    Check::SecretName | Check::HighEntropy | Check::NixSigningKey
+                )
+            {
+                continue;
+            }
+            let Some(re) = rule.regex.get() else { continue };
             // The lazy DFA answers "where is a match" quickly; capture groups
             // (a slower engine) are only resolved for actual matches.
             let mut at = 0;
@@ -784,12 +999,23 @@ impl Scanner {
         is_nix: bool,
         in_nix_string: &mut Option<usize>,
     ) -> Option<(usize, usize)> {
+        if let Some(x) = &rule.extra {
+            let (s, e) = extra_span(x, path, 0, caps)?;
+            return Some((line_start + s, line_start + e));
+        }
         let (s, e) = secret_group(caps)?;
+        // sops `ENC[AES256_GCM,data:…]` and armored age inside a sops JSON
+        // file are ciphertext: whatever shape their base64 takes.
+        if inside_envelope(line, caps.get(0).map_or(s, |m| m.start())) {
+            return None;
+        }
         let value = &line[s..e];
         let abs = (line_start + s, line_start + e);
         let name = caps.name("n").map(|m| m.as_bytes()).unwrap_or_default();
         let ok = match rule.check {
             Check::Plain => !rules::is_placeholder_or_reference(value),
+            Check::Jwt => rules::is_jwt(value),
+            Check::Token => !rules::is_placeholder(value) && rules::entropy(value) >= 3.0,
             Check::AgeKey => {
                 if value.starts_with(b"AGE-SECRET-KEY-PQ-") {
                     true
@@ -819,6 +1045,9 @@ impl Scanner {
                     && !name.ends_with(b"_unencrypted")
                     && !rules::is_placeholder_or_reference(value)
                     && !rules::looks_public_or_digest(value, false)
+                    && !rules::value_is_not_a_credential(name, value)
+                    && !name_is_inside_a_value(line, caps)
+                    && !is_message(line, caps)
                     && value != name;
                 if ok && is_nix {
                     // In Nix code, attribute bindings belong to the AST rule;
@@ -852,6 +1081,7 @@ impl Scanner {
                     && !rules::name_is_public_or_digest(name)
                     && !rules::is_placeholder_or_reference(value)
                     && !rules::looks_public_or_digest(value, !strong)
+                    && !rules::value_is_not_a_credential(name, value)
                     && rules::is_high_entropy(value)
                     && (quoted || !looks_like_code(value))
             }
@@ -903,6 +1133,24 @@ impl Scanner {
             if self.allow_regexes.iter().any(|r| r.is_match(secret)) {
                 continue;
             }
+            if !self.stopwords.is_empty() {
+                let lower = secret.to_ascii_lowercase();
+                if self
+                    .stopwords
+                    .iter()
+                    .any(|w| memchr::memmem::find(&lower, w.as_bytes()).is_some())
+                {
+                    continue;
+                }
+            }
+            if !self.allow_locations.is_empty() {
+                let l = line + line_base;
+                let at =
+                    |c: Option<String>| self.allow_locations.contains(&(c, path.to_string(), l));
+                if at(None) || commit.is_some_and(|c| at(Some(c.to_ascii_lowercase()))) {
+                    continue;
+                }
+            }
             let fingerprint = fingerprint(&rule.id, path, secret);
             if self.allow_fingerprints.contains(&fingerprint)
                 || self.baseline.contains(&fingerprint)
@@ -925,7 +1173,7 @@ impl Scanner {
             out.push(Located {
                 finding: Finding {
                     rule: rule.id.clone(),
-                    severity: rule.severity,
+                    severity: context_severity(rule, path),
                     path: path.to_string(),
                     line: line + line_base,
                     column,
@@ -947,7 +1195,9 @@ struct UserRule {
     severity: Severity,
     description: String,
     keywords: Vec<String>,
-    regex: Regex,
+    /// `None`: a gitleaks rule with only a `path` (it flags the file).
+    regex: Option<Regex>,
+    extra: Option<Box<Extra>>,
 }
 
 /// An attribute name (last segment) followed by `=` and the start of its
@@ -1043,6 +1293,195 @@ fn secret_group(caps: &Captures<'_>) -> Option<(usize, usize)> {
         .or_else(|| caps.get(1))
         .or_else(|| caps.get(0))?;
     (m.start() < m.end()).then_some((m.start(), m.end()))
+}
+
+/// Lock files of package managers (generated, public data).
+fn is_lock_file(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    matches!(
+        name,
+        "package-lock.json"
+            | "npm-shrinkwrap.json"
+            | "yarn.lock"
+            | "pnpm-lock.yaml"
+            | "bun.lock"
+            | "deno.lock"
+            | "Cargo.lock"
+            | "go.sum"
+            | "flake.lock"
+            | "gemset.nix"
+            | "Gemfile.lock"
+            | "composer.lock"
+            | "poetry.lock"
+            | "uv.lock"
+            | "Pipfile.lock"
+            | "mix.lock"
+            | "pubspec.lock"
+    ) || name.ends_with("-deps.nix")
+}
+
+/// Where a finding's rule severity is lowered by the file it is in, unless
+/// `[secrets.severity]` sets the rule explicitly: a `jwt` in recorded HTTP
+/// (`cassettes/`, `*.har`, `fixtures/`) is a replayed, usually expired
+/// token; a name-based match in documentation is an example.
+fn context_severity(rule: &Rule, path: &str) -> Severity {
+    if rule.configured || rule.severity != Severity::Error {
+        return rule.severity;
+    }
+    let lower = path.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('/').collect();
+    let dirs = &parts[..parts.len().saturating_sub(1)];
+    let name = parts.last().copied().unwrap_or("");
+    let recorded_http = name.ends_with(".har")
+        || dirs
+            .iter()
+            .any(|d| matches!(*d, "cassettes" | "fixtures" | "__fixtures__" | "recordings"));
+    if rule.id == "jwt" && recorded_http {
+        return Severity::Warning;
+    }
+    let documentation = [".md", ".markdown", ".rst", ".adoc", ".org"]
+        .iter()
+        .any(|e| name.ends_with(e));
+    if documentation && matches!(rule.check, Check::SecretName | Check::HighEntropy) {
+        return Severity::Warning;
+    }
+    rule.severity
+}
+
+/// The name of a `secret-assignment` match is not a key but text inside
+/// another string: it follows an opening quote that it does not close, and
+/// either the "value" starts with that same quote (`hasPrefix "password="`,
+/// where the quote ends the string) or the separator is a tight `:`
+/// (`HISTIGNORE="pwd:ls:cd"`, a colon-separated list).
+fn name_is_inside_a_value(line: &[u8], caps: &Captures<'_>) -> bool {
+    let Some(n) = caps.name("n") else {
+        return false;
+    };
+    let Some(&q) = line[..n.start()].last() else {
+        return false;
+    };
+    if q != b'"' && q != b'\'' {
+        return false;
+    }
+    let after = line.get(n.end()).copied();
+    if after == Some(q) {
+        // `"password": …`: a quoted key.
+        return false;
+    }
+    let value_quote = if caps.name("s").is_some() {
+        Some(b'"')
+    } else if caps.name("s2").is_some() {
+        Some(b'\'')
+    } else {
+        None
+    };
+    if value_quote == Some(q) {
+        return true;
+    }
+    after == Some(b':') && caps.name("sp").is_none_or(|m| m.as_bytes().is_empty())
+}
+
+/// The match is inside a message printed by a command (`echo "PASS: …"`,
+/// `log "token: …"`): prose, not an assignment.
+fn is_message(line: &[u8], caps: &Captures<'_>) -> bool {
+    let Some(n) = caps.name("n") else {
+        return false;
+    };
+    let before = line[..n.start()].trim_ascii_end();
+    let before = before
+        .strip_suffix(b"\"")
+        .or(before.strip_suffix(b"'"))
+        .unwrap_or(before)
+        .trim_ascii_end();
+    let word_start = before
+        .iter()
+        .rposition(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.'))
+        .map_or(0, |p| p + 1);
+    let word = before[word_start..].to_ascii_lowercase();
+    matches!(
+        word.as_slice(),
+        b"echo"
+            | b"printf"
+            | b"print"
+            | b"println"
+            | b"puts"
+            | b"log"
+            | b"info"
+            | b"warn"
+            | b"error"
+            | b"die"
+            | b"say"
+            | b"fail"
+            | b"msg"
+            | b"notice"
+            | b"debug"
+            | b"logger"
+            | b"builtins.trace"
+            | b"lib.warn"
+            | b"throw"
+            | b"abort"
+    )
+}
+
+/// Whether `pos` on `line` lies inside an encrypted envelope: a sops value
+/// `ENC[…]` or an armored age or PGP message opened earlier on the line
+/// (sops JSON stores armored age in one string with `\n` escapes).
+fn inside_envelope(line: &[u8], pos: usize) -> bool {
+    let before = &line[..pos.min(line.len())];
+    if let Some(open) = memchr::memmem::rfind(before, b"ENC[")
+        && !before[open..].contains(&b']')
+    {
+        return true;
+    }
+    for (begin, end) in [
+        (
+            &b"-----BEGIN AGE ENCRYPTED FILE-----"[..],
+            &b"-----END AGE ENCRYPTED FILE-----"[..],
+        ),
+        (b"-----BEGIN PGP MESSAGE-----", b"-----END PGP MESSAGE-----"),
+    ] {
+        if let Some(open) = memchr::memmem::rfind(before, begin)
+            && memchr::memmem::find(&before[open..], end).is_none()
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The secret span (relative to the haystack, plus `base`) of a match of a
+/// gitleaks rule, if its path, entropy, allowlist and stopword conditions
+/// let it through.
+fn extra_span(x: &Extra, path: &str, base: usize, caps: &Captures<'_>) -> Option<(usize, usize)> {
+    if x.path
+        .as_ref()
+        .is_some_and(|p| !p.is_match(path.as_bytes()))
+        || x.allow_paths.iter().any(|p| p.is_match(path.as_bytes()))
+    {
+        return None;
+    }
+    let m = if x.group > 0 {
+        caps.get(x.group)?
+    } else {
+        caps.get(1).or_else(|| caps.get(0))?
+    };
+    let v = m.as_bytes();
+    if v.is_empty()
+        || x.min_entropy.is_some_and(|min| rules::entropy(v) < min)
+        || x.allow.iter().any(|r| r.is_match(v))
+    {
+        return None;
+    }
+    if !x.stopwords.is_empty() {
+        let lower = v.to_ascii_lowercase();
+        if x.stopwords
+            .iter()
+            .any(|w| memchr::memmem::find(&lower, w.as_bytes()).is_some())
+        {
+            return None;
+        }
+    }
+    Some((base + m.start(), base + m.end()))
 }
 
 /// Whether the separator of a `secret-assignment` match is a plain `=`.

@@ -20,4 +20,6 @@ mod nix_versions;
 mod real_fleets;
 mod real_hosts;
 mod scan;
+mod scan_sources;
+mod scan_verdicts;
 mod support;

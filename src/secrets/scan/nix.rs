@@ -63,15 +63,39 @@ pub(crate) fn scan_tree(root: &SyntaxNode, src: &str) -> Vec<NixHit> {
         let Some(name) = last_segment(&path) else {
             continue;
         };
+        // A quoted name with dots is an interface or domain name
+        // (`"org.freedesktop.impl.portal.Secret" = [ "gnome-keyring" ]`).
+        if name.contains('.') {
+            continue;
+        }
         let class = rules::classify_name(name.as_bytes());
         if class == NameClass::Other {
             continue;
         }
         let norm = rules::normalize_name(name.as_bytes());
+        // A list under a plural name lists names of secrets
+        // (`requestEncryptionCredentials = [ "tank/archive" ]`,
+        // `comment-tokens = [ "-" ]`); only `host=token` pairs and random
+        // values in it are values.
+        let plural_list = value.kind() == NODE_LIST
+            && ["tokens", "credentials", "secrets", "passwords", "keys"]
+                .iter()
+                .any(|w| norm.ends_with(w));
         let mut spans = Vec::new();
         literal_strings(&value, &mut spans, 0);
         for (start, end) in spans {
             let v = &src.as_bytes()[start..end];
+            if plural_list && !v.contains(&b'=') && !rules::is_high_entropy(v) {
+                continue;
+            }
+            if class == NameClass::Secret && is_transmission_hash(v) {
+                out.push(NixHit {
+                    start,
+                    end,
+                    kind: NixHitKind::Hashed,
+                });
+                continue;
+            }
             match class {
                 NameClass::Hashed => {
                     if is_crypt_hash(v) {
@@ -85,6 +109,7 @@ pub(crate) fn scan_tree(root: &SyntaxNode, src: &str) -> Vec<NixHit> {
                 NameClass::Secret => {
                     if rules::is_placeholder_or_reference(v)
                         || rules::looks_public_or_digest(v, false)
+                        || rules::value_is_not_a_credential(name.as_bytes(), v)
                     {
                         continue;
                     }
@@ -108,6 +133,12 @@ pub(crate) fn scan_tree(root: &SyntaxNode, src: &str) -> Vec<NixHit> {
 /// placeholder.
 pub(crate) fn is_crypt_hash(v: &[u8]) -> bool {
     v.len() >= 20 && v[0] == b'$' && v.iter().filter(|&&b| b == b'$').count() >= 3
+}
+
+/// Transmission's salted SHA-1 (`{` + 40 hex + 8 salt characters), which
+/// it writes back over a plaintext `rpc-password`: a hash, not the password.
+pub(crate) fn is_transmission_hash(v: &[u8]) -> bool {
+    v.len() == 49 && v[0] == b'{' && v[1..41].iter().all(u8::is_ascii_hexdigit)
 }
 
 /// The last attribute name of `a.b."c"`, if it is static.
@@ -220,11 +251,11 @@ mod tests {
         let src = r#"{ config, ... }: {
   users.users.alice.initialPassword = "hunter2-but-longer";
   networking.wireless.networks."Home WiFi".psk = "correct horse battery";
-  services.openldap.settings.attrs.olcRootPW = "ldap-root-pw";
+  services.openldap.settings.attrs.olcRootPW = "ldap-r00t-pw";
   services.foo = { bindPassword = ''
     bind-secret-value
   ''; };
-  services.nextcloud.config.adminpass = "nc-admin-pw";
+  services.nextcloud.config.adminpass = "nc-4dmin-pw";
   services.matrix.settings.registration_shared_secret = "m4tr1x-s3cr3t";
   nix.settings.access-tokens = [ "github.com=gho_abcdefabcdef" ];
   services.x.apiKey = lib.mkForce "k3y-v4lue-123";
@@ -237,9 +268,9 @@ mod tests {
             [
                 "hunter2-but-longer",
                 "correct horse battery",
-                "ldap-root-pw",
+                "ldap-r00t-pw",
                 "bind-secret-value",
-                "nc-admin-pw",
+                "nc-4dmin-pw",
                 "m4tr1x-s3cr3t",
                 "github.com=gho_abcdefabcdef",
                 "k3y-v4lue-123",

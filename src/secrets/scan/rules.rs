@@ -27,6 +27,11 @@ pub(crate) enum Kind {
 pub(crate) enum Check {
     /// No check beyond "not a placeholder".
     Plain,
+    /// A provider token: not a placeholder, and random enough to have been
+    /// generated (a documentation `npm_aaaa…` is not).
+    Token,
+    /// A JWT: header and payload must decode to JSON objects.
+    Jwt,
     /// `AGE-SECRET-KEY-1…`: Bech32 checksum must be valid.
     AgeKey,
     /// A PEM block header: a base64 body must follow; the secret spans the
@@ -329,9 +334,11 @@ secret and set `services.tailscale.authKeyFile` to its `decrypted.path`",
         fix: FIX_TOKEN,
         kind: Kind::Line,
         keywords: &[
-            "xoxb-", "xoxp-", "xoxa-", "xoxe-", "xoxo-", "xoxr-", "xoxs-",
+            "xoxb-", "xoxp-", "xoxa-", "xoxe-", "xoxe.", "xoxo-", "xoxr-", "xoxs-",
         ],
-        pattern: r"(?P<s>xox[abeoprs]-(?:[0-9]+-)?[A-Za-z0-9-]{10,})",
+        // Real tokens carry numeric team / user ids of 8+ digits
+        // (`xoxb-<id>-<id>-<random>`); `xoxp-0-stub-token` does not.
+        pattern: r"(?P<s>xox[abeoprs]-(?:[0-9]+-)*[0-9]{8,}-[A-Za-z0-9-]{10,}|xoxe\.xox[bp]-[0-9]-[A-Za-z0-9]{100,})",
         check: Check::Plain,
         priority: 3,
     },
@@ -368,7 +375,7 @@ secret and set `services.tailscale.authKeyFile` to its `decrypted.path`",
         kind: Kind::Line,
         keywords: &["eyj"],
         pattern: r"(?:^|[^A-Za-z0-9_-])(?P<s>eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})",
-        check: Check::Plain,
+        check: Check::Jwt,
         priority: 3,
     },
     RuleDef {
@@ -558,6 +565,11 @@ const NOT_SECRET_SUFFIXES: &[&str] = &[
     "signingkey",
     "publickey",
     "loadcredential",
+    "nopasswd",
+    // Settings named after tokens of a language, not credentials.
+    "semantictokens",
+    "commenttokens",
+    "maxtokens",
 ];
 
 /// Classifies the last segment of an attribute path or a config key.
@@ -580,11 +592,205 @@ pub(crate) fn classify_name(name: &[u8]) -> NameClass {
     if NOT_SECRET_SUFFIXES.iter().any(|s| n.ends_with(s)) {
         return NameClass::Other;
     }
-    if SECRET_SUFFIXES.iter().any(|s| n.ends_with(s)) {
-        NameClass::Secret
-    } else {
-        NameClass::Other
+    let Some(suffix) = SECRET_SUFFIXES.iter().find(|s| n.ends_with(*s)) else {
+        return NameClass::Other;
+    };
+    // Short suffixes are words of their own (`db_pass`, `rootPW`), not the
+    // tail of another word (`twopass`, `multipass`, `topw`, `NOPASSWD`).
+    if SHORT_SUFFIXES.contains(suffix) && n.len() > suffix.len() {
+        let last = last_word(name);
+        if last != *suffix && !COMPOUND_SECRET_WORDS.contains(&last.as_str()) {
+            return NameClass::Other;
+        }
     }
+    NameClass::Secret
+}
+
+/// Suffixes too short to be matched inside another word.
+const SHORT_SUFFIXES: &[&str] = &["pass", "pw", "pwd", "psk", "passwd"];
+
+/// One-word names that do end in a short secret suffix.
+const COMPOUND_SECRET_WORDS: &[&str] = &[
+    "rootpw",
+    "rootpass",
+    "rootpwd",
+    "adminpass",
+    "adminpw",
+    "userpass",
+    "dbpass",
+    "dbpw",
+    "smtppass",
+    "mailpass",
+    "wifipass",
+    "rpcpass",
+    "vncpass",
+    "pskraw",
+];
+
+/// The last word of a name, lowercase: words are split at non-alphanumeric
+/// characters and at lower-to-upper case changes (`olcRootPW` → `pw`,
+/// `nvenc_twopass` → `twopass`, `NOPASSWD` → `nopasswd`).
+pub(crate) fn last_word(name: &[u8]) -> String {
+    let mut start = 0;
+    let mut end = name.len();
+    while end > 0 && !name[end - 1].is_ascii_alphanumeric() {
+        end -= 1;
+    }
+    for i in (0..end).rev() {
+        let b = name[i];
+        if !b.is_ascii_alphanumeric() {
+            start = i + 1;
+            break;
+        }
+        if i > 0 && b.is_ascii_uppercase() && name[i - 1].is_ascii_lowercase() {
+            start = i;
+            break;
+        }
+    }
+    name[start..end]
+        .iter()
+        .map(|b| b.to_ascii_lowercase() as char)
+        .collect()
+}
+
+/// Words of a value, for the "is it a name?" check: lowercase identifier
+/// parts split at `_`, `-`, `.`, `/`.
+fn value_words(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|b| matches!(b, b'_' | b'-' | b'.' | b'/'))
+        .filter(|w| !w.is_empty())
+}
+
+/// Context checks of a value under a secret name, beyond placeholders and
+/// references: whether it is something other than a credential. `name` is
+/// the (last) key name. Each case is a shape seen on real repositories:
+///
+/// - the value names a secret instead of holding one (`sshAgeSecret =
+///   "restic-ssh-privkey"`, `secret: "orion_luks"`, `:'role_password'`);
+/// - it repeats its own name (`EVENT_PASS = "pass"`);
+/// - it is a command line (`lock-secrets = "fusermount -u ~/Vaults/x"`,
+///   `LUKS_PASS=" --disk-encryption-keys /tmp/key"`);
+/// - it is an IP address (`ipv6AcceptRAConfig.Token = "::1a:2b"`);
+/// - it is base64 of a JSON object of parameters (OpenTofu's pbkdf2
+///   key-provider metadata: salt and iterations, no secret).
+pub(crate) fn value_is_not_a_credential(name: &[u8], value: &[u8]) -> bool {
+    let v = trim(value);
+    if v.is_empty() {
+        return true;
+    }
+    let lw = last_word(name);
+    if !lw.is_empty() && v.eq_ignore_ascii_case(lw.as_bytes()) {
+        return true;
+    }
+    names_a_secret(v) || is_command_line(v) || is_ip_address(v) || is_encoded_parameters(v)
+}
+
+/// A lowercase identifier of two or more words without digits whose last
+/// word says what kind of secret it names: a name, not a value (real
+/// passwords are not spelled `role_password` or `restic-ssh-privkey`).
+pub(crate) fn names_a_secret(v: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"password",
+        b"passwd",
+        b"pass",
+        b"pw",
+        b"secret",
+        b"secrets",
+        b"key",
+        b"privkey",
+        b"token",
+        b"luks",
+        b"psk",
+        b"credential",
+        b"credentials",
+        b"creds",
+        b"passphrase",
+        b"apikey",
+    ];
+    if !v
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b"_-.".contains(b))
+        || !v.iter().any(|b| b"_-.".contains(b))
+    {
+        return false;
+    }
+    let words: Vec<&[u8]> = value_words(v).collect();
+    words.len() >= 2 && words.last().is_some_and(|w| WORDS.contains(w))
+}
+
+/// A command line: several words, one of them an option (`-u`, `--keys`),
+/// a path, or a pipe.
+pub(crate) fn is_command_line(v: &[u8]) -> bool {
+    let words: Vec<&[u8]> = v
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.len() < 2 {
+        return false;
+    }
+    words.iter().any(|w| {
+        (w.len() >= 2 && w[0] == b'-' && (w[1].is_ascii_alphabetic() || w[1] == b'-'))
+            || w.starts_with(b"~/")
+            || w.starts_with(b"/")
+            || w.starts_with(b"./")
+            || *w == b"|"
+            || *w == b"&&"
+    })
+}
+
+/// An IPv4 or IPv6 address (with an optional prefix length).
+pub(crate) fn is_ip_address(v: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(v) else {
+        return false;
+    };
+    let s = s.split_once('/').map_or(s, |(a, _)| a);
+    s.contains(['.', ':']) && s.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Base64 of a JSON object none of whose keys names a secret.
+pub(crate) fn is_encoded_parameters(v: &[u8]) -> bool {
+    if !v.starts_with(b"eyJ") || v.len() > 4096 {
+        return false;
+    }
+    let Some(decoded) = decode_b64_any(v) else {
+        return false;
+    };
+    match serde_json::from_slice::<serde_json::Value>(&decoded) {
+        Ok(serde_json::Value::Object(map)) => map.keys().all(|k| {
+            classify_name(k.as_bytes()) == NameClass::Other
+                && !k.eq_ignore_ascii_case("auth")
+                && !k.eq_ignore_ascii_case("key")
+        }),
+        _ => false,
+    }
+}
+
+/// Decodes standard or URL-safe base64, padded or not.
+pub(crate) fn decode_b64_any(v: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    STANDARD
+        .decode(v)
+        .or_else(|_| STANDARD_NO_PAD.decode(v))
+        .or_else(|_| URL_SAFE.decode(v))
+        .or_else(|_| URL_SAFE_NO_PAD.decode(v))
+        .ok()
+}
+
+/// Whether a JWT's header and payload decode to JSON objects (a string of
+/// the shape `eyJ….eyJ….x` that does not is not a token).
+pub(crate) fn is_jwt(v: &[u8]) -> bool {
+    let mut parts = v.split(|&b| b == b'.');
+    let (Some(h), Some(p)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    [h, p].iter().all(|part| {
+        decode_b64_any(part).is_some_and(|d| {
+            matches!(
+                serde_json::from_slice::<serde_json::Value>(&d),
+                Ok(serde_json::Value::Object(_))
+            )
+        })
+    })
 }
 
 /// Whether a name mentions something public or a digest, so a random-looking
@@ -671,6 +877,10 @@ pub(crate) fn is_placeholder(value: &[u8]) -> bool {
         b"optional",
         b"string",
         b"hunter2-example",
+        b"pass",
+        // GitHub workflow `permissions:` levels (`id-token: write`).
+        b"read",
+        b"write",
     ];
     if EXACT.contains(&l) {
         return true;
@@ -696,6 +906,7 @@ pub(crate) fn is_placeholder(value: &[u8]) -> bool {
         b"$(",
         b"{{",
         b"%(",
+        b"%{",
         b"__file{",
         b"__env{",
         b"%d/",
@@ -713,6 +924,14 @@ pub(crate) fn is_placeholder(value: &[u8]) -> bool {
     }
     // A value that is one character repeated ("aaaaaaaa", "00000000").
     if v.iter().all(|&b| b == v[0]) {
+        return true;
+    }
+    // printf conversions (`printf 'PASSWORD=%s\n' "$x"`).
+    if v[0] == b'%' && v.len() >= 2 && b"sdqvx".contains(&v[1]) {
+        return true;
+    }
+    // `<PREVIOUS RESULT>`, `<SOPS:…>` cut at a space or quote.
+    if v[0] == b'<' && v.len() >= 2 && (v[1].is_ascii_alphabetic() || v[1] == b'_') {
         return true;
     }
     let first = v[0];
@@ -767,14 +986,43 @@ pub(crate) fn is_reference(value: &[u8]) -> bool {
         b"awssm:",
         b"gcpsm:",
     ];
-    // A random base64 value may start with `/`: a path is not random.
-    if PREFIXES.iter().any(|p| l.starts_with(p)) && !v.contains(&b' ') && !is_high_entropy(v) {
+    // A random base64 value may start with `/`: a path is not random. The
+    // other prefixes cannot start base64 (`op://Private/x/credential` is a
+    // reference however random its item name looks).
+    if PREFIXES.iter().any(|p| l.starts_with(p))
+        && !v.contains(&b' ')
+        && (first != b'/' || !is_high_entropy(v))
+    {
+        return true;
+    }
+    // A relative path to a file (`secrets/ssh.yaml`).
+    if is_relative_file_path(v) {
         return true;
     }
     // YAML tags that load the value from elsewhere (Home Assistant, Ansible).
     [&b"!secret "[..], b"!vault", b"!env_var ", b"!env "]
         .iter()
         .any(|p| l.starts_with(p))
+}
+
+/// `dir/name.ext` with a file extension seen in repositories: a path.
+fn is_relative_file_path(v: &[u8]) -> bool {
+    const EXT: &[&str] = &[
+        "yaml", "yml", "json", "toml", "age", "key", "pem", "txt", "env", "nix", "gpg", "asc",
+        "conf", "ini", "crt", "pub", "sops", "enc",
+    ];
+    if v.contains(&b' ') || !v.contains(&b'/') {
+        return false;
+    }
+    let Some((_, ext)) = v.rsplit(|&b| b == b'/').next().and_then(|n| {
+        let n = std::str::from_utf8(n).ok()?;
+        n.rsplit_once('.')
+    }) else {
+        return false;
+    };
+    EXT.contains(&ext.to_ascii_lowercase().as_str())
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-@+".contains(b))
 }
 
 /// Whether the value has the shape of something public or derived: an SSH

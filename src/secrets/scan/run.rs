@@ -79,6 +79,10 @@ struct FileResult {
     bytes: u64,
     binary: Vec<String>,
     huge: Vec<String>,
+    /// `.nix` files that do not parse (read by the line rules).
+    unparsed: Vec<String>,
+    /// Blobs missing from the repository: (path, commit, blob), not scanned.
+    missing: Vec<(String, Option<String>, ObjectId)>,
 }
 
 impl FileResult {
@@ -88,6 +92,8 @@ impl FileResult {
         self.bytes += o.bytes;
         self.binary.extend(o.binary);
         self.huge.extend(o.huge);
+        self.unparsed.extend(o.unparsed);
+        self.missing.extend(o.missing);
         self
     }
 
@@ -109,6 +115,43 @@ impl FileResult {
                     if n == 1 { "" } else { "s" },
                     shown.join(", ")
                 ),
+            });
+        }
+        // One warning per missing blob (path and commit named), up to a
+        // bound: a blobless clone misses thousands in its history.
+        const SHOWN_MISSING: usize = 20;
+        let mut missing = self.missing;
+        missing.sort();
+        missing.dedup();
+        for (path, commit, id) in missing.iter().take(SHOWN_MISSING) {
+            let at = match commit {
+                Some(c) => format!(" in commit {}", &c[..c.len().min(12)]),
+                None => String::new(),
+            };
+            warnings.push(Warning {
+                path: Some(path.clone()),
+                message: format!("not scanned{at}: {}", GitError::MissingObject { id: *id }),
+            });
+        }
+        if missing.len() > SHOWN_MISSING {
+            warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "{} more blobs are missing from the repository and were not scanned \
+                     (a partial or blobless clone); the rest of the run completed",
+                    missing.len() - SHOWN_MISSING
+                ),
+            });
+        }
+        let mut unparsed = self.unparsed;
+        unparsed.sort();
+        unparsed.dedup();
+        for p in unparsed {
+            warnings.push(Warning {
+                path: Some(p),
+                message: "does not parse as Nix: its bindings were read by the line rules \
+                          instead (nix would reject this file; fix its syntax)"
+                    .to_string(),
             });
         }
         for p in self.huge {
@@ -153,10 +196,23 @@ fn scan_blob(
             if bytes.len() > HUGE_FILE {
                 r.huge.push(path.to_string());
             }
-            r.located = scanner.scan_located(path, bytes, commit, 0, keep_line);
+            let scan = scanner.scan_file(path, bytes, commit, 0, keep_line);
+            r.located = scan.located;
+            if scan.nix_parse_failed {
+                r.unparsed.push(path.to_string());
+            }
         }
     }
     r
+}
+
+/// A result that records a blob missing from the repository (partial or
+/// blobless clone) instead of failing the run.
+fn missing_blob(path: &str, commit: Option<&str>, id: ObjectId) -> FileResult {
+    FileResult {
+        missing: vec![(path.to_string(), commit.map(str::to_string), id)],
+        ..Default::default()
+    }
 }
 
 /// Whether a change brings new content to scan, and the blob id of it.
@@ -185,8 +241,11 @@ pub fn scan_change_set(scanner: &Scanner, changes: &ChangeSet) -> Result<Outcome
             if scanner.path_allowed(&path) {
                 return Ok(FileResult::default());
             }
-            let Some(bytes) = changes.new.read(c.path.as_bstr())? else {
-                return Ok(FileResult::default());
+            let bytes = match changes.new.read(c.path.as_bstr()) {
+                Ok(Some(b)) => b,
+                Ok(None) => return Ok(FileResult::default()),
+                Err(GitError::MissingObject { id }) => return Ok(missing_blob(&path, None, id)),
+                Err(e) => return Err(e.into()),
             };
             Ok(scan_blob(scanner, &path, &bytes, None, None))
         })
@@ -233,10 +292,22 @@ fn scan_commit_added(scanner: &Scanner, repo: &Repo, id: ObjectId) -> Result<Fil
             if matches!(c.kind, ChangeKind::Renamed { .. }) && c.old.is_some_and(|o| o.id == blob) {
                 return Ok(FileResult::default());
             }
-            let new = repo.read_blob(blob)?;
+            let new = match repo.read_blob(blob) {
+                Ok(b) => b,
+                Err(GitError::MissingObject { id }) => {
+                    return Ok(missing_blob(&path, Some(&hex), id));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let old = match c.old {
                 Some(o) if matches!(o.mode, FileMode::Regular | FileMode::Executable) => {
-                    Some(repo.read_blob(o.id)?)
+                    match repo.read_blob(o.id) {
+                        Ok(b) => Some(b),
+                        // Without the old version every line counts as added:
+                        // more is scanned, never less.
+                        Err(GitError::MissingObject { .. }) => None,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 _ => None,
             };
@@ -340,7 +411,13 @@ pub fn scan_history(
     let results: Vec<Result<FileResult, RunError>> = jobs
         .par_iter()
         .map(|(i, path, blob)| {
-            let bytes = repo.read_blob(*blob)?;
+            let bytes = match repo.read_blob(*blob) {
+                Ok(b) => b,
+                Err(GitError::MissingObject { id }) => {
+                    return Ok(missing_blob(path, Some(&hexes[*i]), id));
+                }
+                Err(e) => return Err(e.into()),
+            };
             Ok(scan_blob(scanner, path, &bytes, Some(&hexes[*i]), None))
         })
         .collect();

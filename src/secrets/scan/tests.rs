@@ -857,3 +857,477 @@ fn bindings_outside_an_attribute_set_are_still_read_as_nix() {
         ("nix-password", 1, 26)
     );
 }
+
+/// Shapes that raised false errors on the real fleets (issue 14), rebuilt
+/// with synthetic values: each is context the rules now read (envelope,
+/// public key path, reference, name, command, format string, address).
+#[test]
+fn real_repository_shapes_that_are_not_credentials() {
+    // sops ENC[] whose 64-byte ciphertext has a signing key's length.
+    let data = "A".repeat(86) + "==";
+    assert_clean(
+        "secrets/app.yaml",
+        &format!("API_TOKEN: ENC[AES256_GCM,data:{data},iv:abc=,tag:def==,type:str]\n"),
+    );
+    assert_clean(
+        "vars/x/secret",
+        &format!("\t\"data\": \"ENC[AES256_GCM,data:{data},iv:x,type:str]\",\n"),
+    );
+    // Armored age inside a sops JSON string, with `\n` escapes.
+    assert_clean(
+        "sops/secrets/x/secret",
+        "\"enc\": \"-----BEGIN AGE ENCRYPTED FILE-----\\nYWdlLWVuY3J5cHRpb24ub3JnL3Yx\\nQ2xhbkp3\
+         pw=\\nabc\\n-----END AGE ENCRYPTED FILE-----\\n\"\n",
+    );
+    // clan stores the public half of a WireGuard key as `publickey/value`.
+    assert_clean(
+        "vars/per-machine/m/wg/publickey/value",
+        &format!("{WG_PUB}\n"),
+    );
+    assert_finds(
+        "vars/per-machine/m/wg/privatekey/value",
+        &format!("{WG_PRIV}\n"),
+        "wireguard-private-key",
+        WG_PRIV,
+    );
+    // OpenTofu key-provider parameters: base64 of {"salt":…,"iterations":…}.
+    {
+        use base64::Engine as _;
+        let params = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"salt":"c2FsdHNhbHRzYWx0","iterations":600000,"hash_function":"sha512","key_length":32}"#);
+        assert_clean(
+            "terraform/terraform.tfstate",
+            &format!("  \"key_provider.pbkdf2.state_encryption_password\": \"{params}\"\n"),
+        );
+    }
+    for (path, text) in [
+        (".github/workflows/ci.yaml", "      id-token: \"write\"\n"),
+        ("misc/backup.nu", "      secret: \"pool_luks\"\n"),
+        (
+            "modules/a.nix",
+            "{ x = ''\n  export HISTIGNORE=\"pwd:ls:cd\"\n''; }\n",
+        ),
+        (
+            "dev/t.nix",
+            "{ x = ''\n  echo \"PASS: evaluated exactly once\"\n''; }\n",
+        ),
+        (
+            "modules/f.nix",
+            "{ x = ''\n  printf 'LOKI_PASSWORD=%s\\n' \"$(cat f)\"\n''; }\n",
+        ),
+        (
+            "users/h.nix",
+            "{ home.sessionVariables.AMP_API_KEY = \"op://Private/Some_API/credential\"; }\n",
+        ),
+        (
+            "presets/h.nix",
+            "{ settings.comment-tokens = [ \"-\" \"+\" \"- [ ]\" ]; }\n",
+        ),
+        (
+            "presets/z.nix",
+            "{ boot.zfs.requestEncryptionCredentials = [ \"tank/archive\" ]; }\n",
+        ),
+        ("presets/v.nix", "{ x.password = \"%{PASSWORD}\"; }\n"),
+        (
+            "modules/b.nix",
+            "{ sshAgeSecret = \"restic-ssh-privkey\"; }\n",
+        ),
+        (
+            "users/n.nix",
+            "{ \"org.freedesktop.impl.portal.Secret\" = [ \"gnome-keyring\" ]; }\n",
+        ),
+        ("home/z.nix", "{ semantic_tokens = \"combined\"; }\n"),
+        ("hosts/n.nix", "{ nvenc_twopass = \"full_res\"; }\n"),
+        ("core/dispatch.py", "EVENT_PASS = \"pass\"\n"),
+        (
+            "slack-post-tests.sh",
+            "printf 'xoxp-0-stub-token\\n' >\"${token_file}\"\n",
+        ),
+        (
+            "youtube.sh",
+            "  --multipass) VIDEO_MULTIPASS=\"-2pass 1 -multipass fullres\";;\n",
+        ),
+        (
+            "users/m.nix",
+            "{ shellAliases.lock-secrets = \"fusermount -u ~/Vaults/Secrets\"; }\n",
+        ),
+        ("justfile", "    SSH_SECRETS=\"secrets/ssh.yaml\"\n"),
+        (
+            "justfile",
+            "  LUKS_PASS=\" --disk-encryption-keys /tmp/a.key /tmp/a.key\"\n",
+        ),
+        (
+            "pg.nix",
+            "{ x = ''\n  ALTER ROLE app WITH PASSWORD :'role_password';\n''; }\n",
+        ),
+        (
+            "t.nix",
+            "{ x = lib.filter (lib.hasPrefix \"password=\") lines; }\n",
+        ),
+        (
+            "t.nix",
+            "{ y = (lib.hasPrefix \"password=<SOPS:\" line); }\n",
+        ),
+        (
+            "zsh.nix",
+            "{ shellAliases.topw = \"procs -W 1 --sortd write\"; }\n",
+        ),
+        (
+            "av.nix",
+            "{ x = ''\n  clamav ALL = (ALL) NOPASSWD: SETENV: /bin/true\n''; }\n",
+        ),
+        (
+            "iso.nix",
+            "{ ipv6AcceptRAConfig.Token = \"::521a:c5ff:fefe:65d9\"; }\n",
+        ),
+        (
+            "telegraf.nix",
+            "  # set env (note: type INFLUX_TOKEN=<PREVIOUS RESULT COMMAND>)\n",
+        ),
+    ] {
+        let f: Vec<(String, String)> = found(path, text)
+            .into_iter()
+            .filter(|(r, _)| r != "hashed-password")
+            .collect();
+        assert!(
+            f.is_empty(),
+            "expected nothing in {path}: {text:?}, found {f:?}"
+        );
+    }
+    // Transmission's salted hash is a hash (warning), not a password.
+    let th = format!(
+        "{{{}{}",
+        "c4c5145f6e18bcd3c7429214a832440a45285ce2", "6jDOBGVW"
+    );
+    assert_eq!(
+        rules_of("t.nix", &format!("{{ rpc-password = \"{th}\"; }}\n")),
+        ["hashed-password"]
+    );
+}
+
+/// The same rules still find the credentials next to those shapes.
+#[test]
+fn credentials_beside_the_real_repository_shapes_are_found() {
+    assert_finds(
+        "hosts/v.nix",
+        "{ password = \"ls1.internal\"; }\n",
+        "nix-password",
+        "ls1.internal",
+    );
+    assert_finds(
+        "collector.py",
+        "PASSWORD = \"faet4e1Dxhn5\"\n",
+        "secret-assignment",
+        "faet4e1Dxhn5",
+    );
+    assert_finds(
+        "m.nix",
+        "{ rconPassword = \"thiscanbeanything\"; }\n",
+        "nix-password",
+        "thiscanbeanything",
+    );
+    assert_finds(
+        "justfile",
+        "init passwd=\"demopass\": (x)\n",
+        "secret-assignment",
+        "demopass",
+    );
+    // A real passphrase with spaces is not a command line.
+    assert_finds(
+        "w.nix",
+        "{ psk = \"correct horse battery\"; }\n",
+        "nix-password",
+        "correct horse battery",
+    );
+    // `%s` inside a longer value is a value.
+    assert_finds(
+        ".env",
+        "DB_PASSWORD=\"x%sy-secret-9\"\n",
+        "secret-assignment",
+        "x%sy-secret-9",
+    );
+    // A sops file's unencrypted neighbour is still read.
+    assert_finds(
+        "secrets/app.yaml",
+        "api_token: hunter22-plain\nother: ENC[AES256_GCM,data:abc,type:str]\n",
+        "secret-assignment",
+        "hunter22-plain",
+    );
+    let slack = cat(&[
+        "xoxb-",
+        "1234567890",
+        "-",
+        "1234567890123",
+        "-AbCdEfGhIjKlMnOpQrStUvWx",
+    ]);
+    assert_finds("ci.env", &format!("SLACK={slack}\n"), "slack-token", &slack);
+}
+
+#[test]
+fn jwt_needs_json_header_and_payload_and_fixtures_are_warnings() {
+    let jwt = cat(&[
+        "eyJhbGciOiJIUzI1NiJ9",
+        ".eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+        ".dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    ]);
+    assert_finds("api.txt", &format!("auth {jwt}\n"), "jwt", &jwt);
+    // Same shape, but the parts are not base64 of JSON objects.
+    let fake = "eyJxxxxxxxxxxxxxxxx.eyJyyyyyyyyyyyyyyyy.zzzzzzzzzzzzzzzzzzzzz";
+    assert!(!rules_of("api.txt", &format!("x {fake}\n")).contains(&"jwt".to_string()));
+    let s = scanner();
+    let sev = |path: &str| {
+        s.scan_bytes(path, format!("x {jwt}\n").as_bytes(), None)
+            .iter()
+            .find(|f| f.rule == "jwt")
+            .map(|f| f.severity)
+    };
+    assert_eq!(sev("src/api.rs"), Some(Severity::Error));
+    assert_eq!(sev("tests/cassettes/login.yaml"), Some(Severity::Warning));
+    assert_eq!(sev("recordings/session.har"), Some(Severity::Warning));
+    assert_eq!(sev("spec/fixtures/resp.json"), Some(Severity::Warning));
+    // Configured otherwise: the user's severity wins.
+    let mut cfg = Config::default();
+    cfg.secrets.severity.insert("jwt".into(), "error".into());
+    let strict = Scanner::new(&cfg).unwrap();
+    let f = strict.scan_bytes(
+        "tests/cassettes/login.yaml",
+        format!("x {jwt}\n").as_bytes(),
+        None,
+    );
+    assert_eq!(
+        f.iter().find(|f| f.rule == "jwt").map(|f| f.severity),
+        Some(Severity::Error)
+    );
+}
+
+#[test]
+fn lock_files_are_read_for_tokens_only() {
+    // Package names and integrity hashes are not assignments.
+    let lock = "    \"node_modules/minipass\": {\n      \"version\": \"3.3.6\",\n      \
+                \"integrity\": \"sha512-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\"\n\
+                    \"minipass\": \"^3.0.0\",\n    \"token-stream\": \"1.0.0\"\n";
+    for name in [
+        "package-lock.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "Cargo.lock",
+        "go.sum",
+        "flake.lock",
+    ] {
+        assert_clean(name, lock);
+    }
+    assert_clean(
+        "pkgs/gemset.nix",
+        "{ secret_keys = { sha256 = \"0abc\"; }; password = \"x-y-z-1\"; }\n",
+    );
+    assert_clean("pkgs/node-deps.nix", "{ token = \"abcdef-123\"; }\n");
+    // A token of a known shape in a lock file is still a token.
+    let gh = cat(&["gh", "p_", "16C7e42F292c6912E7710c838347Ae178B4a"]);
+    assert_finds(
+        "package-lock.json",
+        &format!("\"resolved\": \"https://x:{gh}@npm.example.com/a.tgz\"\n"),
+        "github-token",
+        &gh,
+    );
+}
+
+#[test]
+fn nix_that_does_not_parse_still_gets_the_line_rules() {
+    let s = scanner();
+    let text = cat(&[
+        "{ a = 1; } users.users.root.initialPassword = \"",
+        "Zq7-unparsed-pw",
+        "\";\n",
+    ]);
+    let scan = s.scan_file("hosts/broken.nix", text.as_bytes(), None, 0, None);
+    assert!(scan.nix_parse_failed);
+    assert_eq!(scan.located.len(), 1, "{:?}", scan.located);
+    assert_eq!(scan.located[0].finding.severity, Severity::Error);
+    // A valid file (or a list of bindings) is not reported as broken, and
+    // its spaced `key = "value"` text inside strings stays string-bound.
+    let ok = s.scan_file(
+        "hosts/ok.nix",
+        b"{ x.password = \"hunter22-ok\"; y = \"a password = b\"; }\n",
+        None,
+        0,
+        None,
+    );
+    assert!(!ok.nix_parse_failed);
+    assert_eq!(ok.located.len(), 1, "{:?}", ok.located);
+    let snippet = s.scan_file("s.nix", b"a.password = \"hunter22-ok\";\n", None, 0, None);
+    assert!(!snippet.nix_parse_failed);
+}
+
+/// Synthesises a value from a spec: literal text with `{c:N}` runs of N
+/// characters of class `c` (b base62, l lower alnum, h hex, U upper alnum,
+/// L letters, d digits, 6 base64), from a fixed pseudo-random sequence.
+/// With `shrink`, every run is half as long (a look-alike too short to be
+/// the token).
+fn synth(spec: &str, seed: u64, shrink: bool) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = String::new();
+    let mut rest = spec;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = open + rest[open..].find('}').unwrap();
+        let (class, n) = rest[open + 1..close].split_once(':').unwrap();
+        let mut n: usize = n.parse().unwrap();
+        if shrink {
+            n /= 2;
+        }
+        let alphabet: &[u8] = match class {
+            "b" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+            "l" => b"abcdefghijklmnopqrstuvwxyz0123456789",
+            "h" => b"0123456789abcdef",
+            "U" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+            "L" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+            "d" => b"0123456789",
+            "6" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            c => panic!("unknown class {c}"),
+        };
+        for _ in 0..n {
+            out.push(alphabet[(next() % alphabet.len() as u64) as usize] as char);
+        }
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One synthetic sample per provider rule (never a live value), found in a
+/// config assignment and in free text; the same shape with every random
+/// run halved is not found by that rule.
+#[test]
+fn provider_rules_find_their_shape() {
+    let uuid = "{h:8}-{h:4}-{h:4}-{h:4}-{h:12}";
+    let teams = format!(
+        "https://acme.webhook.office.com/webhookb2/{uuid}@{uuid}/IncomingWebhook/{{b:32}}/{uuid}"
+    );
+    let specs: Vec<(&str, String)> = [
+        ("gcp-api-key", "AIza{b:35}"),
+        ("gcp-oauth-client-secret", "GOCSPX-{b:28}"),
+        ("azure-storage-key", "AccountKey={6:86}=="),
+        ("alibaba-access-key-id", "LTAI{b:20}"),
+        ("cloudflare-origin-ca-key", "v1.0-{h:24}-{h:146}"),
+        ("flyio-token", "fm2_{6:120}"),
+        ("heroku-api-key", "HRKU-AA{b:58}"),
+        ("databricks-token", "dapi{h:32}"),
+        ("scalingo-token", "tk-us-{b:48}"),
+        ("bitbucket-app-password", "ATBB{b:32}"),
+        ("atlassian-api-token", "ATATT3{b:186}"),
+        ("circleci-token", "CCIPAT_{b:22}_{h:40}"),
+        ("npm-token", "npm_{b:36}"),
+        ("pypi-token", "pypi-AgEIcHlwaS5vcmc{b:60}"),
+        ("rubygems-api-key", "rubygems_{h:48}"),
+        ("clojars-token", "CLOJARS_{l:60}"),
+        ("nuget-api-key", "oy2{l:43}"),
+        ("docker-hub-token", "dckr_pat_{b:27}"),
+        ("artifactory-api-key", "AKCp{b:69}"),
+        ("hashicorp-vault-token", "hvs.{b:95}"),
+        ("terraform-cloud-token", "{b:14}.atlasv1.{b:65}"),
+        ("doppler-token", "dp.pt.{b:43}"),
+        ("pulumi-token", "pul-{h:40}"),
+        ("sourcegraph-token", "sgp_{h:16}_{h:40}"),
+        ("prefect-api-key", "pnu_{b:36}"),
+        ("infracost-api-key", "ico-{b:32}"),
+        ("onepassword-service-account-token", "ops_eyJ{6:260}"),
+        ("grafana-token", "glsa_{b:32}_{h:8}"),
+        ("newrelic-api-key", "NRAK-{U:27}"),
+        ("sentry-token", "sntryu_{h:64}"),
+        ("dynatrace-token", "dt0c01.{U:24}.{U:64}"),
+        ("postman-api-key", "PMAK-{h:24}-{h:34}"),
+        ("linear-api-key", "lin_api_{b:40}"),
+        ("notion-token", "ntn_{d:11}{b:35}"),
+        ("readme-api-key", "rdme_{l:70}"),
+        ("typeform-token", "tfp_{b:59}"),
+        ("planetscale-token", "pscale_tkn_{b:43}"),
+        ("supabase-key", "sbp_{h:40}"),
+        ("mapbox-secret-token", "sk.eyJ{b:60}.{b:22}"),
+        (
+            "discord-webhook",
+            "https://discord.com/api/webhooks/{d:18}/{b:68}",
+        ),
+        ("teams-webhook", teams.as_str()),
+        ("sendgrid-api-key", "SG.{b:22}.{b:43}"),
+        ("mailchimp-api-key", "{h:32}-us{d:2}"),
+        ("stripe-key", "sk_live_{b:30}"),
+        ("stripe-webhook-secret", "whsec_{b:32}"),
+        ("square-token", "sq0atp-{b:22}"),
+        ("braintree-token", "access_token$production${l:16}${h:32}"),
+        ("shopify-token", "shpat_{h:32}"),
+        ("easypost-api-key", "EZAK{l:54}"),
+        ("flutterwave-secret-key", "FLWSECK_TEST-{h:32}-X"),
+        ("duffel-token", "duffel_test_{b:43}"),
+        ("shippo-token", "shippo_live_{h:40}"),
+        ("openai-api-key", "sk-proj-{b:30}T3BlbkFJ{b:30}"),
+        ("anthropic-api-key", "sk-ant-api03-{b:93}AA"),
+        ("huggingface-token", "hf_{L:34}"),
+        ("groq-api-key", "gsk_{b:52}"),
+        ("replicate-token", "r8_{b:37}"),
+        ("perplexity-api-key", "pplx-{b:48}"),
+        ("xai-api-key", "xai-{b:80}"),
+        ("openrouter-api-key", "sk-or-v1-{h:64}"),
+    ]
+    .into_iter()
+    .map(|(id, spec)| (id, spec.to_string()))
+    .collect();
+    // Every provider rule has a sample.
+    let covered: std::collections::HashSet<&str> = specs.iter().map(|(id, _)| *id).collect();
+    for d in super::providers::PROVIDERS {
+        assert!(
+            covered.contains(d.id),
+            "provider rule {} has no sample",
+            d.id
+        );
+    }
+    for (i, (id, spec)) in specs.iter().enumerate() {
+        let sample = synth(spec, i as u64 + 1, false);
+        // The secret is the token itself (the connection string's key for
+        // Azure).
+        let secret = sample.strip_prefix("AccountKey=").unwrap_or(&sample);
+        assert_finds(
+            "app.env",
+            &format!("SERVICE_CRED=\"{sample}\"\n"),
+            id,
+            secret,
+        );
+        assert_finds("notes.txt", &format!("use {sample} here\n"), id, secret);
+        let look_alike = synth(spec, i as u64 + 1, true);
+        let f = found("notes.txt", &format!("use {look_alike} here\n"));
+        assert!(
+            f.iter().all(|(r, _)| r != id),
+            "{id}: the look-alike {look_alike:?} was found: {f:?}"
+        );
+        // Documentation placeholders of the same prefix are not tokens.
+        let doc = format!("use {} here\n", spec.split('{').next().unwrap());
+        assert!(
+            found("notes.txt", &doc).iter().all(|(r, _)| r != id),
+            "{id}"
+        );
+    }
+}
+
+/// Built-in patterns compile lazily (on first use); every one must compile.
+#[test]
+fn every_builtin_pattern_compiles() {
+    let s = scanner();
+    let mut compiled = 0;
+    for r in &s.rules {
+        if let RuleRegex::Lazy(pattern, _) = &r.regex {
+            assert!(r.regex.get().is_some(), "{}", r.id);
+            assert!(
+                RegexBuilder::new(pattern).unicode(false).build().is_ok(),
+                "{}",
+                r.id
+            );
+            compiled += 1;
+        }
+    }
+    assert!(compiled > 60, "only {compiled} lazy patterns");
+}
