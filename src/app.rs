@@ -236,7 +236,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dir: cli.dir.as_deref(),
             },
         ),
-        Command::PreCommit => ci::pre_commit(&ctx, cli.quiet),
+        Command::PreCommit { full_files } => ci::pre_commit(&ctx, cli.quiet, *full_files),
         Command::Ci {
             base,
             head,
@@ -297,7 +297,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Secrets { .. } => "secrets",
         Command::Build { .. } => "build",
         Command::Check { .. } => "check",
-        Command::PreCommit => "pre-commit",
+        Command::PreCommit { .. } => "pre-commit",
         Command::Ci { .. } => "ci",
         Command::Bisect { .. } => "bisect",
         Command::Hook { .. } => "hook",

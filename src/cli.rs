@@ -276,7 +276,14 @@ pub enum Command {
     /// passes a range (PRE_COMMIT_FROM_REF / PRE_COMMIT_TO_REF, e.g. the
     /// pre-push stage or `pre-commit run --from-ref A --to-ref B`), judges
     /// that range instead.
-    PreCommit,
+    PreCommit {
+        /// Judge every finding in the staged files, not only those on the
+        /// lines this commit adds or changes (the default, like gitleaks'
+        /// pre-commit mode: what is already committed is `scan --history`'s
+        /// job).
+        #[arg(long)]
+        full_files: bool,
+    },
 
     /// `check` over a range, reading the GitHub Actions environment.
     ///

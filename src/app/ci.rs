@@ -33,7 +33,7 @@ pub struct CiArgs<'a> {
 }
 
 /// `guard pre-commit`.
-pub fn pre_commit(ctx: &Context, quiet: bool) -> Result<i32> {
+pub fn pre_commit(ctx: &Context, quiet: bool, full_files: bool) -> Result<i32> {
     let start = Instant::now();
     let (sel, what) = match framework_range() {
         Some((from, to)) => {
@@ -58,7 +58,19 @@ pub fn pre_commit(ctx: &Context, quiet: bool) -> Result<i32> {
         notes.push("nix level skipped inside a Nix build".to_string());
         level = Level::None;
     }
-    let verdict = judge(ctx, &sel, level, quiet, false)?;
+    let mut verdict = judge(ctx, &sel, level, quiet, false)?;
+    if !full_files && sel == git::Selector::Staged {
+        let older = keep_added_lines(ctx, &sel, &mut verdict)?;
+        if older > 0 {
+            notes.push(format!(
+                "{older} older finding{} in the touched files not judged (already committed: \
+                 `guard scan --history` reports {}; `guard pre-commit --full-files` judges {})",
+                if older == 1 { "" } else { "s" },
+                if older == 1 { "it" } else { "them" },
+                if older == 1 { "it" } else { "them" },
+            ));
+        }
+    }
     // What the scan says about one file (it does not parse as Nix, its blob
     // is missing, it was too large for the Nix rule) belongs in the verdict.
     for w in verdict.report.scan.iter().flat_map(|s| &s.warnings) {
@@ -84,6 +96,57 @@ pub fn pre_commit(ctx: &Context, quiet: bool) -> Result<i32> {
 /// to the directory the hook runs in. guard never changes directory (not
 /// even for `-C`), so the path stays valid; but a missing file would read as
 /// an empty index and judge "every file deleted", so refuse it instead.
+/// Keeps only the scan findings on lines the staged change adds or changes
+/// (a new file is all added); returns how many older ones were set aside.
+fn keep_added_lines(ctx: &Context, sel: &git::Selector, verdict: &mut Verdict) -> Result<usize> {
+    let Some(scan) = verdict.report.scan.as_mut() else {
+        return Ok(0);
+    };
+    if scan.findings.is_empty() {
+        return Ok(0);
+    }
+    let changes = ctx.repo.change_set(sel)?;
+    let mut added: HashMap<String, Option<Vec<bool>>> = HashMap::new();
+    let before = scan.findings.len();
+    let mut kept = Vec::with_capacity(before);
+    for f in std::mem::take(&mut scan.findings) {
+        let lines = added
+            .entry(f.path.clone())
+            .or_insert_with(|| added_lines(&changes, &f.path));
+        // Unknown (no old blob, unreadable, not text): judge the whole file.
+        if lines
+            .as_ref()
+            .is_none_or(|l| l.get(f.line).copied().unwrap_or(false))
+        {
+            kept.push(f);
+        }
+    }
+    let older = before - kept.len();
+    scan.findings = kept;
+    if verdict.code != super::exit::INTERRUPTED {
+        verdict.code = verdict.report.exit_code();
+    }
+    Ok(older)
+}
+
+/// Which lines of `path` (1-based index) the change adds or changes, as
+/// the history scan judges them; `None` when the file is new or unreadable.
+fn added_lines(changes: &git::ChangeSet, path: &str) -> Option<Vec<bool>> {
+    use git::ByteSlice as _;
+    let change = changes
+        .changes
+        .iter()
+        .find(|c| c.path.as_slice() == path.as_bytes())?;
+    let old_path = match &change.kind {
+        git::ChangeKind::Renamed { from } => from.to_str_lossy().into_owned(),
+        _ => path.to_string(),
+    };
+    change.old.as_ref()?;
+    let old = changes.old.read(git::BStr::new(&old_path)).ok()??;
+    let new = changes.new.read(git::BStr::new(path)).ok()??;
+    Some(crate::secrets::scan::run::added_lines(&old, &new))
+}
+
 fn check_index_file() -> Result<()> {
     let Some(idx) = std::env::var_os("GIT_INDEX_FILE").filter(|v| !v.is_empty()) else {
         return Ok(());

@@ -50,3 +50,62 @@ fn a_committed_identity_is_one_finding_not_two() {
         .unwrap();
     assert!(!human.stdout.contains(&secret[20..40]) && !out.stdout.contains(&secret[20..40]));
 }
+
+/// A WireGuard private key line, made fresh (never a real one).
+fn wg_line(iface: &str) -> String {
+    use std::io::Read;
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut raw)
+        .unwrap();
+    let out = Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&raw)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap();
+    format!("  networking.wireguard.interfaces.{iface}.privateKey = \"{key}\";\n")
+}
+
+#[test]
+fn the_hook_judges_the_lines_a_commit_adds() {
+    let repo = fleet_repo();
+    repo.write(
+        "machines/linda/wg.nix",
+        format!("{{ ... }}: {{\n{}}}\n", wg_line("wg0")),
+    );
+    repo.commit_all("an old finding");
+    // A one-line change elsewhere in the file: the old finding is not news.
+    let mut text = std::fs::read_to_string(repo.path().join("machines/linda/wg.nix")).unwrap();
+    text.push_str("# tuned MTU later\n");
+    repo.write("machines/linda/wg.nix", &text);
+    repo.git(&["add", "machines/linda/wg.nix"]);
+    let out = repo.guard(&["pre-commit"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains("1 older finding in the touched files not judged"),
+        "{}",
+        out.stderr
+    );
+    repo.guard(&["pre-commit", "--full-files"]).assert_code(1);
+
+    // A line the commit adds is judged.
+    text.push_str(&format!("/* {} */\n", wg_line("wg1").trim()));
+    repo.write("machines/linda/wg.nix", &text);
+    repo.git(&["add", "machines/linda/wg.nix"]);
+    let out = repo.guard(&["pre-commit"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("commit blocked by 1 finding"),
+        "{}",
+        out.stderr
+    );
+}

@@ -271,6 +271,8 @@ fn a_blobless_clone_of_a_real_fleet_scans_its_history() {
 fn nix_that_does_not_parse_is_scanned_and_reported_by_the_hook_path() {
     let repo = TempRepo::new();
     repo.write("hosts/a.nix", "{ services.app.enable = true; }\n");
+    // The hook refuses a repository without hosts: name the one host.
+    repo.write("guard.toml", "[hosts]\na = \"hosts/a.nix\"\n");
     repo.commit_all("base");
     repo.write(
         "hosts/broken.nix",
