@@ -95,6 +95,16 @@ pub(crate) fn judge(
         .collect();
     secrets.findings.extend(leaks);
 
+    // The fix a finding suggests names the scheme the repository uses.
+    let scheme = crate::secrets::scheme::Scheme::detect(&changes.new, &ctx.flake_dir);
+    let mut scan = scan;
+    for f in scan.findings.iter_mut().chain(secrets.findings.iter_mut()) {
+        f.message = scheme.adapt(&f.message);
+    }
+    let mut rules = scanner.rule_infos();
+    for r in &mut rules {
+        r.help = scheme.adapt(&r.help);
+    }
     let section = super::build::build_section(ctx, sel, &changes, &affected, level, quiet)?;
     let report = Report {
         affected: Some(affected),
@@ -110,7 +120,7 @@ pub(crate) fn judge(
     Ok(Verdict {
         report,
         code,
-        rules: scanner.rule_infos(),
+        rules,
         regions,
     })
 }

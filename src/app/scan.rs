@@ -12,6 +12,7 @@ use crate::cli::{Format, Selector};
 use crate::git;
 use crate::report::{self, Report};
 use crate::secrets::scan::{Baseline, Scanner, run};
+use crate::secrets::scheme::Scheme;
 
 /// The flags of `guard scan`.
 pub struct ScanArgs<'a> {
@@ -39,7 +40,12 @@ pub fn scan(ctx: &Context, args: ScanArgs<'_>) -> Result<i32> {
     };
 
     let outcome = run_mode(ctx, &scanner, &args)?;
-    finish(&scanner, outcome, &args, &baseline_path, ctx.style)
+    // The fix a finding suggests names the scheme the repository uses.
+    let scheme = match ctx.repo.snapshot(crate::git::SnapshotSpec::Index) {
+        Ok(s) => Scheme::detect(&s, &ctx.flake_dir),
+        Err(_) => Scheme::Unknown,
+    };
+    finish(&scanner, outcome, &args, &baseline_path, ctx.style, scheme)
 }
 
 /// `guard scan PATH…` where no git repository holds the current directory:
@@ -68,7 +74,14 @@ pub fn scan_without_repo(
         scanner.with_baseline(&Baseline::load(&baseline_path)?)
     };
     let outcome = run::scan_paths(&scanner, args.paths, args.dir)?;
-    finish(&scanner, outcome, &args, &baseline_path, style)
+    finish(
+        &scanner,
+        outcome,
+        &args,
+        &baseline_path,
+        style,
+        Scheme::Unknown,
+    )
 }
 
 fn build_scanner(config: &crate::config::Config, path: Option<&Path>) -> Result<Scanner> {
@@ -85,6 +98,7 @@ fn finish(
     args: &ScanArgs<'_>,
     baseline_path: &Path,
     style: crate::report::Style,
+    scheme: Scheme,
 ) -> Result<i32> {
     if args.write_baseline {
         let findings: Vec<_> = outcome.located.iter().map(|l| l.finding.clone()).collect();
@@ -106,7 +120,10 @@ fn finish(
         return Ok(exit::OK);
     }
 
-    let (findings, regions) = outcome.into_findings();
+    let (mut findings, regions) = outcome.into_findings();
+    for f in &mut findings.findings {
+        f.message = scheme.adapt(&f.message);
+    }
     let report = Report {
         scan: Some(findings),
         ..Default::default()
@@ -126,7 +143,11 @@ fn finish(
                     .get(&(f.fingerprint.clone(), f.line, f.column))
                     .copied()
             };
-            report::write_sarif(&report, &scanner.rule_infos(), &end, &mut out)?;
+            let mut rules = scanner.rule_infos();
+            for r in &mut rules {
+                r.help = scheme.adapt(&r.help);
+            }
+            report::write_sarif(&report, &rules, &end, &mut out)?;
         }
     }
     out.flush()?;

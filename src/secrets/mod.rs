@@ -3,3 +3,4 @@
 
 pub mod age;
 pub mod scan;
+pub mod scheme;

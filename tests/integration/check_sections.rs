@@ -109,3 +109,46 @@ fn the_hook_judges_the_lines_a_commit_adds() {
         out.stderr
     );
 }
+
+#[test]
+fn the_fix_names_the_scheme_the_repository_uses() {
+    let repo = crate::support::TempRepo::new();
+    repo.write(
+        "flake.nix",
+        r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  inputs.sops-nix.url = "github:Mic92/sops-nix";
+  outputs = { nixpkgs, sops-nix, ... }: {
+    nixosConfigurations.db = nixpkgs.lib.nixosSystem { modules = [ ./db.nix ]; };
+  };
+}"#,
+    );
+    let secret = format!(
+        "{:x}{:x}",
+        std::process::id() as u64 * 7919,
+        0x5eed_u64 * 104_729
+    );
+    repo.write(
+        "db.nix",
+        format!("{{ ... }}: {{\n  services.app.password = \"Zq{secret}x!\";\n}}\n"),
+    );
+    repo.commit_all("a plaintext password in a sops-nix fleet");
+    let out = repo.guard(&[
+        "check", "--commit", "HEAD", "--level", "none", "--format", "json",
+    ]);
+    out.assert_code(1);
+    let messages: Vec<String> = out.json()["scan"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!messages.is_empty(), "{}", out.stdout);
+    for m in &messages {
+        assert!(m.contains("config.sops.secrets.<name>.path"), "{m}");
+        assert!(!m.contains("secrix"), "{m}");
+    }
+    let scan = repo.guard(&["scan", "--all"]);
+    assert!(scan.stdout.contains("sops-nix"), "{}", scan.stdout);
+    assert!(!scan.stdout.contains("secrix"), "{}", scan.stdout);
+}
