@@ -22,4 +22,5 @@ mod real_hosts;
 mod scan;
 mod scan_sources;
 mod scan_verdicts;
+mod snapshots;
 mod support;
