@@ -76,11 +76,29 @@ pub fn check_change(
     let model = Model::build(&changes.new, &new_analysis, config, &facts)?;
     let secrets = model.secrets();
     let mut warnings = model.warnings.clone();
-    let (scope, old) = if all {
-        (secrets.clone(), None)
-    } else {
-        let old_analysis = Analysis::of(&changes.old, flake_dir, config, cache);
-        let old_model = Model::build(&changes.old, &old_analysis, config, &facts)?;
+    let old_analysis = (!all).then(|| Analysis::of(&changes.old, flake_dir, config, cache));
+    let old_model = match &old_analysis {
+        None => None,
+        Some(a) => match Model::build(&changes.old, a, config, &facts) {
+            Ok(m) => Some(m),
+            // A blob of the base missing (a partial or blobless clone): the
+            // change's scope cannot be told, so every secret is checked.
+            Err(ModelError::Git(GitError::MissingObject { id })) => {
+                warnings.push(Warning {
+                    path: None,
+                    message: format!(
+                        "object {id} of {} is missing (a partial or blobless clone): \
+                         every secret of {} is checked instead of the change's",
+                        changes.old.label(),
+                        changes.new.label()
+                    ),
+                });
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let (scope, old) = if let (Some(old_analysis), Some(old_model)) = (old_analysis, old_model) {
         let query = Query::of(changes, new_revision);
         let affected = affected_hosts(&new_analysis, &old_analysis.hosts, &query, config)?;
         let mut scope = BTreeSet::new();
@@ -106,6 +124,8 @@ pub fn check_change(
         // still references it: then it is in `secrets` as missing).
         scope.retain(|p| secrets.contains(p));
         (scope, Some(old_model))
+    } else {
+        (secrets.clone(), None)
     };
     let checker = Checker {
         snapshot: &changes.new,

@@ -253,6 +253,29 @@ fn a_blobless_clone_of_a_real_fleet_scans_its_history() {
             json["warnings"]
         );
     }
+    // The age check of a range whose base misses blobs completes: it checks
+    // every secret instead of the change's and says why.
+    for args in [
+        &["secrets", "--base", "HEAD~30", "--format", "json"][..],
+        &[
+            "check", "--base", "HEAD~30", "--level", "none", "--format", "json",
+        ],
+    ] {
+        let out = run(&work, args);
+        assert!(
+            out.code == 0 || out.code == 1,
+            "{args:?}: exit {}: {}",
+            out.code,
+            out.stderr
+        );
+        assert!(
+            out.json()
+                .to_string()
+                .contains("is missing (a partial or blobless clone)"),
+            "{args:?}: no warning says why: {}",
+            out.stdout
+        );
+    }
     // HEAD's files are all present: `--all` reads every one of them.
     let out = run(&work, &["scan", "--all", "--format", "json"]);
     assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
