@@ -142,36 +142,19 @@ pub fn run(cli: Cli) -> Result<i32> {
         _ => {}
     }
     // `guard scan PATH…` scans plain directories too, as every peer does.
-    if let Command::Scan {
-        selector,
-        history,
-        since,
-        paths,
-        format,
-        write_baseline,
-    } = &cli.command
-        && !paths.is_empty()
+    if let Some(args) = scan_args(&cli)
+        && !args.paths.is_empty()
         && matches!(
             Repo::discover(&dir),
             Err(crate::git::GitError::NotARepo { .. })
         )
     {
-        return scan::scan_without_repo(
-            &dir,
-            cli.config.as_deref(),
-            style,
-            scan::ScanArgs {
-                selector,
-                history: *history,
-                since: since.as_deref(),
-                paths,
-                format: *format,
-                write_baseline: *write_baseline,
-                dir: cli.dir.as_deref(),
-            },
-        );
+        return scan::scan_without_repo(&dir, cli.config.as_deref(), style, args);
     }
     let ctx = Context::open(&dir, cli.config.as_deref(), style)?;
+    if let Some(args) = scan_args(&cli) {
+        return scan::scan(&ctx, args);
+    }
     match &cli.command {
         Command::Affected {
             selector,
@@ -217,25 +200,6 @@ pub fn run(cli: Cli) -> Result<i32> {
             format,
             identity,
         } => secrets::secrets(&ctx, selector, *format, identity.as_deref()),
-        Command::Scan {
-            selector,
-            history,
-            since,
-            paths,
-            format,
-            write_baseline,
-        } => scan::scan(
-            &ctx,
-            scan::ScanArgs {
-                selector,
-                history: *history,
-                since: since.as_deref(),
-                paths,
-                format: *format,
-                write_baseline: *write_baseline,
-                dir: cli.dir.as_deref(),
-            },
-        ),
         Command::PreCommit { full_files } => ci::pre_commit(&ctx, cli.quiet, *full_files),
         Command::Ci {
             base,
@@ -278,8 +242,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 replay: replay.as_deref(),
             },
         ),
-        // Handled before the repository was opened.
-        Command::Completions { .. }
+        // Handled before the match.
+        Command::Scan { .. }
+        | Command::Completions { .. }
         | Command::Man
         | Command::Hook { .. }
         | Command::Init { .. } => {
@@ -316,4 +281,28 @@ fn use_color(choice: ColorChoice) -> bool {
                 && std::io::stdout().is_terminal()
         }
     }
+}
+
+/// The arguments of `guard scan`, in or outside a repository.
+fn scan_args(cli: &Cli) -> Option<scan::ScanArgs<'_>> {
+    let Command::Scan {
+        selector,
+        history,
+        since,
+        paths,
+        format,
+        write_baseline,
+    } = &cli.command
+    else {
+        return None;
+    };
+    Some(scan::ScanArgs {
+        selector,
+        history: *history,
+        since: since.as_deref(),
+        paths,
+        format: *format,
+        write_baseline: *write_baseline,
+        dir: cli.dir.as_deref(),
+    })
 }

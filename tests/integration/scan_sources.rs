@@ -58,18 +58,7 @@ fn a_plain_directory_outside_any_repository_is_scanned() {
     out.assert_code(1);
     assert!(!out.stdout.contains(&pw()) && !out.stderr.contains(&pw()));
     let json = out.json();
-    let mut found: Vec<(String, String)> = json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["path"].as_str().unwrap().to_string(),
-                f["rule"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    found.sort();
+    let found = path_rules(&json);
     // Hidden files are scanned, ignored ones are not.
     assert_eq!(
         found,
@@ -373,18 +362,7 @@ path = '''\.pem$'''
     let out = run(repo.path(), &["scan", "--all", "--format", "json"]);
     out.assert_code(1);
     let json = out.json();
-    let mut found: Vec<(String, String)> = json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["path"].as_str().unwrap().to_string(),
-                f["rule"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    found.sort();
+    let found = path_rules(&json);
     assert_eq!(
         found,
         [
@@ -420,4 +398,21 @@ path = '''\.pem$'''
     let out = run(repo.path(), &["scan", "--all"]);
     out.assert_code(2);
     assert!(out.stderr.contains("nope.toml"), "{}", out.stderr);
+}
+
+/// (path, rule) of every finding in a scan's JSON, sorted.
+fn path_rules(json: &serde_json::Value) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["rule"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
 }
