@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::config::Config;
+use crate::config::{Config, Stamps};
 use crate::git::{BStr, ByteSlice, ChangeKind, ChangeSet, Snapshot};
 use crate::nix::graph::{Dep, DepKind, ImportGraph, Node, ParseCache, Tree};
 use crate::nix::hosts::{self, HostSet};
 use crate::nix::lock;
-use crate::nix::parse::{RefKind, Target};
+use crate::nix::parse::{HOST_OPTIONAL_OUTPUTS, RefKind, Target};
 use crate::report::{Affected, AffectedHost, Reason, Warning};
 
 /// Reasons listed per host (one per changed path); more are counted in
@@ -46,7 +46,24 @@ pub struct Analysis {
     pub flake_dir: String,
     pub hosts: HostSet,
     pub graph: ImportGraph,
+    /// Per host, the host-optional flake outputs (`packages`, `checks`,
+    /// `perSystem`, ...) it, or the wiring that feeds it, reads from the
+    /// flake: references in the value of any other such output cannot
+    /// reach that host.
+    pub host_read_outputs: BTreeMap<String, BTreeSet<String>>,
 }
+
+/// Per-system outputs: reading one of them reads what flake-parts'
+/// `perSystem` defines.
+const PER_SYSTEM_OUTPUTS: &[&str] = &[
+    "apps",
+    "checks",
+    "devShell",
+    "devShells",
+    "formatter",
+    "legacyPackages",
+    "packages",
+];
 
 impl Analysis {
     /// Discovers the hosts of `snapshot` and builds the import graph from
@@ -73,11 +90,106 @@ impl Analysis {
         roots.sort();
         roots.dedup();
         let graph = ImportGraph::build(snapshot, flake_dir, &roots, cache);
-        Analysis {
+        let mut analysis = Analysis {
             flake_dir: flake_dir.to_string(),
             hosts,
             graph,
+            host_read_outputs: BTreeMap::new(),
+        };
+        analysis.host_read_outputs = analysis
+            .hosts
+            .hosts
+            .iter()
+            .map(|(name, h)| (name.clone(), analysis.outputs_read_by(h)))
+            .collect();
+        analysis
+    }
+
+    /// The host-optional outputs `host` reads: from every file of its
+    /// closure and of the wiring, where the wiring grows with each output
+    /// found read, and a read inside another host-optional output counts
+    /// once that output is read (a fixpoint; a handful of rounds at most).
+    fn outputs_read_by(&self, host: &hosts::Host) -> BTreeSet<String> {
+        let host_files: Vec<&str> = self
+            .walk(self.starts(host), |_, _| true)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        let mut read = BTreeSet::new();
+        loop {
+            let wiring: Vec<&str> = self
+                .walk_wiring(&read, Some(host.name.as_str()))
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect();
+            let mut next = read.clone();
+            for f in host_files.iter().chain(&wiring) {
+                let Some(node) = self.graph.nodes.get(*f) else {
+                    continue;
+                };
+                for (output, within) in &node.refs.output_reads {
+                    if within.as_ref().is_none_or(|w| read.contains(w)) {
+                        next.insert(output.clone());
+                    }
+                }
+            }
+            if next
+                .iter()
+                .any(|o| PER_SYSTEM_OUTPUTS.contains(&o.as_str()))
+            {
+                next.insert("perSystem".to_string());
+            }
+            if next == read {
+                return read;
+            }
+            read = next;
         }
+    }
+
+    /// The host-optional outputs any host reads.
+    pub fn outputs_read_by_any_host(&self) -> BTreeSet<String> {
+        self.host_read_outputs.values().flatten().cloned().collect()
+    }
+
+    pub(crate) fn in_read_output(node: &Node, dep: &Dep, read: &BTreeSet<String>) -> bool {
+        match dep
+            .reference
+            .and_then(|i| node.refs.refs[i].output.as_ref())
+        {
+            None => true,
+            Some(o) => read.contains(o) || !HOST_OPTIONAL_OUTPUTS.contains(&o.as_str()),
+        }
+    }
+
+    /// The wiring of `host` (of any host: None) when it reads the
+    /// host-optional outputs `read`.
+    fn walk_wiring(&self, read: &BTreeSet<String>, host: Option<&str>) -> Vec<(&str, Vec<&str>)> {
+        self.walk(vec![self.hosts.flake_nix.as_str()], |node, dep| {
+            self.wiring_dep_of(node, dep, read, host)
+        })
+    }
+
+    /// Whether a dependency of a wiring file counts for `host` (for any
+    /// host: None): not an edge into hosts' own files, not inside an output
+    /// the host does not read, not a module another host's definition names
+    /// (`other = nixosSystem { modules = [ ./x ]; }`).
+    pub(crate) fn wiring_dep_of(
+        &self,
+        node: &Node,
+        dep: &Dep,
+        read: &BTreeSet<String>,
+        host: Option<&str>,
+    ) -> bool {
+        !self.is_host_edge(node, dep)
+            && Self::in_read_output(node, dep, read)
+            && host.is_none_or(|h| self.module_of(node, dep).is_none_or(|o| o == h))
+    }
+
+    /// The host whose definition names this dependency in its modules list.
+    fn module_of<'a>(&'a self, node: &'a Node, dep: &Dep) -> Option<&'a str> {
+        let r = &node.refs.refs[dep.reference?];
+        let owner = r.module_list_of.as_deref()?;
+        self.hosts.hosts.contains_key(owner).then_some(owner)
     }
 
     /// The flake's wiring reaches host entries through these references; for
@@ -95,12 +207,16 @@ impl Analysis {
         }
     }
 
-    /// The wiring: files reached from flake.nix without entering a host.
-    /// Every host depends on all of it.
+    /// The wiring: files reached from flake.nix without entering a host,
+    /// outside outputs no host reads. A host depends on all of it that is
+    /// outside the outputs it does not read ([`Analysis::wiring_for`]).
     pub fn wiring(&self) -> Vec<(&str, Vec<&str>)> {
-        self.walk(vec![self.hosts.flake_nix.as_str()], |node, dep| {
-            !self.is_host_edge(node, dep)
-        })
+        self.walk_wiring(&self.outputs_read_by_any_host(), None)
+    }
+
+    /// The wiring of `host`, which reads the host-optional outputs `read`.
+    pub fn wiring_for(&self, read: &BTreeSet<String>, host: &str) -> Vec<(&str, Vec<&str>)> {
+        self.walk_wiring(read, Some(host))
     }
 
     /// Where a host's evaluation starts: its entry and every parsed file of
@@ -234,11 +350,29 @@ impl Changes<'_> {
     fn hit(&self, dep: &Dep) -> Option<String> {
         match dep.kind {
             DepKind::File => self.paths.contains(&dep.path).then(|| dep.path.clone()),
-            DepKind::Copy | DepKind::Exists => self.first_at_or_below(&dep.path),
+            DepKind::Copy | DepKind::Exists => match &dep.suffix {
+                Some(suffix) => self.first_below_ending(&dep.path, suffix),
+                None => self.first_at_or_below(&dep.path),
+            },
             DepKind::List => self.first_listing_change(&dep.path),
             DepKind::Tree => self.paths.iter().next().cloned(),
             DepKind::Rev => self.new_revision.then(|| "(every commit)".to_string()),
+            DepKind::TreePath => self.paths.iter().next().cloned(),
         }
+    }
+
+    /// The first changed path below `dir` whose name ends with `suffix`.
+    fn first_below_ending(&self, dir: &str, suffix: &str) -> Option<String> {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        self.paths
+            .range(prefix.clone()..)
+            .take_while(|p| p.starts_with(&prefix))
+            .find(|p| p.ends_with(suffix))
+            .cloned()
     }
 
     fn first_at_or_below(&self, dir: &str) -> Option<String> {
@@ -375,25 +509,19 @@ pub fn affected_hosts(
         reasons.push(reason);
     };
 
-    // 1. The wiring (flake.nix and what it evaluates outside hosts).
-    let flake_nix = new.hosts.flake_nix.as_str();
-    let wiring = new.wiring();
-    let mut wiring_reasons = Vec::new();
-    if ch.paths.contains(flake_nix) {
-        wiring_reasons.push(Reason {
-            path: flake_nix.to_string(),
-            chain: vec![flake_nix.to_string()],
-        });
-    }
-    for (file, chain) in &wiring {
-        let node = &new.graph.nodes[*file];
-        for (dep, changed) in direct.get(file).into_iter().flatten() {
-            if new.is_host_edge(node, &node.deps[*dep]) {
-                continue;
-            }
-            wiring_reasons.push(reason(chain, changed, &node.deps[*dep]));
+    // Reasons of every host: content (changed) and stamps (restamped).
+    let stamps_are_content = config.affected.stamps == Stamps::Build;
+    let mut stamped: BTreeMap<String, Vec<Reason>> = BTreeMap::new();
+    let add_dep = |result: &mut BTreeMap<String, Vec<Reason>>,
+                   stamped: &mut BTreeMap<String, Vec<Reason>>,
+                   host: &str,
+                   (reason, stamp): (Reason, bool)| {
+        if stamp && !stamps_are_content {
+            add(stamped, host, reason);
+        } else {
+            add(result, host, reason);
         }
-    }
+    };
 
     // 2. flake.lock: only hosts that use a changed input.
     let lock_path = join(&new.flake_dir, "flake.lock");
@@ -413,34 +541,58 @@ pub fn affected_hosts(
         }
     }
     let uses_changed_input = |node: &Node| {
-        node.refs.all_inputs || node.refs.idents.iter().any(|i| changed_inputs.contains(i))
+        !changed_inputs.is_empty()
+            && (node.refs.all_inputs || node.refs.idents.iter().any(|i| changed_inputs.contains(i)))
     };
-    if lock_all {
-        wiring_reasons.push(Reason {
-            path: lock_path.clone(),
-            chain: vec![lock_path.clone()],
-        });
-    }
-    for (file, chain) in &wiring {
-        if uses_changed_input(&new.graph.nodes[*file]) {
-            wiring_reasons.push(lock_reason(
-                &lock_path,
-                chain,
-                &new.graph.nodes[*file],
-                &changed_inputs,
-            ));
-        }
-    }
 
-    // 3. Configured global paths.
-    for p in &ch.paths {
-        if global.is_match(p.as_str()) {
-            wiring_reasons.push(Reason {
-                path: p.clone(),
-                chain: vec!["guard.toml [affected] global".into(), p.clone()],
-            });
+    // 1. The wiring (flake.nix and what it evaluates outside hosts), for
+    // hosts that read the host-optional outputs `read`.
+    let flake_nix = new.hosts.flake_nix.as_str();
+    let wiring_reasons_for = |read: &BTreeSet<String>, host: &str| {
+        let wiring = new.wiring_for(read, host);
+        let mut reasons: Vec<(Reason, bool)> = Vec::new();
+        if ch.paths.contains(flake_nix) {
+            reasons.push(content(Reason {
+                path: flake_nix.to_string(),
+                chain: vec![flake_nix.to_string()],
+            }));
         }
-    }
+        for (file, chain) in &wiring {
+            let node = &new.graph.nodes[*file];
+            for (dep, changed) in direct.get(file).into_iter().flatten() {
+                let dep = &node.deps[*dep];
+                if !new.wiring_dep_of(node, dep, read, Some(host)) {
+                    continue;
+                }
+                reasons.push(reason(chain, changed, node, dep));
+            }
+            if uses_changed_input(node) {
+                reasons.push(content(lock_reason(
+                    &lock_path,
+                    chain,
+                    node,
+                    &changed_inputs,
+                )));
+            }
+        }
+        if lock_all {
+            reasons.push(content(Reason {
+                path: lock_path.clone(),
+                chain: vec![lock_path.clone()],
+            }));
+        }
+        // 3. Configured global paths.
+        for p in &ch.paths {
+            if global.is_match(p.as_str()) {
+                reasons.push(content(Reason {
+                    path: p.clone(),
+                    chain: vec!["guard.toml [affected] global".into(), p.clone()],
+                }));
+            }
+        }
+        reasons
+    };
+    let no_outputs = BTreeSet::new();
 
     // Files from which a hit is reachable: only hosts starting at one of
     // these need their closure walked.
@@ -468,8 +620,9 @@ pub fn affected_hosts(
     let old_names: BTreeSet<&String> = old_hosts.hosts.keys().collect();
 
     for name in &new_names {
-        for r in &wiring_reasons {
-            add(&mut result, name, r.clone());
+        let read = new.host_read_outputs.get(*name).unwrap_or(&no_outputs);
+        for r in wiring_reasons_for(read, name) {
+            add_dep(&mut result, &mut stamped, name, r);
         }
         if !old_names.contains(name) {
             add(
@@ -487,7 +640,12 @@ pub fn affected_hosts(
         for (file, chain) in if hit { new.closure(name) } else { Vec::new() } {
             let node = &new.graph.nodes[file];
             for (dep, changed) in direct.get(file).into_iter().flatten() {
-                add(&mut result, name, reason(&chain, changed, &node.deps[*dep]));
+                add_dep(
+                    &mut result,
+                    &mut stamped,
+                    name,
+                    reason(&chain, changed, node, &node.deps[*dep]),
+                );
             }
             if uses_changed_input(node) {
                 add(
@@ -538,19 +696,24 @@ pub fn affected_hosts(
     }
     warnings.extend(outside_warnings(new, query.all_warnings));
 
-    let hosts = result
+    let listed = |(name, reasons): (String, Vec<Reason>)| {
+        let truncated = beyond.borrow().get(&name).map_or(0, BTreeSet::len);
+        AffectedHost {
+            name,
+            reasons,
+            truncated,
+        }
+    };
+    // A host with content reasons is changed; its stamps are then moot.
+    let restamped = stamped
         .into_iter()
-        .map(|(name, reasons)| {
-            let truncated = beyond.borrow().get(&name).map_or(0, BTreeSet::len);
-            AffectedHost {
-                name,
-                reasons,
-                truncated,
-            }
-        })
+        .filter(|(name, _)| !result.contains_key(name))
+        .map(listed)
         .collect();
+    let hosts = result.into_iter().map(listed).collect();
     Ok(Affected {
         hosts,
+        restamped,
         all_hosts: new.hosts.names(),
         other_targets: new.hosts.others.clone(),
         removed_hosts: old_names
@@ -620,21 +783,39 @@ fn outside_warnings(new: &Analysis, all: bool) -> Vec<Warning> {
     warnings
 }
 
-fn reason(chain: &[&str], changed: &str, dep: &Dep) -> Reason {
+fn content(reason: Reason) -> (Reason, bool) {
+    (reason, false)
+}
+
+/// The reason a dependency of the last file of `chain` gives, and whether
+/// it is a stamp (a revision or the source's store path: restamped, not
+/// changed).
+fn reason(chain: &[&str], changed: &str, node: &Node, dep: &Dep) -> (Reason, bool) {
+    let at = || {
+        let file = chain.last().copied().unwrap_or_default();
+        match dep.reference.map(|i| &node.refs.refs[i]) {
+            Some(r) => format!("{file}:{}", r.line),
+            None => file.to_string(),
+        }
+    };
     let mut chain: Vec<String> = chain.iter().map(|s| s.to_string()).collect();
     match dep.kind {
         DepKind::Tree => chain.push("(depends on the whole tree)".into()),
-        DepKind::Rev => chain.push("(depends on the revision)".into()),
+        DepKind::Rev => chain.push(format!("(revision stamp at {})", at())),
+        DepKind::TreePath => chain.push(format!("(source store path at {})", at())),
         _ => {
             if chain.last().map(String::as_str) != Some(changed) {
                 chain.push(changed.to_string());
             }
         }
     }
-    Reason {
-        path: changed.to_string(),
-        chain,
-    }
+    (
+        Reason {
+            path: changed.to_string(),
+            chain,
+        },
+        dep.kind.is_stamp(),
+    )
 }
 
 fn lock_reason(lock_path: &str, chain: &[&str], node: &Node, changed: &BTreeSet<String>) -> Reason {

@@ -60,6 +60,19 @@ pub struct AffectedConfig {
     /// Globs of paths that affect no host even if the graph says so. Use with
     /// care: this can make guard miss a host.
     pub ignore: Vec<String>,
+    /// What a host whose drvPath changes only through a stamp (the
+    /// revision, the source's store path) is: `"skip"` (default: listed as
+    /// restamped, not evaluated or built) or `"build"` (counted as changed).
+    pub stamps: Stamps,
+}
+
+/// `[affected] stamps`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stamps {
+    #[default]
+    Skip,
+    Build,
 }
 
 /// `[secrets]`

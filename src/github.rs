@@ -446,6 +446,27 @@ fn write_hosts_table(s: &mut String, a: &crate::report::Affected) {
         let names: Vec<String> = a.removed_hosts.iter().map(|h| md(h)).collect();
         let _ = writeln!(s, "Removed hosts: {}\n", names.join(", "));
     }
+    if !a.restamped.is_empty() {
+        let names: Vec<String> = a
+            .restamped
+            .iter()
+            .take(MAX_ROWS)
+            .map(|h| md(&h.name))
+            .collect();
+        let stamp = a
+            .restamped
+            .first()
+            .and_then(|h| h.reasons.first())
+            .and_then(|r| r.chain.last())
+            .map(|c| md(c.trim_matches(|c| c == '(' || c == ')')))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "Restamped only ({}, not built: the drvPath changes only through a stamp, e.g. {stamp}): {}\n",
+            a.restamped.len(),
+            names.join(", ")
+        );
+    }
     if !a.changed_paths.is_empty() {
         let _ = writeln!(
             s,

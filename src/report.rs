@@ -120,7 +120,13 @@ impl AffectedHost {
 /// The answer of `guard affected`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Affected {
+    /// Hosts whose configuration reads content the change touched.
     pub hosts: Vec<AffectedHost>,
+    /// Hosts whose drvPath changes only through a stamp (the revision, the
+    /// whole source's store path): listed apart, not built unless
+    /// `[affected] stamps = "build"`.
+    #[serde(default)]
+    pub restamped: Vec<AffectedHost>,
     pub all_hosts: Vec<String>,
     /// Targets that are not NixOS hosts, by kind (`darwin`, `home`,
     /// `deploy-nodes`): reported apart, never mixed into `all_hosts`.
@@ -467,8 +473,58 @@ fn write_affected(a: &Affected, style: Style, out: &mut dyn Write) -> io::Result
     for r in &a.removed_hosts {
         writeln!(out, "  {r}  {}", style.dim("(removed)"))?;
     }
+    write_restamped(a, style, out)?;
     for w in &a.warnings {
         write_warning(w, style, out)?;
+    }
+    Ok(())
+}
+
+/// "+14 restamped only: revision stamp at modules/x.nix:12": hosts whose
+/// drvPath changes only through a stamp, grouped by the stamp, never mixed
+/// into the changed hosts. `-v` names each host.
+fn write_restamped(a: &Affected, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    if a.restamped.is_empty() {
+        return Ok(());
+    }
+    let stamp_of = |h: &AffectedHost| {
+        h.reasons
+            .first()
+            .and_then(|r| r.chain.last())
+            .map(|s| s.trim_matches(|c| c == '(' || c == ')').to_string())
+            .unwrap_or_default()
+    };
+    let mut stamps: Vec<(String, Vec<&str>)> = Vec::new();
+    for h in &a.restamped {
+        let stamp = stamp_of(h);
+        match stamps.iter_mut().find(|(s, _)| *s == stamp) {
+            Some((_, names)) => names.push(&h.name),
+            None => stamps.push((stamp, vec![&h.name])),
+        }
+    }
+    let stamp_list = stamps
+        .iter()
+        .take(2)
+        .map(|(s, _)| s.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let more = if stamps.len() > 2 {
+        format!(" (+{} more stamps)", stamps.len() - 2)
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "  {}",
+        style.dim(&format!(
+            "+{} restamped only: {stamp_list}{more} (not built; `guard doctor` shows the fix)",
+            a.restamped.len()
+        ))
+    )?;
+    if style.verbose {
+        for (stamp, names) in &stamps {
+            writeln!(out, "    {}: {}", stamp, names.join(", "))?;
+        }
     }
     Ok(())
 }

@@ -52,10 +52,12 @@ fn write_affected(ctx: &Context, result: Affected, format: Format) -> Result<i32
         }
         Format::Github => {
             let names: Vec<&str> = result.hosts.iter().map(|h| h.name.as_str()).collect();
+            let restamped: Vec<&str> = result.restamped.iter().map(|h| h.name.as_str()).collect();
             let lines = format!(
-                "hosts={}\ncount={}\n",
+                "hosts={}\ncount={}\nrestamped={}\n",
                 serde_json::to_string(&names)?,
-                names.len()
+                names.len(),
+                serde_json::to_string(&restamped)?,
             );
             write_github_output(&lines)?;
             let report = Report {
@@ -562,6 +564,7 @@ fn kind_name(k: crate::nix::graph::DepKind) -> &'static str {
         Exists => "exists",
         Tree => "tree",
         Rev => "rev",
+        TreePath => "tree-path",
     }
 }
 

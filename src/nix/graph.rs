@@ -31,6 +31,17 @@ pub enum DepKind {
     Tree,
     /// The revision itself: every commit.
     Rev,
+    /// The whole source's store path, as a string: any change. A stamp,
+    /// like Rev: it names the source, it does not read it.
+    TreePath,
+}
+
+impl DepKind {
+    /// Stamps change a host's drvPath without changing any byte its build
+    /// reads (the revision, the source's store path).
+    pub fn is_stamp(self) -> bool {
+        matches!(self, DepKind::Rev | DepKind::TreePath)
+    }
 }
 
 /// One dependency of a file, with the reference that created it.
@@ -41,6 +52,9 @@ pub struct Dep {
     pub path: String,
     /// Index into the file's [`FileRefs::refs`], if it came from one.
     pub reference: Option<usize>,
+    /// For a computed path, the constant end of the file name: only paths
+    /// below `path` ending so are meant.
+    pub suffix: Option<String>,
 }
 
 /// A parsed, reachable file.
@@ -85,7 +99,7 @@ struct CacheFile {
 const MAX_PERSISTED: usize = 50_000;
 
 fn cache_version() -> String {
-    format!("{}-refs-4", env!("CARGO_PKG_VERSION"))
+    format!("{}-refs-9", env!("CARGO_PKG_VERSION"))
 }
 
 impl ParseCache {
@@ -193,6 +207,9 @@ fn unparseable(path: &str, why: &str) -> FileRefs {
             dynamic: true,
             text: "(file cannot be parsed)".into(),
             unreached: false,
+            output: None,
+            module_list_of: None,
+            suffix: None,
         }],
         errors: vec![why.to_string()],
         ..FileRefs::default()
@@ -336,10 +353,12 @@ pub fn expand(tree: &Tree, refs: &FileRefs) -> (Vec<Dep>, Vec<(String, usize)>) 
             kind,
             path: path.to_string(),
             reference: Some(i),
+            suffix: r.suffix.clone(),
         };
+        let suffix = r.suffix.as_deref().unwrap_or("");
         let nix_files_under = |dir: &str, edges: &mut Vec<(String, usize)>, at: usize| {
             for f in tree.under(dir) {
-                if f.ends_with(b".nix") {
+                if f.ends_with(b".nix") && f.ends_with(suffix.as_bytes()) {
                     edges.push((f.to_str_lossy().into_owned(), at));
                 }
             }
@@ -347,6 +366,7 @@ pub fn expand(tree: &Tree, refs: &FileRefs) -> (Vec<Dep>, Vec<(String, usize)>) 
         match (&r.kind, &r.target) {
             (RefKind::Tree, _) => deps.push(dep(DepKind::Tree, "")),
             (RefKind::Rev, _) => deps.push(dep(DepKind::Rev, "")),
+            (RefKind::TreePath, _) => deps.push(dep(DepKind::TreePath, "")),
             (RefKind::External, _) => {}
             (RefKind::Import, Target::Path(p)) => {
                 // `import ./dir` evaluates dir/default.nix.

@@ -31,6 +31,12 @@ pub enum RefKind {
     Tree,
     /// The revision itself: `self.rev`, `self.lastModified`, ...
     Rev,
+    /// The store path of the whole source as a string, not its content:
+    /// `"${self}/secrets/x"` and `self + "/x"` (a path inside the source's
+    /// store path, recorded beside the sub-path's own content), `inputs`
+    /// passed on as a whole (`mapAttrs f inputs` reaches `self`). It
+    /// changes with every change of any file, yet carries no bytes.
+    TreePath,
     /// Outside the repository: `<nixpkgs>`, `/etc/x`, `~/x`.
     External,
 }
@@ -69,6 +75,21 @@ pub struct Reference {
     /// Still a dependency (soundness); it only quiets warnings.
     #[serde(default)]
     pub unreached: bool,
+    /// The flake output whose value holds the expression when it is one
+    /// no NixOS host evaluates unless a host reads it (`devShells`,
+    /// `perSystem`, `checks`, `packages`, `darwinConfigurations`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The binding that holds the `modules` (or `imports`) list the
+    /// expression is in: `garfield = nixosSystem { modules = [ ./x ]; }`
+    /// gives "garfield". When it names a host, the flake names `./x` for
+    /// that host alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_list_of: Option<String>,
+    /// For a computed path (`./hosts/${name}.yml`), the constant end of its
+    /// file name (".yml"): only such files below the directory can be meant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
 }
 
 /// Everything one file refers to.
@@ -85,6 +106,14 @@ pub struct FileRefs {
     /// Syntax errors (the references found are still reported; the file's
     /// own directory is added as a conservative dependency).
     pub errors: Vec<String>,
+    /// Host-optional flake outputs this file reads from the flake itself
+    /// (`self.packages`, `outputs.checks`, `config.flake.devShells`,
+    /// `inherit (self) packages`); "perSystem" when it reaches per-system
+    /// outputs some other way (`self'`, `withSystem`). Each with the
+    /// host-optional output whose value holds the read, if any (a read in a
+    /// `checks` value counts only where `checks` is read).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub output_reads: BTreeSet<(String, Option<String>)>,
 }
 
 /// Attributes of a flake's `self` that change with every commit.
@@ -127,6 +156,9 @@ pub fn references(src: &str, path: &str, flake_dir: &str) -> FileRefs {
             dynamic: true,
             text: "(file does not parse)".into(),
             unreached: false,
+            output: None,
+            module_list_of: None,
+            suffix: None,
         });
     }
     cx.out.refs.sort_by_key(|r| (r.line, r.column));
@@ -159,8 +191,56 @@ impl Extractor<'_> {
                 self.visit_path(node)
             }
             NODE_IDENT => self.visit_ident(node),
+            NODE_SELECT => self.visit_output_read(node),
+            NODE_INHERIT => self.visit_inherit_from_self(node),
             _ => {}
         }
+    }
+
+    /// `self.packages...`, `outputs.checks`, `config.flake.apps`, `self'.x`:
+    /// which host-optional outputs a file reads from its own flake.
+    fn visit_output_read(&mut self, sel: &SyntaxNode) {
+        let Some(base) = first_child(sel) else { return };
+        let mut chain = vec![base.text().to_string()];
+        chain.extend(select_attrs(sel));
+        for (i, name) in chain.iter().enumerate() {
+            if name == "self'" || name == "inputs'" && chain.get(i + 1).is_some_and(|n| n == "self")
+            {
+                self.read_output(sel, "perSystem");
+            }
+            if SELF_NAMES.contains(&name.as_str())
+                && let Some(next) = chain.get(i + 1)
+                && HOST_OPTIONAL_OUTPUTS.contains(&next.as_str())
+            {
+                self.read_output(sel, next);
+            }
+        }
+    }
+
+    /// `inherit (self) packages;`
+    fn visit_inherit_from_self(&mut self, node: &SyntaxNode) {
+        let Some(from) = node.children().find(|c| c.kind() == NODE_INHERIT_FROM) else {
+            return;
+        };
+        let inner = from.text().to_string();
+        let inner = inner.trim_matches(|c| c == '(' || c == ')').trim();
+        let from_self =
+            SELF_NAMES.contains(&inner) || inner.ends_with(".self") || inner.ends_with(".flake");
+        if !from_self {
+            return;
+        }
+        for attr in node.children().filter(|c| c.kind() != NODE_INHERIT_FROM) {
+            let name = attr.text().to_string();
+            if HOST_OPTIONAL_OUTPUTS.contains(&name.as_str()) {
+                self.read_output(node, &name);
+            }
+        }
+    }
+
+    fn read_output(&mut self, node: &SyntaxNode, output: &str) {
+        self.out
+            .output_reads
+            .insert((output.to_string(), flake_output(node)));
     }
 
     fn visit_path(&mut self, node: &SyntaxNode) {
@@ -214,6 +294,13 @@ impl Extractor<'_> {
         if name == "inputs" {
             self.visit_inputs_use(node);
         }
+        if matches!(
+            name.as_str(),
+            "withSystem" | "moduleWithSystem" | "getSystem" | "allSystems"
+        ) && !binding_name
+        {
+            self.read_output(node, "perSystem");
+        }
         let is_self = name == "self"
             && parent_kind != Some(NODE_ATTRPATH)
             && parent_kind != Some(NODE_PAT_ENTRY)
@@ -246,13 +333,98 @@ impl Extractor<'_> {
                     self.classify(&top, pe);
                 }
             }
-            _ => {
-                let ctx = self.context(node);
-                if matches!(ctx, Ctx::Interpolated | Ctx::ToString) {
-                    self.push(node, RefKind::Tree, Target::None, false);
+            _ => self.whole_source(node),
+        }
+    }
+
+    /// `self` (or `inputs.self`) used whole, not selected from.
+    fn whole_source(&mut self, node: &SyntaxNode) {
+        match self.context(node) {
+            Ctx::Interpolated => {
+                if self.sub_path_of_source(node) {
+                    return;
+                }
+                // `ln -s ${self} $out/flake`: a link names the source, it
+                // reads no byte of it.
+                let kind = if linked_in_script(node) {
+                    RefKind::TreePath
+                } else {
+                    RefKind::Tree
+                };
+                self.push(node, kind, Target::None, false);
+            }
+            Ctx::ToString => self.push(node, RefKind::Tree, Target::None, false),
+            Ctx::Value => {
+                // The value of a binding: `src = self` builds from every
+                // byte; `srvos.flake = self`, `registry.x.flake = self`,
+                // `etc."x".source = self` name the source's store path.
+                let Some(binding) =
+                    skip_parens_up(node).filter(|p| p.kind() == NODE_ATTRPATH_VALUE)
+                else {
+                    return;
+                };
+                // Passed on as an argument: whatever receives it is read
+                // (and judged) where it uses it.
+                let passed_on = binding.ancestors().any(|a| {
+                    a.kind() == NODE_ATTRPATH_VALUE
+                        && attrpath_names(&a).iter().any(|n| {
+                            matches!(n.as_str(), "specialArgs" | "extraSpecialArgs" | "args")
+                        })
+                });
+                if passed_on {
+                    return;
+                }
+                let names = attrpath_names(&binding);
+                let kind = if names.last().is_some_and(|n| n == "src") {
+                    RefKind::Tree
+                } else {
+                    RefKind::TreePath
+                };
+                self.push(node, kind, Target::None, false);
+            }
+            _ => {}
+        }
+    }
+
+    /// `"${self}/sub/path"`: the string names a path inside the whole
+    /// source's store path. Records the sub-path's content (a copy of it,
+    /// as whatever receives the string may read anything below it) and the
+    /// source's store path (a stamp). False when no literal `/...` follows.
+    fn sub_path_of_source(&mut self, node: &SyntaxNode) -> bool {
+        let Some(interpol) = node.ancestors().find(|a| a.kind() == NODE_INTERPOL) else {
+            return false;
+        };
+        let mut text = String::new();
+        let mut complete = true;
+        let mut next = interpol.next_sibling_or_token();
+        while let Some(item) = next {
+            match &item {
+                rnix::NodeOrToken::Token(t) if t.kind() == TOKEN_STRING_CONTENT => {
+                    text.push_str(&unescape(t.text()));
+                }
+                rnix::NodeOrToken::Token(_) => {}
+                rnix::NodeOrToken::Node(_) => {
+                    complete = false;
+                    break;
                 }
             }
+            next = item.next_sibling_or_token();
         }
+        if !text.starts_with('/') {
+            return false;
+        }
+        let pe = PathExpr {
+            text: format!("/{}{}", self.flake_dir, text),
+            complete,
+            from_self: true,
+        };
+        let (target, dynamic) = resolve(&pe);
+        if target == Target::None {
+            return false;
+        }
+        self.push(&interpol, RefKind::Copy, target, dynamic);
+        self.push(&interpol, RefKind::TreePath, Target::None, false);
+        true
     }
 
     /// `self.<attr>` or `inputs.self.<attr>`; `sel` is the select node.
@@ -278,9 +450,7 @@ impl Extractor<'_> {
                     self.classify(&top, pe);
                 }
             }
-            None if matches!(self.context(sel), Ctx::Interpolated | Ctx::ToString) => {
-                self.push(anchor, RefKind::Tree, Target::None, false);
-            }
+            None => self.whole_source(sel),
             _ => {}
         }
     }
@@ -295,6 +465,7 @@ impl Extractor<'_> {
             NODE_APPLY if parent.children().nth(1).as_ref() == Some(node) => {
                 self.out.all_inputs = true;
                 self.push(node, RefKind::Rev, Target::None, true);
+                self.push(node, RefKind::TreePath, Target::None, true);
             }
             NODE_WITH => {
                 self.out.all_inputs = true;
@@ -421,7 +592,17 @@ impl Extractor<'_> {
             self.push(node, RefKind::External, Target::None, dynamic);
             return;
         }
+        // `self + "/x"` as a value: a string inside the whole source's store
+        // path, so beside x's content it carries that path (a stamp).
+        let stamped = pe.from_self && kind == RefKind::Copy;
+        let computed = matches!(target, Target::Under(_));
         self.push(node, kind, target, dynamic);
+        if computed && let Some(r) = self.out.refs.last_mut() {
+            r.suffix = path_suffix(node);
+        }
+        if stamped {
+            self.push(node, RefKind::TreePath, Target::None, false);
+        }
     }
 
     fn context(&self, node: &SyntaxNode) -> Ctx {
@@ -480,6 +661,9 @@ impl Extractor<'_> {
             dynamic,
             text,
             unreached,
+            output: flake_output(node),
+            module_list_of: module_list_owner(node),
+            suffix: None,
         });
     }
 
@@ -505,6 +689,156 @@ enum Ctx {
 /// Flake outputs no NixOS host evaluates: inputs used only there (a
 /// devShell's tooling) cannot change a host.
 const NON_HOST_OUTPUTS: &[&str] = &["devShells", "devShell", "formatter", "apps", "templates"];
+
+/// Flake outputs that no NixOS host evaluates unless the host reads them
+/// (`self.packages.${system}.x`, `config.flake.checks`): a reference in
+/// their value counts for hosts only then. `nixosModules`, `overlays` and
+/// `lib` are not here: hosts read them as a rule.
+pub const HOST_OPTIONAL_OUTPUTS: &[&str] = &[
+    "apps",
+    "checks",
+    "colmena",
+    "darwinConfigurations",
+    "deploy",
+    "devShell",
+    "devShells",
+    "formatter",
+    "herculesCI",
+    "homeConfigurations",
+    "hydraJobs",
+    "legacyPackages",
+    "nixOnDroidConfigurations",
+    "packages",
+    "perSystem",
+    "templates",
+];
+
+/// The flake output (one of [`HOST_OPTIONAL_OUTPUTS`]) whose value holds
+/// `node`: a binding `packages = ...`, `flake.checks = ...` or
+/// `perSystem = ...` in an output position, that is not nested in another
+/// binding's value or in a list (so `users.users.x = { packages = ...; }`
+/// and a module in `modules = [ ... ]` are never outputs), except the
+/// values of `outputs = ...` and flake-parts' `flake = ...` and
+/// `perSystem = ...`. The innermost such binding names the output.
+fn flake_output(node: &SyntaxNode) -> Option<String> {
+    for a in node.ancestors() {
+        if a.kind() != NODE_ATTRPATH_VALUE {
+            continue;
+        }
+        let Some(value) = a.children().nth(1) else {
+            continue;
+        };
+        if !value.text_range().contains_range(node.text_range()) {
+            continue;
+        }
+        let names = attrpath_names(&a);
+        let name = match names.as_slice() {
+            [first, second, ..] if first == "flake" => second,
+            [first, ..] => first,
+            [] => continue,
+        };
+        if HOST_OPTIONAL_OUTPUTS.contains(&name.as_str()) && in_output_position(&a) {
+            // The innermost: `checks` inside `perSystem` is `checks`.
+            return Some(name.clone());
+        }
+    }
+    None
+}
+
+/// The name of the binding around the `modules = [ ... ]` (or `imports`)
+/// list that holds `node`, if `node` is an element of such a list.
+fn module_list_owner(node: &SyntaxNode) -> Option<String> {
+    let mut in_list = false;
+    for a in node.ancestors() {
+        match a.kind() {
+            NODE_LIST => in_list = true,
+            NODE_ATTRPATH_VALUE => {
+                let value = a.children().nth(1)?;
+                if !value.text_range().contains_range(node.text_range()) {
+                    continue;
+                }
+                let names = attrpath_names(&a);
+                let last = names.last()?;
+                if in_list && (last == "modules" || last == "imports") {
+                    // The next binding out names the configuration.
+                    return a
+                        .ancestors()
+                        .skip(1)
+                        .find(|b| b.kind() == NODE_ATTRPATH_VALUE)
+                        .and_then(|b| attrpath_names(&b).last().cloned());
+                }
+                return None;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn attrpath_names(binding: &SyntaxNode) -> Vec<String> {
+    binding
+        .children()
+        .next()
+        .filter(|p| p.kind() == NODE_ATTRPATH)
+        .map(|p| {
+            p.children()
+                .map(|a| a.text().to_string().trim_matches('"').to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Is `binding` a binding of the attribute set a flake's `outputs` (or a
+/// flake-parts module) returns? Walks up through functions, applications,
+/// `//`, `let`, `with` and parentheses; stops at a list or at another
+/// binding (other than `outputs` / `flake`).
+fn in_output_position(binding: &SyntaxNode) -> bool {
+    let Some(mut cur) = binding.parent() else {
+        return false;
+    };
+    if cur.kind() != NODE_ATTR_SET {
+        return false;
+    }
+    while let Some(p) = cur.parent() {
+        match p.kind() {
+            NODE_ATTRPATH_VALUE => {
+                let names = attrpath_names(&p);
+                if !matches!(names.as_slice(), [n] if n == "outputs" || n == "flake" || n == "perSystem")
+                {
+                    return false;
+                }
+            }
+            NODE_LIST => return false,
+            // Only the body of a `let` (its last child), not a binding.
+            NODE_LET_IN if p.children().last().as_ref() != Some(&cur) => return false,
+            _ => {}
+        }
+        cur = p;
+    }
+    true
+}
+
+/// Is this `${...}` the target of an `ln -s` in a script (`ln -s ${self} x`,
+/// `ln -sfn ${self} x`)?
+fn linked_in_script(node: &SyntaxNode) -> bool {
+    let Some(interpol) = node.ancestors().find(|a| a.kind() == NODE_INTERPOL) else {
+        return false;
+    };
+    let Some(rnix::NodeOrToken::Token(before)) = interpol.prev_sibling_or_token() else {
+        return false;
+    };
+    let text = before.text();
+    let Some(line) = text.rsplit('\n').next() else {
+        return false;
+    };
+    let words: Vec<&str> = line.split_whitespace().collect();
+    line.ends_with(' ')
+        && matches!(words.as_slice(), [.., "ln", flags] if flags.starts_with('-') && flags.contains('s'))
+}
+
+/// Names under which fleets pass their own flake around (`self`,
+/// `outputs = self`, flake-parts' `config.flake`, `flake = self`).
+const SELF_NAMES: &[&str] = &["self", "outputs", "flake"];
 
 /// Is this node inside the value of a `devShells = ...`-like binding?
 fn in_non_host_output(node: &SyntaxNode) -> bool {
@@ -568,9 +902,12 @@ fn is_imports_list(list: &SyntaxNode) -> bool {
                     return false;
                 };
                 let last = path.children().last();
+                // `modules = [ ./x ]` (nixosSystem, evalModules, darwin,
+                // home-manager), `sharedModules`, `commonModules = [ ... ]`:
+                // the module system imports each path.
                 return last.is_some_and(|n| {
                     let t = n.text().to_string();
-                    t == "imports" || t == "require"
+                    t == "imports" || t == "require" || t == "modules" || t.ends_with("Modules")
                 });
             }
             _ => return false,
@@ -637,6 +974,35 @@ fn string_prefix(node: &SyntaxNode) -> Option<(String, bool)> {
         }
     }
     Some((s, true))
+}
+
+/// The constant end of a computed path's file name: in `./hosts + "/${h}.yml"`
+/// or `./. + "/hosts/${h}.yml"`, ".yml" (the literal after the last
+/// interpolation, when it holds no `/`).
+fn path_suffix(sum: &SyntaxNode) -> Option<String> {
+    let sum = unparen(sum);
+    let last = match sum.kind() {
+        NODE_BIN_OP => unparen(&sum.children().nth(1)?),
+        NODE_PATH_REL => sum.clone(),
+        _ => return None,
+    };
+    let mut tail = String::new();
+    let mut interpolated = false;
+    for child in last.children_with_tokens() {
+        match child {
+            rnix::NodeOrToken::Node(n) if n.kind() == NODE_INTERPOL => {
+                interpolated = true;
+                tail.clear();
+            }
+            rnix::NodeOrToken::Token(t)
+                if t.kind() == TOKEN_STRING_CONTENT || t.kind() == TOKEN_PATH_REL =>
+            {
+                tail.push_str(t.text());
+            }
+            _ => {}
+        }
+    }
+    (interpolated && !tail.is_empty() && !tail.contains('/')).then_some(tail)
 }
 
 /// The text of an absolute path literal, and whether it is constant (no
@@ -1041,6 +1407,9 @@ mod tests {
             dynamic: true,
             text: "(file does not parse)".into(),
             unreached: false,
+            output: None,
+            module_list_of: None,
+            suffix: None,
         }));
         assert!(r.refs.iter().any(|x| x.target == p("machines/alpha/a.nix")));
     }
@@ -1054,14 +1423,20 @@ mod tests {
             refs("{ imports = [ (self + /modules/nixos/gc.nix) ]; }"),
             vec![(RefKind::Import, p("modules/nixos/gc.nix"))]
         );
+        // As a value, the sum is a string inside the whole source's store
+        // path: the sub-path's content plus that path (a stamp).
         assert_eq!(
             refs("{ m = inputs.self + /modules/home; }"),
-            vec![(RefKind::Copy, p("modules/home"))]
+            vec![
+                (RefKind::Copy, p("modules/home")),
+                (RefKind::TreePath, Target::None)
+            ]
         );
         assert_eq!(
             refs("{ m = flake.inputs.self + /secrets/key.age; r = flake.inputs.self.rev; }"),
             vec![
                 (RefKind::Copy, p("secrets/key.age")),
+                (RefKind::TreePath, Target::None),
                 (RefKind::Rev, Target::None)
             ]
         );

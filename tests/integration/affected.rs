@@ -24,7 +24,8 @@ fn drv_paths(root: &Path, rev: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// guard's answer for one commit: (affected hosts, removed hosts).
+/// guard's answer for one commit: (listed hosts: changed and restamped,
+/// removed hosts). Soundness is about both: a restamped host is listed.
 fn guard_affected(root: &Path, rev: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     let out = guard_in(root, &["affected", "--commit", rev, "--format", "json"]);
     out.assert_code(0);
@@ -36,7 +37,9 @@ fn guard_affected(root: &Path, rev: &str) -> (BTreeSet<String>, BTreeSet<String>
             .map(|h| h.get("name").unwrap_or(h).as_str().unwrap().to_string())
             .collect::<BTreeSet<_>>()
     };
-    (names("hosts"), names("removed_hosts"))
+    let mut listed = names("hosts");
+    listed.extend(names("restamped"));
+    (listed, names("removed_hosts"))
 }
 
 /// Running totals for the precision figure.

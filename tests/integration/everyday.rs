@@ -180,8 +180,8 @@ fn graph_host_edge_from_the_wiring_is_labelled_host() {
         "{edges:?}"
     );
     assert!(
-        // `modules = [ ... ]` is not an imports list: a value, copied.
-        edges.contains(&("flake.nix".into(), "common.nix".into(), "copy".into())),
+        // `modules = [ ... ]`: the module system imports each path.
+        edges.contains(&("flake.nix".into(), "common.nix".into(), "file".into())),
         "{edges:?}"
     );
     // Inside the host's own directory an import is an import.
