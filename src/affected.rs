@@ -715,6 +715,12 @@ pub fn affected_hosts(
         hosts,
         restamped,
         all_hosts: new.hosts.names(),
+        host_dirs: new
+            .hosts
+            .hosts
+            .iter()
+            .filter_map(|(n, h)| Some((n.clone(), h.own_dir.clone()?)))
+            .collect(),
         other_targets: new.hosts.others.clone(),
         removed_hosts: old_names
             .difference(&new_names)

@@ -128,6 +128,10 @@ pub struct Affected {
     #[serde(default)]
     pub restamped: Vec<AffectedHost>,
     pub all_hosts: Vec<String>,
+    /// Each host's own directory (`machines/<name>`), where hosts are laid
+    /// out one directory each: a change there is that host's alone.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub host_dirs: std::collections::BTreeMap<String, String>,
     /// Targets that are not NixOS hosts, by kind (`darwin`, `home`,
     /// `deploy-nodes`): reported apart, never mixed into `all_hosts`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]

@@ -99,7 +99,7 @@ struct CacheFile {
 const MAX_PERSISTED: usize = 50_000;
 
 fn cache_version() -> String {
-    format!("{}-refs-9", env!("CARGO_PKG_VERSION"))
+    format!("{}-refs-12", env!("CARGO_PKG_VERSION"))
 }
 
 impl ParseCache {
@@ -311,23 +311,58 @@ impl ImportGraph {
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         let mut seen: BTreeSet<String> = roots.iter().cloned().collect();
         let mut frontier: Vec<String> = roots.to_vec();
-        while !frontier.is_empty() {
-            let parsed: Vec<(String, Option<Arc<FileRefs>>)> = frontier
-                .par_iter()
-                .map(|p| (p.clone(), cache.get_or_parse(snapshot, p, flake_dir)))
-                .collect();
-            let mut next = Vec::new();
-            for (path, refs) in parsed {
-                let Some(refs) = refs else { continue };
+        let mut path_functions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        loop {
+            while !frontier.is_empty() {
+                let parsed: Vec<(String, Option<Arc<FileRefs>>)> = frontier
+                    .par_iter()
+                    .map(|p| (p.clone(), cache.get_or_parse(snapshot, p, flake_dir)))
+                    .collect();
+                let mut next = Vec::new();
+                for (path, refs) in parsed {
+                    let Some(refs) = refs else { continue };
+                    let refs = with_path_calls(&refs, &path_functions).map_or(refs, Arc::new);
+                    let (deps, edges) = expand(&tree, &refs);
+                    for (target, _) in &edges {
+                        if seen.insert(target.clone()) {
+                            next.push(target.clone());
+                        }
+                    }
+                    nodes.insert(path, Node { refs, deps, edges });
+                }
+                frontier = next;
+            }
+            // Path functions (`relativeToRoot = lib.path.append ../.`) are
+            // known once the file defining them is parsed: resolve their
+            // calls everywhere, and follow what they reach.
+            let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for node in nodes.values() {
+                for (name, base) in &node.refs.path_functions {
+                    found.entry(name.clone()).or_default().insert(base.clone());
+                }
+            }
+            if found == path_functions {
+                break;
+            }
+            path_functions = found;
+            for (path, node) in nodes.iter_mut() {
+                // From the file's own references (cached), not a previous
+                // augmentation.
+                let Some(own) = cache.get_or_parse(snapshot, path, flake_dir) else {
+                    continue;
+                };
+                let Some(refs) = with_path_calls(&own, &path_functions) else {
+                    continue;
+                };
+                let refs = Arc::new(refs);
                 let (deps, edges) = expand(&tree, &refs);
                 for (target, _) in &edges {
                     if seen.insert(target.clone()) {
-                        next.push(target.clone());
+                        frontier.push(target.clone());
                     }
                 }
-                nodes.insert(path, Node { refs, deps, edges });
+                *node = Node { refs, deps, edges };
             }
-            frontier = next;
         }
         ImportGraph { nodes }
     }
@@ -342,6 +377,101 @@ impl ImportGraph {
         }
         rev
     }
+}
+
+/// `refs` with the calls of known path functions added as references
+/// (`relativeToRoot "hosts/x.nix"` is `<base>/hosts/x.nix`), and a copy of
+/// the whole base for a path function the file uses other than in a call
+/// guard resolves. None when nothing is added. Idempotent: references are
+/// added to the file's own list, never to an already augmented one.
+fn with_path_calls(
+    refs: &FileRefs,
+    functions: &BTreeMap<String, BTreeSet<String>>,
+) -> Option<FileRefs> {
+    if functions.is_empty() {
+        return None;
+    }
+    let mut added = Vec::new();
+    for call in &refs.path_calls {
+        let Some(bases) = functions.get(&call.name) else {
+            continue;
+        };
+        for base in bases {
+            let text = if call.arg == "." || call.arg.is_empty() && call.complete {
+                format!("/{base}")
+            } else {
+                format!("/{base}/{}", call.arg)
+            };
+            let (target, dynamic) = match (call.complete, parse::normalize(&text)) {
+                (true, Some(p)) => (Target::Path(p), false),
+                (false, _) => {
+                    let dir = text.rfind('/').map_or("", |i| &text[..i]);
+                    match parse::normalize(dir) {
+                        Some(d) => (Target::Under(d), true),
+                        None => (Target::None, true),
+                    }
+                }
+                (true, None) => (Target::None, false),
+            };
+            let kind = if target == Target::None {
+                RefKind::External
+            } else {
+                call.kind
+            };
+            added.push(parse::Reference {
+                kind,
+                target,
+                line: call.line,
+                column: call.column,
+                dynamic,
+                text: call.text.clone(),
+                unreached: false,
+                output: call.output.clone(),
+                module_list_of: None,
+                suffix: if call.complete {
+                    None
+                } else {
+                    call.suffix.clone()
+                },
+            });
+        }
+    }
+    for (name, bases) in functions {
+        if !refs.idents.contains(name) || refs.path_functions.contains_key(name) {
+            continue;
+        }
+        let calls: BTreeSet<(u32, u32)> = refs
+            .path_calls
+            .iter()
+            .filter(|c| &c.name == name)
+            .map(|c| (c.line, c.column))
+            .collect();
+        let uses = refs.name_uses.get(name).copied().unwrap_or(u32::MAX);
+        if uses as usize > calls.len() {
+            // Passed on as a value: whatever receives it may name any path
+            // below its base.
+            for base in bases {
+                added.push(parse::Reference {
+                    kind: RefKind::Copy,
+                    target: Target::Under(base.clone()),
+                    line: 1,
+                    column: 1,
+                    dynamic: true,
+                    text: format!("({name} used other than with a constant path)"),
+                    unreached: false,
+                    output: None,
+                    module_list_of: None,
+                    suffix: None,
+                });
+            }
+        }
+    }
+    if added.is_empty() {
+        return None;
+    }
+    let mut out = refs.clone();
+    out.refs.extend(added);
+    Some(out)
 }
 
 /// Expands one file's references into dependencies and graph edges.

@@ -6,7 +6,7 @@
 //! never guesses in the unsafe direction: whatever it cannot resolve becomes
 //! a wider dependency (a directory prefix, the whole tree) marked `dynamic`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rnix::{SyntaxKind, SyntaxKind::*, SyntaxNode};
 use serde::{Deserialize, Serialize};
@@ -114,6 +114,41 @@ pub struct FileRefs {
     /// `checks` value counts only where `checks` is read).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub output_reads: BTreeSet<(String, Option<String>)>,
+    /// Path functions this file defines: `relativeToRoot = lib.path.append
+    /// ../.;` gives ("relativeToRoot", the repository root). Their base is
+    /// not a dependency by itself; their calls are ([`FileRefs::path_calls`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub path_functions: BTreeMap<String, String>,
+    /// Applications of a name to a path-like string (`f "hosts/x.nix"`,
+    /// `map f [ "a" "b" ]`): resolved once the graph knows which names are
+    /// path functions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_calls: Vec<PathCall>,
+    /// How often each name of `path_calls` occurs in the file at all: more
+    /// occurrences than calls means it is also passed on as a value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub name_uses: BTreeMap<String, u32>,
+}
+
+/// `relativeToRoot "hosts/common/core"`: a call of a possible path function
+/// with a constant (prefix of a) path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathCall {
+    pub name: String,
+    /// The argument's constant text (up to the first interpolation).
+    pub arg: String,
+    /// The argument is entirely constant.
+    pub complete: bool,
+    /// What the call's result is used for (Import or Copy, as for a path).
+    pub kind: RefKind,
+    pub line: u32,
+    pub column: u32,
+    pub text: String,
+    /// The argument's constant file-name end after its last interpolation.
+    pub suffix: Option<String>,
+    /// The host-optional output the call sits in, as for a reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// Attributes of a flake's `self` that change with every commit.
@@ -145,6 +180,23 @@ pub fn references(src: &str, path: &str, flake_dir: &str) -> FileRefs {
     }
     for node in root.descendants() {
         cx.visit(&node);
+    }
+    if !cx.out.path_calls.is_empty() {
+        let names: BTreeSet<String> = cx.out.path_calls.iter().map(|c| c.name.clone()).collect();
+        for node in root.descendants() {
+            if node.kind() == NODE_IDENT && names.contains(node.text().to_string().as_str()) {
+                let binding = matches!(
+                    node.parent().map(|p| p.kind()),
+                    Some(NODE_PAT_ENTRY | NODE_IDENT_PARAM | NODE_PAT_BIND)
+                ) || node.parent().is_some_and(|p| {
+                    p.kind() == NODE_ATTRPATH
+                        && p.parent().is_some_and(|g| g.kind() == NODE_ATTRPATH_VALUE)
+                });
+                if !binding {
+                    *cx.out.name_uses.entry(node.text().to_string()).or_default() += 1;
+                }
+            }
+        }
     }
     if !cx.out.errors.is_empty() {
         // A file that does not parse may reach anything near it.
@@ -192,6 +244,7 @@ impl Extractor<'_> {
             }
             NODE_IDENT => self.visit_ident(node),
             NODE_SELECT => self.visit_output_read(node),
+            NODE_APPLY => self.visit_path_call(node),
             NODE_INHERIT => self.visit_inherit_from_self(node),
             _ => {}
         }
@@ -215,6 +268,135 @@ impl Extractor<'_> {
                 self.read_output(sel, next);
             }
         }
+    }
+
+    /// `name = lib.path.append ../.;`: records a path function and takes
+    /// the base out of the file's own dependencies (its calls stand for it).
+    fn path_function_base(&mut self, node: &SyntaxNode) -> bool {
+        let Some(apply) = skip_parens_up(node).filter(|p| p.kind() == NODE_APPLY) else {
+            return false;
+        };
+        let mut kids = apply.children();
+        let (Some(func), Some(arg)) = (kids.next(), kids.next()) else {
+            return false;
+        };
+        if unparen(&arg) != *node {
+            return false;
+        }
+        let func = unparen(&func);
+        let is_append = func.kind() == NODE_SELECT && {
+            let attrs = select_attrs(&func);
+            attrs.len() >= 2
+                && attrs[attrs.len() - 1] == "append"
+                && attrs[attrs.len() - 2] == "path"
+        };
+        if !is_append {
+            return false;
+        }
+        let Some(binding) = skip_parens_up(&apply).filter(|p| p.kind() == NODE_ATTRPATH_VALUE)
+        else {
+            return false;
+        };
+        let names = attrpath_names(&binding);
+        let (Some(name), Some(pe)) = (names.last(), self.path_expr(node)) else {
+            return false;
+        };
+        let (Target::Path(base), _) = resolve(&pe) else {
+            return false;
+        };
+        self.out.path_functions.insert(name.clone(), base);
+        true
+    }
+
+    /// `f "hosts/x.nix"` or `map f [ "a" "b" ]` with a path-like string.
+    fn visit_path_call(&mut self, apply: &SyntaxNode) {
+        let mut kids = apply.children();
+        let (Some(func), Some(arg)) = (kids.next(), kids.next()) else {
+            return;
+        };
+        let func = unparen(&func);
+        let arg = unparen(&arg);
+        // `map f [ ... ]`: func is `map f`, arg the list.
+        if func.kind() == NODE_APPLY && arg.kind() == NODE_LIST {
+            let mut inner = func.children();
+            let (Some(map), Some(f)) = (inner.next(), inner.next()) else {
+                return;
+            };
+            if last_name(&unparen(&map)).as_deref() != Some("map") {
+                return;
+            }
+            let Some(name) = last_name(&unparen(&f)) else {
+                return;
+            };
+            let kind = self.list_producer_kind(apply);
+            for item in arg.children() {
+                self.record_path_call(&name, &unparen(&item), kind, apply);
+            }
+            return;
+        }
+        let Some(name) = last_name(&func) else { return };
+        if name == "map" {
+            return;
+        }
+        let kind = match self.context(apply) {
+            Ctx::Import => RefKind::Import,
+            Ctx::Read => RefKind::File,
+            Ctx::List => RefKind::List,
+            Ctx::Exists => RefKind::Exists,
+            Ctx::ToString => RefKind::Tree,
+            Ctx::Interpolated | Ctx::Value => RefKind::Copy,
+        };
+        self.record_path_call(&name, &arg, kind, apply);
+    }
+
+    /// Import when the list a `map` makes is concatenated into an
+    /// `imports`/`modules` list; a copy otherwise.
+    fn list_producer_kind(&self, apply: &SyntaxNode) -> RefKind {
+        let mut cur = apply.clone();
+        while let Some(p) = cur.parent() {
+            match p.kind() {
+                NODE_PAREN => cur = p,
+                NODE_BIN_OP if bin_op(&p) == Some(TOKEN_CONCAT) => cur = p,
+                NODE_ATTRPATH_VALUE => {
+                    let names = attrpath_names(&p);
+                    return match names.last() {
+                        Some(t) if t == "imports" || t == "modules" || t.ends_with("Modules") => {
+                            RefKind::Import
+                        }
+                        _ => RefKind::Copy,
+                    };
+                }
+                _ => return RefKind::Copy,
+            }
+        }
+        RefKind::Copy
+    }
+
+    fn record_path_call(&mut self, name: &str, arg: &SyntaxNode, kind: RefKind, at: &SyntaxNode) {
+        let Some((text, complete)) = string_prefix(arg) else {
+            return;
+        };
+        let path_like = text == "."
+            || text.contains('/')
+            || text.ends_with(".nix")
+            || (!complete && !text.contains(char::is_whitespace));
+        if !path_like || text.contains(char::is_whitespace) || text.starts_with('/') {
+            return;
+        }
+        let start = usize::from(at.text_range().start());
+        let (line, column) = self.position(start);
+        let suffix = if complete { None } else { string_suffix(arg) };
+        self.out.path_calls.push(PathCall {
+            name: name.to_string(),
+            arg: text,
+            complete,
+            kind,
+            line,
+            column,
+            text: arg.text().to_string().chars().take(80).collect(),
+            suffix,
+            output: flake_output(at),
+        });
     }
 
     /// `inherit (self) packages;`
@@ -244,6 +426,9 @@ impl Extractor<'_> {
     }
 
     fn visit_path(&mut self, node: &SyntaxNode) {
+        if self.path_function_base(node) {
+            return;
+        }
         match node.kind() {
             NODE_PATH_SEARCH | NODE_PATH_HOME => {
                 self.push(node, RefKind::External, Target::None, false);
@@ -721,6 +906,13 @@ pub const HOST_OPTIONAL_OUTPUTS: &[&str] = &[
 /// values of `outputs = ...` and flake-parts' `flake = ...` and
 /// `perSystem = ...`. The innermost such binding names the output.
 fn flake_output(node: &SyntaxNode) -> Option<String> {
+    output_region(node, 0)
+}
+
+fn output_region(node: &SyntaxNode, depth: usize) -> Option<String> {
+    if depth > 6 {
+        return None;
+    }
     for a in node.ancestors() {
         if a.kind() != NODE_ATTRPATH_VALUE {
             continue;
@@ -729,6 +921,14 @@ fn flake_output(node: &SyntaxNode) -> Option<String> {
             continue;
         };
         if !value.text_range().contains_range(node.text_range()) {
+            continue;
+        }
+        // `let mkApp = ...; in { apps = ... mkApp ...; }`: a let binding
+        // every use of which sits in one output belongs to that output.
+        if a.parent().is_some_and(|p| p.kind() == NODE_LET_IN) {
+            if let Some(o) = let_binding_region(&a, depth) {
+                return Some(o);
+            }
             continue;
         }
         let names = attrpath_names(&a);
@@ -743,6 +943,39 @@ fn flake_output(node: &SyntaxNode) -> Option<String> {
         }
     }
     None
+}
+
+/// The one host-optional output every use of a `let` binding lies in, if
+/// there is one (uses in other bindings of the same `let` count through
+/// theirs). A shadowing name counts as a use too, which can only widen.
+fn let_binding_region(binding: &SyntaxNode, depth: usize) -> Option<String> {
+    let names = attrpath_names(binding);
+    let [name] = names.as_slice() else {
+        return None;
+    };
+    let let_in = binding.parent()?;
+    let mut region: Option<String> = None;
+    let mut uses = 0;
+    for u in let_in.descendants().filter(|n| {
+        n.kind() == NODE_IDENT
+            && n.text() == name.as_str()
+            && !matches!(
+                n.parent().map(|p| p.kind()),
+                Some(NODE_ATTRPATH | NODE_PAT_ENTRY | NODE_IDENT_PARAM | NODE_PAT_BIND)
+            )
+    }) {
+        uses += 1;
+        if uses > 64 {
+            return None;
+        }
+        let r = output_region(&u, depth + 1)?;
+        match &region {
+            None => region = Some(r),
+            Some(o) if *o == r => {}
+            Some(_) => return None,
+        }
+    }
+    region
 }
 
 /// The name of the binding around the `modules = [ ... ]` (or `imports`)
@@ -998,6 +1231,26 @@ fn path_suffix(sum: &SyntaxNode) -> Option<String> {
                 if t.kind() == TOKEN_STRING_CONTENT || t.kind() == TOKEN_PATH_REL =>
             {
                 tail.push_str(t.text());
+            }
+            _ => {}
+        }
+    }
+    (interpolated && !tail.is_empty() && !tail.contains('/')).then_some(tail)
+}
+
+/// The literal end of an interpolated string after its last interpolation,
+/// when it holds no `/`: ".nix" in `"home/${user}/${host}.nix"`.
+fn string_suffix(node: &SyntaxNode) -> Option<String> {
+    let mut tail = String::new();
+    let mut interpolated = false;
+    for child in node.children_with_tokens() {
+        match child {
+            rnix::NodeOrToken::Node(n) if n.kind() == NODE_INTERPOL => {
+                interpolated = true;
+                tail.clear();
+            }
+            rnix::NodeOrToken::Token(t) if t.kind() == TOKEN_STRING_CONTENT => {
+                tail.push_str(&unescape(t.text()))
             }
             _ => {}
         }
