@@ -19,6 +19,7 @@ mod ci;
 mod commands;
 mod hook;
 mod init;
+mod pipeline;
 mod scan;
 mod secrets;
 
@@ -117,6 +118,14 @@ fn find_flake_dir(root: &Path, start: &Path) -> String {
 /// Runs one command and returns its exit code. Errors are returned to
 /// `main`, which prints them on one line and exits 2.
 pub fn run(cli: Cli) -> Result<i32> {
+    let result = dispatch(cli);
+    if std::env::var_os(pipeline::DEBUG_ENV).is_some() {
+        eprintln!("guard: debug: {}", pipeline::debug_counts());
+    }
+    result
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
     let dir = match &cli.dir {
         Some(d) => d.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
@@ -194,7 +203,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             selector,
             level,
             format,
-        } => build::check(&ctx, selector, *level, *format, cli.quiet),
+        } => check::check(&ctx, selector, *level, *format, cli.quiet),
         Command::Secrets {
             selector,
             format,

@@ -6,29 +6,21 @@ use std::io::Write;
 
 use anyhow::{Context as _, Result, bail};
 
+use super::pipeline::{self, Pipeline};
 use super::{Context, exit};
-use crate::affected::{Analysis, Query, affected_hosts};
+use crate::affected::Analysis;
 use crate::cli::{Format, GraphFormat, Selector};
 use crate::git::{self, SnapshotSpec};
 use crate::nix::hosts;
-use crate::report::{self, Affected, Report, Warning};
+use crate::report::{self, Affected, Report};
 
 /// `guard affected`.
 pub fn affected(ctx: &Context, selector: &Selector, format: Format, verify: bool) -> Result<i32> {
     let sel = selector.resolve(git::Selector::Worktree);
-    let changes = ctx.repo.change_set(&sel)?;
-    let cache = ctx.parse_cache();
-    let new = Analysis::of(&changes.new, &ctx.flake_dir, &ctx.config, &cache);
-    let old_hosts = hosts::discover(&changes.old, &ctx.flake_dir, &ctx.config.hosts, &cache);
-    let new_revision = sel.makes_revision(&changes);
-    let mut result = affected_hosts(
-        &new,
-        &old_hosts,
-        &Query::of(&changes, new_revision).all_warnings(ctx.style.verbose),
-        &ctx.config,
-    )?;
+    let mut p = Pipeline::new(ctx, sel)?;
+    let mut result = p.take_affected()?;
     if verify {
-        verify_hosts(ctx, &changes.new, &mut result);
+        pipeline::verify_hosts(ctx, &p.changes.new, &mut result);
     }
     write_affected(ctx, result, format)
 }
@@ -94,92 +86,11 @@ fn write_github_output(lines: &str) -> Result<()> {
     Ok(())
 }
 
-/// Compares the static host list with what nix evaluates. nix's list wins
-/// for this run: a host only nix knows is listed as affected by any change
-/// (guard cannot tell what it reads), a host only guard found is dropped.
-/// A failed evaluation is a warning with nix's own message, never an abort.
-pub(crate) fn verify_hosts(ctx: &Context, snapshot: &git::Snapshot, result: &mut Affected) {
-    let warn = |result: &mut Affected, message: String| {
-        result.warnings.push(Warning {
-            path: None,
-            message,
-        })
-    };
-    let Some(rev) = snapshot.commit().map(|c| c.to_string()) else {
-        // The index or work tree: nix would read the work tree, which is
-        // not the snapshot; say so rather than compare the wrong thing.
-        warn(
-            result,
-            "--verify-hosts compares a commit's host list; use --commit, --base or --all".into(),
-        );
-        return;
-    };
-    let evaluated = crate::nix::cli::Nix::detect().and_then(|nix| {
-        let url = crate::nix::cli::flake_url(&ctx.root, &ctx.flake_dir, Some(&rev));
-        nix.eval_json(
-            &format!("{url}#nixosConfigurations"),
-            Some("builtins.attrNames"),
-        )
-    });
-    let value = match evaluated {
-        Ok(v) => v,
-        Err(e) => {
-            let cause = format!("{e:#}");
-            let first = cause.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            warn(
-                result,
-                format!(
-                    "--verify-hosts: nix could not list nixosConfigurations, the static list stands: {first}"
-                ),
-            );
-            return;
-        }
-    };
-    let evaluated: BTreeSet<String> = value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect();
-    let statics: BTreeSet<String> = result.all_hosts.iter().cloned().collect();
-    for missing in evaluated.difference(&statics) {
-        warn(
-            result,
-            format!(
-                "host {missing} exists in nixosConfigurations but guard did not find it statically; \
-                 listed as affected for this run (add it under [hosts] in guard.toml, and please report the layout)"
-            ),
-        );
-        if !result.changed_paths.is_empty() {
-            result.hosts.push(report::AffectedHost {
-                name: missing.clone(),
-                reasons: vec![report::Reason {
-                    path: "(found only by nix: guard cannot tell what it reads)".into(),
-                    chain: Vec::new(),
-                }],
-                truncated: 0,
-            });
-        }
-    }
-    for extra in statics.difference(&evaluated) {
-        warn(
-            result,
-            format!(
-                "guard found host {extra} statically, but nix does not define it; dropped for this run"
-            ),
-        );
-    }
-    result.hosts.retain(|h| evaluated.contains(&h.name));
-    result.hosts.sort_by(|a, b| a.name.cmp(&b.name));
-    result.all_hosts = evaluated.into_iter().collect();
-}
-
 /// `guard explain <path>`: every chain from a host to `path`, in the work tree.
 pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) -> Result<i32> {
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
     let empty = ctx.repo.snapshot(SnapshotSpec::Empty)?;
-    let cache = ctx.parse_cache();
-    let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
+    let analysis = pipeline::analysis_of(ctx, &snapshot, &ctx.parse_cache());
     // A host that does not exist is a usage error, whatever the path.
     if let Some(h) = host
         && !analysis.hosts.hosts.contains_key(h)
@@ -199,17 +110,7 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
         eprintln!("{path}: not tracked by git, so no host can read it");
         return Ok(exit::FINDINGS);
     }
-    let query = Query {
-        paths: BTreeSet::from([path.clone()]),
-        // Against an empty tree every dependency on the path shows, as if
-        // it were added.
-        old: &empty,
-        new: &snapshot,
-        new_revision: false,
-        every_chain: true,
-        all_warnings: ctx.style.verbose,
-    };
-    let mut result = affected_hosts(&analysis, &analysis.hosts, &query, &ctx.config)?;
+    let mut result = pipeline::chains_to(ctx, &analysis, &snapshot, &empty, &path)?;
     if let Some(h) = host {
         result.hosts.retain(|x| x.name == h);
     }
@@ -262,8 +163,7 @@ pub fn graph(
 ) -> Result<i32> {
     use crate::nix::graph::DepKind;
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
-    let cache = ctx.parse_cache();
-    let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
+    let analysis = pipeline::analysis_of(ctx, &snapshot, &ctx.parse_cache());
     // Every host depends on the wiring: flake.nix and what it evaluates
     // outside hosts (`affected` lists a change there for every host).
     let flake_nix = analysis.hosts.flake_nix.as_str();

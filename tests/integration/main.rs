@@ -17,6 +17,7 @@ mod hooks;
 mod host_layouts;
 mod hostile;
 mod nix_versions;
+mod pipeline;
 mod real_fleets;
 mod real_hosts;
 mod scan;
