@@ -61,7 +61,7 @@ impl Context {
         // Absolute: the root ends up in flake URLs (`git+file://<root>`),
         // which have no notion of a relative path (`-C examples/fleet`).
         let root = std::path::absolute(&root).unwrap_or(root);
-        let (config, config_path) = Config::load(&root, config)?;
+        let (config, config_path) = load_config(&root, config)?;
         let flake_dir = match &config.flake.dir {
             Some(d) => crate::nix::parse::normalize(d).unwrap_or_default(),
             None => find_flake_dir(&root, dir),
@@ -96,6 +96,21 @@ impl Context {
     pub fn parse_cache(&self) -> crate::nix::graph::ParseCache {
         crate::nix::graph::ParseCache::persistent(self.repo.git_dir(), &self.flake_dir)
     }
+}
+
+/// Loads the configuration (`Config::load`) and checks the syntax of the
+/// recipient keys it lists with the age layer's parser.
+pub(crate) fn load_config(
+    root: &Path,
+    explicit: Option<&Path>,
+) -> Result<(Config, Option<PathBuf>), crate::config::ConfigError> {
+    let (config, path) = Config::load(root, explicit)?;
+    if let Some(p) = &path {
+        config.check_keys(p, |k| {
+            crate::secrets::age::keys::parse_public_key(k).map(drop)
+        })?;
+    }
+    Ok((config, path))
 }
 
 /// The nearest directory from `start` up to `root` that holds a flake.nix,

@@ -126,19 +126,9 @@ impl Selector {
     }
 }
 
-/// Build levels, cheapest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// No nix at all.
-    None,
-    /// Evaluate each host's toplevel drvPath.
-    Eval,
-    /// Build config.system.build.toplevel.
-    Build,
-    /// Build config.system.build.vm.
-    Vm,
-}
+/// Build levels live in the model (configuration and the build stage use
+/// them too); the CLI only parses them.
+pub use crate::report::Level;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

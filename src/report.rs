@@ -12,6 +12,22 @@ mod sarif;
 pub use github::{escape_data, escape_property, stop_token, write_github};
 pub use sarif::{RegionEnd, write_sarif};
 
+/// Build levels, cheapest first (`--level`, `[build] level`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// No nix at all.
+    None,
+    /// Evaluate each host's toplevel drvPath.
+    Eval,
+    /// Build config.system.build.toplevel.
+    Build,
+    /// Build config.system.build.vm.
+    Vm,
+}
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

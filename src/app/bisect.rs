@@ -335,10 +335,9 @@ pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
     let candidates: Vec<&crate::bisect::RangeCommit> =
         commits.iter().filter(|c| !c.reasons.is_empty()).collect();
     let host_known = commits.iter().any(|c| c.host_exists)
-        || crate::nix::hosts::discover(
+        || super::pipeline::hosts_of(
+            ctx,
             &ctx.repo.snapshot(SnapshotSpec::Commit(good))?,
-            &ctx.flake_dir,
-            &ctx.config.hosts,
             &crate::nix::graph::ParseCache::new(),
         )
         .hosts

@@ -50,6 +50,11 @@ pub fn analysis_of(ctx: &Context, snapshot: &Snapshot, cache: &ParseCache) -> An
     Analysis::of(snapshot, &ctx.flake_dir, &ctx.config, cache)
 }
 
+/// The hosts of one snapshot, without its import graph.
+pub fn hosts_of(ctx: &Context, snapshot: &Snapshot, cache: &ParseCache) -> HostSet {
+    hosts::discover(snapshot, &ctx.flake_dir, &ctx.config.hosts, cache)
+}
+
 /// The stages of one run over one change, each computed once.
 pub struct Pipeline<'c> {
     pub ctx: &'c Context,

@@ -65,7 +65,7 @@ pub fn scan_without_repo(
             dir.display()
         );
     }
-    let (config, config_path) = crate::config::Config::load(dir, config)?;
+    let (config, config_path) = super::load_config(dir, config)?;
     let scanner = build_scanner(&config, config_path.as_deref())?;
     let baseline_path = baseline_path(&config, dir)?;
     let scanner = if args.write_baseline {

@@ -213,3 +213,24 @@ fn relative_dash_c_works_with_nix() {
     out.assert_code(0);
     assert_eq!(out.json()["hosts"][0]["status"], "ok", "{}", out.stdout);
 }
+
+#[test]
+fn a_bad_recipient_key_in_guard_toml_is_a_configuration_error() {
+    let repo = TempRepo::new();
+    repo.write("flake.nix", "{ outputs = _: { }; }\n");
+    repo.write(
+        "guard.toml",
+        "[secrets.recipients]\nalpha = [\"ssh-ed25519 !!\"]\n",
+    );
+    repo.commit_all("init");
+    for args in [&["affected"][..], &["scan", "flake.nix"][..]] {
+        let out = guard_in(repo.path(), args);
+        out.assert_code(2);
+        assert!(
+            out.stderr
+                .contains("guard.toml: secrets.recipients.alpha[0]: "),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}

@@ -16,6 +16,7 @@ mod guard_flake;
 mod hooks;
 mod host_layouts;
 mod hostile;
+mod layering;
 mod nix_versions;
 mod pipeline;
 mod real_fleets;
