@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use crate::cli::{Cli, ColorChoice, Command};
+use crate::cli::{Cli, ColorChoice, Command, Format};
 use crate::config::Config;
 use crate::git::Repo;
 use crate::report::Style;
@@ -165,6 +165,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Init { force, dry_run } => return init::init(&dir, *force, *dry_run, style),
         _ => {}
     }
+    check_format(&cli.command, name)?;
     // `guard scan PATH…` scans plain directories too, as every peer does.
     if let Some(args) = scan_args(&cli)
         && !args.paths.is_empty()
@@ -274,6 +275,52 @@ fn dispatch(cli: Cli) -> Result<i32> {
         | Command::Init { .. } => {
             anyhow::bail!("internal error: `guard {name}` was dispatched twice")
         }
+    }
+}
+
+/// The formats each command can write: the one place `--format` is
+/// checked. A format a command cannot write is a usage error (exit 2),
+/// before any work. (`github` for a command without annotations or
+/// outputs writes what it always wrote: explain its human text, bisect
+/// its JSON.)
+fn check_format(command: &Command, name: &str) -> Result<()> {
+    use Format::{Github, Human, Json, Sarif};
+    const FINDINGS: &[Format] = &[Human, Json, Github, Sarif];
+    const NO_SARIF: &[Format] = &[Human, Json, Github];
+    let (format, writes) = match command {
+        Command::Scan { format, .. } | Command::Secrets { format, .. } => (*format, FINDINGS),
+        Command::Ci {
+            format: Some(f), ..
+        } => (*f, FINDINGS),
+        Command::Affected { format, .. }
+        | Command::Explain { format, .. }
+        | Command::Build { format, .. }
+        | Command::Check { format, .. }
+        | Command::Bisect { format, .. } => (*format, NO_SARIF),
+        _ => return Ok(()),
+    };
+    if writes.contains(&format) {
+        return Ok(());
+    }
+    let names: Vec<&str> = writes.iter().map(|f| format_name(*f)).collect();
+    let why = if format == Sarif {
+        " (sarif is for findings: scan, secrets, ci)"
+    } else {
+        ""
+    };
+    anyhow::bail!(
+        "--format {}: `guard {name}` writes {}{why}",
+        format_name(format),
+        names.join(", ")
+    )
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Human => "human",
+        Format::Json => "json",
+        Format::Github => "github",
+        Format::Sarif => "sarif",
     }
 }
 

@@ -730,6 +730,7 @@ mod tests {
                     secret: Redacted::new("kP3xq1S9mWcT0b7Jf2hL8ZyNvE4uDsGrAoIe6Ck5pH0="),
                     fingerprint: "f".into(),
                     message: "Move it to secrix".into(),
+                    end: None,
                 }],
                 ..Default::default()
             }),

@@ -10,7 +10,7 @@ mod github;
 mod sarif;
 
 pub use github::{escape_data, escape_property, stop_token, write_github};
-pub use sarif::{RegionEnd, write_sarif};
+pub use sarif::write_sarif;
 
 /// Build levels, cheapest first (`--level`, `[build] level`).
 #[derive(
@@ -74,6 +74,18 @@ pub struct Finding {
     pub fingerprint: String,
     /// What is wrong and how to fix it (never contains the secret).
     pub message: String,
+    /// Where the found text ends; `None`: one character at (line,
+    /// column). Not in the JSON output (SARIF writes it as the region end).
+    #[serde(skip)]
+    pub end: Option<RegionEnd>,
+}
+
+/// Where a finding's text ends: its last line, and the column after its
+/// last character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionEnd {
+    pub line: usize,
+    pub column: usize,
 }
 
 /// What a rule is, for writers that describe rules (SARIF
@@ -90,6 +102,36 @@ pub struct RuleInfo {
     pub help: String,
     /// Default severity.
     pub severity: Severity,
+}
+
+/// The rules each section of a report can use, from the one registry
+/// (`app::pipeline::rules`: scan rules, age/secrix rules, identity-leak
+/// rules). Writers that describe rules (SARIF `tool.driver.rules`) take
+/// the descriptions from here, never from elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// What the plaintext scan (`scan` section) can report.
+    pub scan: Vec<RuleInfo>,
+    /// What the age checks and the identity-leak rules (`secrets`
+    /// section) can report.
+    pub secrets: Vec<RuleInfo>,
+}
+
+impl Rules {
+    /// The rules of the sections `report` has, each id once, sorted.
+    pub fn for_report(&self, report: &Report) -> Vec<&RuleInfo> {
+        let mut seen = std::collections::BTreeMap::new();
+        let sections = [
+            (report.scan.is_some(), &self.scan),
+            (report.secrets.is_some(), &self.secrets),
+        ];
+        for (_, rules) in sections.into_iter().filter(|(has, _)| *has) {
+            for r in rules {
+                seen.entry(r.id.as_str()).or_insert(r);
+            }
+        }
+        seen.into_values().collect()
+    }
 }
 
 /// Something the user should know that is not a finding (an unresolvable
@@ -582,6 +624,7 @@ mod tests {
             secret: Redacted::new("kP3xq1S9mWcT0b7Jf2hL8ZyNvE4uDsGrAoIe6Ck5pH0="),
             fingerprint: "f".into(),
             message: "move it to secrix".into(),
+            end: None,
         }
     }
 

@@ -30,7 +30,6 @@ pub struct BuildArgs<'a> {
 
 /// `guard build`.
 pub fn build(ctx: &Context, selector: &Selector, args: BuildArgs<'_>) -> Result<i32> {
-    check_format(args.format)?;
     let level = args.level.unwrap_or(ctx.config.build.level);
     let opts = RunOpts {
         level,
@@ -112,13 +111,6 @@ pub fn build_section(
         report: Some(report),
         interrupted,
     })
-}
-
-pub(super) fn check_format(format: Format) -> Result<()> {
-    if format == Format::Sarif {
-        bail!("--format sarif is for findings (scan, secrets, ci); use human, json or github");
-    }
-    Ok(())
 }
 
 pub(super) fn write(ctx: &Context, report: &Report, format: Format) -> Result<()> {

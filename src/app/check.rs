@@ -9,16 +9,14 @@ use super::pipeline::{self, Pipeline};
 use super::{Context, exit};
 use crate::cli::{Format, Level, Selector};
 use crate::git;
-use crate::report::{Report, RuleInfo};
-use crate::secrets::scan::run;
+use crate::report::{Report, Rules};
 
-/// What `check` found, with what the SARIF writer needs beyond the report.
+/// What `check` found: the report, its exit code, and the rules it can
+/// use (for writers that describe rules).
 pub(crate) struct Verdict {
     pub report: Report,
     pub code: i32,
-    pub rules: Vec<RuleInfo>,
-    /// (fingerprint, line, column) -> (end line, end column) of scan findings.
-    pub regions: run::Regions,
+    pub rules: Rules,
 }
 
 /// `guard check`: affected + scan + secrets + build at the level, one
@@ -30,7 +28,6 @@ pub fn check(
     format: Format,
     quiet: bool,
 ) -> Result<i32> {
-    super::build::check_format(format)?;
     let level = level.unwrap_or(ctx.config.build.level);
     let sel = selector.resolve(git::Selector::Worktree);
     let verdict = judge(ctx, &sel, level, quiet, false)?;
@@ -69,7 +66,7 @@ pub(crate) fn judge(
 
     // The fix a finding suggests names the scheme the repository uses.
     let scheme = p.scheme();
-    let (mut findings, mut rules) = (scan.findings, scan.rules);
+    let mut findings = scan.findings;
     for f in findings
         .findings
         .iter_mut()
@@ -77,9 +74,7 @@ pub(crate) fn judge(
     {
         f.message = scheme.adapt(&f.message);
     }
-    for r in &mut rules {
-        r.help = scheme.adapt(&r.help);
-    }
+    let rules = pipeline::rules(scan.rules, Some(scheme));
     let section = super::build::build_section(ctx, sel, &p.changes, &affected, level, quiet)?;
     let report = Report {
         affected: Some(affected),
@@ -96,6 +91,5 @@ pub(crate) fn judge(
         report,
         code,
         rules,
-        regions: scan.regions,
     })
 }

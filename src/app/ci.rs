@@ -499,8 +499,7 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
                 ..Default::default()
             },
             code: super::exit::OK,
-            rules: Vec::new(),
-            regions: HashMap::new(),
+            rules: Default::default(),
         },
     };
     let report = &verdict.report;
@@ -587,10 +586,5 @@ fn range_ids(ctx: &Context, sel: &git::Selector) -> Result<(Option<String>, Opti
 }
 
 fn write_sarif(v: &Verdict, out: &mut dyn Write) -> std::io::Result<()> {
-    let end = |f: &Finding| {
-        v.regions
-            .get(&(f.fingerprint.clone(), f.line, f.column))
-            .copied()
-    };
-    report::write_sarif(&v.report, &v.rules, &end, out)
+    report::write_sarif(&v.report, &v.rules, out)
 }

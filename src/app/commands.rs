@@ -56,9 +56,7 @@ fn write_affected(ctx: &Context, result: Affected, format: Format) -> Result<i32
             };
             report::write_human(&report, ctx.style, &mut out)?;
         }
-        Format::Sarif => {
-            bail!("--format sarif is for findings (scan, secrets, ci), not affected hosts")
-        }
+        Format::Sarif => bail!("internal error: --format sarif reached `guard affected`"),
     }
     Ok(exit::OK)
 }

@@ -22,7 +22,7 @@ use crate::affected::{Analysis, Query, affected_hosts};
 use crate::git::{self, ChangeSet, Snapshot};
 use crate::nix::graph::ParseCache;
 use crate::nix::hosts::{self, HostSet};
-use crate::report::{self, Affected, Finding, Findings, RuleInfo, Warning};
+use crate::report::{self, Affected, Finding, Findings, RuleInfo, Rules, Warning};
 use crate::secrets::age;
 use crate::secrets::scan::{Baseline, Scanner, run};
 
@@ -71,11 +71,29 @@ pub struct Pipeline<'c> {
     baseline: OnceCell<Baseline>,
 }
 
-/// The plaintext scan of the change, with what SARIF needs beside it.
+/// The plaintext scan of the change, and the rules its scanner runs.
 pub struct ScanStage {
     pub findings: Findings,
-    pub regions: run::Regions,
     pub rules: Vec<RuleInfo>,
+}
+
+/// The one rule registry: the scan rules of the scanner at hand, the age
+/// checks' rules, and the identity-leak rules (scan rules reported in the
+/// `secrets` section). With a scheme, the help names its fix.
+pub fn rules(scan: Vec<RuleInfo>, scheme: Option<crate::secrets::scheme::Scheme>) -> Rules {
+    let mut secrets = age::rule_infos();
+    secrets.extend(
+        scan.iter()
+            .filter(|r| age::IDENTITY_RULES.contains(&r.id.as_str()))
+            .cloned(),
+    );
+    let mut rules = Rules { scan, secrets };
+    if let Some(scheme) = scheme {
+        for r in rules.scan.iter_mut().chain(rules.secrets.iter_mut()) {
+            r.help = scheme.adapt(&r.help);
+        }
+    }
+    rules
 }
 
 impl<'c> Pipeline<'c> {
@@ -192,10 +210,8 @@ impl<'c> Pipeline<'c> {
             }
             _ => run::scan_change_set(&scanner, &self.changes)?,
         };
-        let (findings, regions) = outcome.into_findings();
         Ok(ScanStage {
-            findings,
-            regions,
+            findings: outcome.into_findings(),
             rules: scanner.rule_infos(),
         })
     }

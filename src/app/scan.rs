@@ -120,7 +120,7 @@ fn finish(
         return Ok(exit::OK);
     }
 
-    let (mut findings, regions) = outcome.into_findings();
+    let mut findings = outcome.into_findings();
     for f in &mut findings.findings {
         f.message = scheme.adapt(&f.message);
     }
@@ -138,16 +138,8 @@ fn finish(
             write_github_output(&format!("findings={n}\n"))?;
         }
         Format::Sarif => {
-            let end = |f: &report::Finding| {
-                regions
-                    .get(&(f.fingerprint.clone(), f.line, f.column))
-                    .copied()
-            };
-            let mut rules = scanner.rule_infos();
-            for r in &mut rules {
-                r.help = scheme.adapt(&r.help);
-            }
-            report::write_sarif(&report, &rules, &end, &mut out)?;
+            let rules = super::pipeline::rules(scanner.rule_infos(), Some(scheme));
+            report::write_sarif(&report, &rules, &mut out)?;
         }
     }
     out.flush()?;

@@ -71,9 +71,8 @@ pub fn secrets(
         Format::Human => report::write_human(&report, ctx.style, &mut out)?,
         Format::Github => report::write_github(&report, ctx.style, &mut out)?,
         Format::Sarif => {
-            let mut rules = age::rule_infos();
-            rules.extend(Scanner::with_rules(&ctx.config, &leak_rules)?.rule_infos());
-            report::write_sarif(&report, &rules, &|_| None, &mut out)?;
+            let scan = Scanner::with_rules(&ctx.config, &leak_rules)?.rule_infos();
+            report::write_sarif(&report, &super::pipeline::rules(scan, None), &mut out)?;
         }
     }
     out.flush()?;

@@ -122,6 +122,7 @@ mod tests {
             secret: Redacted::new("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"),
             fingerprint: "f".into(),
             message: "JSON Web Token. Fix: revoke it".into(),
+            end: None,
         };
         let report = Report {
             scan: Some(Findings {

@@ -1181,6 +1181,10 @@ impl Scanner {
                     secret: Redacted::new(&value),
                     fingerprint,
                     message: message(meta, commit),
+                    end: Some(crate::report::RegionEnd {
+                        line: end_line + line_base,
+                        column: end_column,
+                    }),
                 },
                 end_line: end_line + line_base,
                 end_column,
