@@ -9,7 +9,7 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod git;
-pub mod github;
+pub mod github_env;
 pub mod nix;
 pub mod report;
 pub mod secrets;

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-mod github;
+pub mod github;
 mod sarif;
 
 pub use github::{escape_data, escape_property, stop_token, write_github};

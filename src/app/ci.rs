@@ -18,7 +18,8 @@ use super::Context;
 use super::check::{Verdict, judge};
 use crate::cli::{Format, Level};
 use crate::git::{self, GitError};
-use crate::github::{self, EventRange, SummaryContext};
+use crate::github_env::{self as github, EventRange};
+use crate::report::github::SummaryContext;
 use crate::report::{self, BuildHost, BuildStatus, Finding, Report, Severity};
 use crate::secrets::scan::ALLOW_HINT;
 
@@ -507,7 +508,7 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Github => {
-            github::write_build_annotations(report, &mut out)?;
+            report::github::write_build_annotations(report, &mut out)?;
             report::write_github(report, ctx.style, &mut out)?;
             for n in &summary.notes {
                 writeln!(out, "::notice title=guard::{}", report::escape_data(n))?;
@@ -541,7 +542,7 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
             .flatten()
             .map(|f| f.findings.len())
             .sum::<usize>();
-        github::write_outputs(
+        report::github::write_outputs(
             path,
             &[
                 ("hosts", serde_json::to_string(&hosts)?),
@@ -553,9 +554,9 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
         )?;
     }
     if let Some(path) = &env.step_summary {
-        github::append(
+        report::github::append(
             path,
-            &github::summary_markdown(report, &summary),
+            &report::github::summary_markdown(report, &summary),
             "$GITHUB_STEP_SUMMARY",
         )?;
     }

@@ -19,7 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("secrets", &["affected", "config", "git", "nix", "report"]),
     ("bisect", &["affected", "config", "git", "nix", "report"]),
     ("build", &["config", "git", "nix", "report", "secrets"]),
-    ("github", &["report"]),
+    ("github_env", &[]),
     ("cli", &["git", "report"]),
 ];
 
