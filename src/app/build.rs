@@ -118,7 +118,7 @@ pub(super) fn write(ctx: &Context, report: &Report, format: Format) -> Result<()
     match format {
         Format::Json => report::write_json(report, &mut out)?,
         Format::Github => {
-            write_github_annotations(report.build.as_ref(), &mut out)?;
+            report::github::write_build_annotations(report, &mut out)?;
             // Annotations of findings, then the readable report (with the
             // nix log excerpts, which quote repository text) fenced by
             // stop-commands.
@@ -127,26 +127,6 @@ pub(super) fn write(ctx: &Context, report: &Report, format: Format) -> Result<()
         _ => report::write_human(report, ctx.style, &mut out)?,
     }
     out.flush()?;
-    Ok(())
-}
-
-/// `::error` workflow commands for failed hosts, escaped as the Actions
-/// toolkit does (the reason is nix's text and may quote repository files).
-fn write_github_annotations(build: Option<&BuildReport>, out: &mut dyn Write) -> Result<()> {
-    let Some(b) = build else { return Ok(()) };
-    for h in b
-        .hosts
-        .iter()
-        .chain(b.flake_check.iter())
-        .filter(|h| h.status == report::BuildStatus::Failed)
-    {
-        writeln!(
-            out,
-            "::error title={}::{}",
-            report::escape_property(&format!("guard build {} ({})", h.name, h.level)),
-            report::escape_data(h.reason.as_deref().unwrap_or("failed"))
-        )?;
-    }
     Ok(())
 }
 

@@ -530,29 +530,29 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
             .with_context(|| format!("cannot write the SARIF file {}", path.display()))?;
         write_sarif(&verdict, &mut f)?;
     }
-    if let Some(path) = &env.output {
-        let hosts: Vec<&str> = report
-            .affected
-            .iter()
-            .flat_map(|a| &a.hosts)
-            .map(|h| h.name.as_str())
-            .collect();
-        let findings = [&report.scan, &report.secrets]
-            .into_iter()
-            .flatten()
-            .map(|f| f.findings.len())
-            .sum::<usize>();
-        report::github::write_outputs(
-            path,
-            &[
-                ("hosts", serde_json::to_string(&hosts)?),
-                ("count", hosts.len().to_string()),
-                ("findings", findings.to_string()),
-                ("base", summary.base.clone().unwrap_or_default()),
-                ("head", summary.head.clone().unwrap_or_default()),
-            ],
-        )?;
-    }
+    let hosts: Vec<&str> = report
+        .affected
+        .iter()
+        .flat_map(|a| &a.hosts)
+        .map(|h| h.name.as_str())
+        .collect();
+    let findings = [&report.scan, &report.secrets]
+        .into_iter()
+        .flatten()
+        .map(|f| f.findings.len())
+        .sum::<usize>();
+    report::github::write_outputs(
+        env.output.as_deref(),
+        &[
+            ("hosts", serde_json::to_string(&hosts)?),
+            ("count", hosts.len().to_string()),
+            ("findings", findings.to_string()),
+            ("base", summary.base.clone().unwrap_or_default()),
+            ("head", summary.head.clone().unwrap_or_default()),
+        ],
+        // Outside Actions the report already says everything.
+        report::github::Unset::Skip,
+    )?;
     if let Some(path) = &env.step_summary {
         report::github::append(
             path,

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 
 use super::pipeline::{self, Pipeline};
 use super::{Context, exit};
@@ -44,12 +44,17 @@ fn write_affected(ctx: &Context, result: Affected, format: Format) -> Result<i32
         }
         Format::Github => {
             let names: Vec<&str> = result.hosts.iter().map(|h| h.name.as_str()).collect();
-            let lines = format!(
-                "hosts={}\ncount={}\n",
-                serde_json::to_string(&names)?,
-                names.len()
-            );
-            write_github_output(&lines)?;
+            // The outputs are what `--format github` is for (a build
+            // matrix): outside Actions, show them.
+            let env = crate::github_env::Env::from_process();
+            report::github::write_outputs(
+                env.output.as_deref(),
+                &[
+                    ("hosts", serde_json::to_string(&names)?),
+                    ("count", names.len().to_string()),
+                ],
+                report::github::Unset::Show(&mut std::io::stderr().lock()),
+            )?;
             let report = Report {
                 affected: Some(result),
                 ..Default::default()
@@ -59,29 +64,6 @@ fn write_affected(ctx: &Context, result: Affected, format: Format) -> Result<i32
         Format::Sarif => bail!("internal error: --format sarif reached `guard affected`"),
     }
     Ok(exit::OK)
-}
-
-/// Appends `lines` to $GITHUB_OUTPUT, or prints them when it is not set
-/// (running the GitHub format outside Actions, e.g. to try it).
-fn write_github_output(lines: &str) -> Result<()> {
-    match std::env::var_os("GITHUB_OUTPUT") {
-        Some(path) if !path.is_empty() => {
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)
-                .with_context(|| {
-                    format!("cannot open $GITHUB_OUTPUT ({})", path.to_string_lossy())
-                })?;
-            f.write_all(lines.as_bytes())?;
-        }
-        _ => {
-            let mut err = std::io::stderr().lock();
-            writeln!(err, "GITHUB_OUTPUT is not set; the outputs would be:")?;
-            err.write_all(lines.as_bytes())?;
-        }
-    }
-    Ok(())
 }
 
 /// `guard explain <path>`: every chain from a host to `path`, in the work tree.

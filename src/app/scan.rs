@@ -135,7 +135,13 @@ fn finish(
         Format::Github => {
             report::write_github(&report, style, &mut out)?;
             let n = report.scan.as_ref().map_or(0, |s| s.findings.len());
-            write_github_output(&format!("findings={n}\n"))?;
+            // Outside Actions the annotations already say everything.
+            let env = crate::github_env::Env::from_process();
+            report::github::write_outputs(
+                env.output.as_deref(),
+                &[("findings", n.to_string())],
+                report::github::Unset::Skip,
+            )?;
         }
         Format::Sarif => {
             let rules = super::pipeline::rules(scanner.rule_infos(), Some(scheme));
@@ -202,18 +208,4 @@ fn baseline_path(config: &crate::config::Config, root: &Path) -> Result<PathBuf>
         bail!("secrets.baseline {rel:?} must be a path inside the repository");
     }
     Ok(root.join(p))
-}
-
-/// Appends to $GITHUB_OUTPUT when set (outside Actions there is nowhere to
-/// write the outputs, and the annotations already say everything).
-fn write_github_output(lines: &str) -> Result<()> {
-    if let Some(path) = std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .with_context(|| format!("cannot open $GITHUB_OUTPUT ({})", path.to_string_lossy()))?;
-        f.write_all(lines.as_bytes())?;
-    }
-    Ok(())
 }

@@ -446,6 +446,28 @@ fn eval_level_reports_a_broken_host_in_annotations_and_summary() {
     assert!(s.contains("| monitor | eval | ❌ failed |"), "{s}");
     assert!(s.contains("| swarm-0 | eval | ✅ ok |"), "{s}");
     assert_eq!(gh.out("count"), "6");
+    // `guard build` annotates the same failure with the same title (it
+    // used to say "guard build monitor (eval)").
+    let b = repo.guard(&[
+        "build", "--commit", "HEAD", "--level", "eval", "--format", "github",
+    ]);
+    b.assert_code(1);
+    let titles: Vec<&str> = b
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("::error title="))
+        .collect();
+    assert_eq!(
+        titles.len(),
+        1,
+        "one annotation for the one failed host: {}",
+        b.stdout
+    );
+    assert!(
+        titles[0].starts_with("::error title=guard%3A monitor failed at level eval::"),
+        "{}",
+        b.stdout
+    );
 }
 
 // ---- guard init ----------------------------------------------------------

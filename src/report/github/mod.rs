@@ -13,7 +13,7 @@ use super::{BuildStatus, Finding, Report, Severity, Style, write_human};
 pub mod outputs;
 pub mod summary;
 
-pub use outputs::{WriteError, append, write_outputs};
+pub use outputs::{Unset, WriteError, append, write_outputs};
 pub use summary::{SummaryContext, summary_markdown};
 
 /// Escapes a workflow command message (`%`, CR, LF), `%` first.

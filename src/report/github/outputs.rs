@@ -1,4 +1,5 @@
-//! The step outputs (`$GITHUB_OUTPUT`): the one writer of that file.
+//! The step outputs (`$GITHUB_OUTPUT`): the one writer of that file, for
+//! every command that sets outputs (`affected`, `scan`, `ci`).
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -13,10 +14,25 @@ pub struct WriteError {
     pub source: io::Error,
 }
 
-/// Appends step outputs to the `$GITHUB_OUTPUT` file. Single-line values
-/// use `name=value`; others the `name<<DELIM` form with a delimiter that
-/// does not occur in the value (as the Actions toolkit does).
-pub fn write_outputs(path: &Path, outputs: &[(&str, String)]) -> Result<(), WriteError> {
+/// What to do with outputs when `$GITHUB_OUTPUT` is not set (outside
+/// Actions).
+pub enum Unset<'a> {
+    /// Nothing: the outputs are a side product of the command.
+    Skip,
+    /// Show them (on stderr): the outputs are what the command is for, so
+    /// trying it outside Actions shows what a step would get.
+    Show(&'a mut dyn Write),
+}
+
+/// Appends step outputs to the `$GITHUB_OUTPUT` file `path` (as
+/// `github_env::Env` read it). Single-line values use `name=value`; others
+/// the `name<<DELIM` form with a delimiter that does not occur in the value
+/// (as the Actions toolkit does).
+pub fn write_outputs(
+    path: Option<&Path>,
+    outputs: &[(&str, String)],
+    unset: Unset<'_>,
+) -> Result<(), WriteError> {
     let mut text = String::new();
     for (name, value) in outputs {
         if value.contains('\n') || value.contains('\r') {
@@ -29,7 +45,19 @@ pub fn write_outputs(path: &Path, outputs: &[(&str, String)]) -> Result<(), Writ
             let _ = writeln!(text, "{name}={value}");
         }
     }
-    append(path, &text, "$GITHUB_OUTPUT")
+    match (path, unset) {
+        (Some(path), _) => append(path, &text, "$GITHUB_OUTPUT"),
+        (None, Unset::Skip) => Ok(()),
+        (None, Unset::Show(out)) => {
+            let shown = "GITHUB_OUTPUT is not set; the outputs would be:\n".to_string() + &text;
+            out.write_all(shown.as_bytes())
+                .map_err(|source| WriteError {
+                    what: "the outputs",
+                    path: PathBuf::from("(stderr)"),
+                    source,
+                })
+        }
+    }
 }
 
 /// Appends to a file the runner gave us (it exists; create it if not, so a
@@ -58,13 +86,25 @@ mod tests {
         let p = dir.path().join("out");
         std::fs::write(&p, "earlier=1\n").unwrap();
         write_outputs(
-            &p,
+            Some(&p),
             &[("hosts", r#"["a","b"]"#.into()), ("text", "x\ny".into())],
+            Unset::Skip,
         )
         .unwrap();
         let s = std::fs::read_to_string(&p).unwrap();
         assert!(s.starts_with("earlier=1\nhosts=[\"a\",\"b\"]\ntext<<ghadelimiter_"));
         let delim = s.lines().nth(2).unwrap().trim_start_matches("text<<");
         assert!(s.ends_with(&format!("\nx\ny\n{delim}\n")));
+    }
+
+    #[test]
+    fn unset_outputs_are_shown_or_skipped() {
+        let mut shown = Vec::new();
+        write_outputs(None, &[("count", "2".into())], Unset::Show(&mut shown)).unwrap();
+        assert_eq!(
+            String::from_utf8(shown).unwrap(),
+            "GITHUB_OUTPUT is not set; the outputs would be:\ncount=2\n"
+        );
+        write_outputs(None, &[("count", "2".into())], Unset::Skip).unwrap();
     }
 }
