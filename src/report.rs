@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 pub mod github;
+pub mod hook;
 mod sarif;
 
 pub use github::{escape_data, escape_property, stop_token, write_github};

@@ -20,7 +20,7 @@ use crate::cli::{Format, Level};
 use crate::git::{self, GitError};
 use crate::github_env::{self as github, EventRange};
 use crate::report::github::SummaryContext;
-use crate::report::{self, BuildHost, BuildStatus, Finding, Report, Severity};
+use crate::report::{self, Report};
 use crate::secrets::scan::ALLOW_HINT;
 
 /// The flags of `guard ci`.
@@ -80,12 +80,15 @@ pub fn pre_commit(ctx: &Context, quiet: bool, full_files: bool) -> Result<i32> {
         }
     }
     let mut err = std::io::stderr().lock();
-    write_verdict(
+    report::hook::write_verdict(
         &verdict.report,
-        &what,
-        &notes,
-        start.elapsed().as_millis(),
-        quiet,
+        &report::hook::HookContext {
+            what: &what,
+            notes: &notes,
+            elapsed_ms: start.elapsed().as_millis(),
+            quiet,
+            allow_hint: ALLOW_HINT,
+        },
         ctx.style,
         &mut err,
     )?;
@@ -182,152 +185,6 @@ fn short(rev: &str) -> &str {
     } else {
         rev
     }
-}
-
-/// The hook's verdict: one line when clean; when blocked, each finding with
-/// its fix and each host that failed at the nix level, then how to accept a
-/// false positive. Never suggests skipping the hook.
-fn write_verdict(
-    report: &Report,
-    what: &str,
-    notes: &[String],
-    elapsed_ms: u128,
-    quiet: bool,
-    style: report::Style,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
-    let paint = |code: &str, s: &str| {
-        if style.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
-    };
-    let s = |n: usize| if n == 1 { "" } else { "s" };
-    let findings: Vec<&Finding> = [&report.scan, &report.secrets]
-        .into_iter()
-        .flatten()
-        .flat_map(|f| &f.findings)
-        .collect();
-    let blocking = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
-    let built: Vec<&BuildHost> = report
-        .build
-        .iter()
-        .flat_map(|b| b.hosts.iter().chain(b.flake_check.iter()))
-        .collect();
-    let failed: Vec<&&BuildHost> = built
-        .iter()
-        .filter(|h| h.status == BuildStatus::Failed)
-        .collect();
-    let affected = report.affected.as_ref();
-    let hosts: Vec<&str> = affected
-        .map(|a| a.hosts.iter().map(|h| h.name.as_str()).collect())
-        .unwrap_or_default();
-    let all = affected.map_or(0, |a| a.all_hosts.len());
-    let changed = affected.map_or(0, |a| a.changed_paths.len());
-    let host_list = match hosts.len() {
-        0 => String::new(),
-        1..=5 => format!(" ({})", hosts.join(", ")),
-        n => format!(" ({}, … (+{}))", hosts[..4].join(", "), n - 4),
-    };
-    let mut summary = format!(
-        "{changed} {what} path{}, {} of {all} host{} affected{host_list}",
-        s(changed),
-        hosts.len(),
-        s(all)
-    );
-    if let Some(b) = &report.build {
-        let level = b.hosts.first().map_or("nix", |h| h.level.as_str());
-        let ok = built.iter().filter(|h| h.status == BuildStatus::Ok).count();
-        summary.push_str(&format!(", {level}: {ok} ok, {} failed", failed.len()));
-    }
-    let clean = findings.is_empty() && failed.is_empty();
-    if quiet && clean {
-        return Ok(());
-    }
-    if clean {
-        writeln!(
-            out,
-            "guard: {} · {summary} · {elapsed_ms} ms",
-            paint("32", "ok")
-        )?;
-        for n in notes {
-            writeln!(out, "guard: note: {n}")?;
-        }
-        return Ok(());
-    }
-    writeln!(out, "guard: {summary}")?;
-    for f in &findings {
-        let sev = match f.severity {
-            Severity::Error => paint("31", "error"),
-            Severity::Warning => paint("33", "warning"),
-            Severity::Info => "info".to_string(),
-        };
-        writeln!(
-            out,
-            "  {}:{}:{}  {sev}  {}  {}",
-            f.path,
-            f.line,
-            f.column,
-            f.rule,
-            f.secret.as_str()
-        )?;
-        let msg = f.message.trim_end();
-        let msg = msg.strip_suffix(ALLOW_HINT).unwrap_or(msg).trim_end();
-        writeln!(out, "      {msg}")?;
-    }
-    for h in &failed {
-        writeln!(
-            out,
-            "  {}  {}  {}",
-            h.name,
-            paint("31", &format!("failed at {}", h.level)),
-            h.reason
-                .as_deref()
-                .and_then(|r| r.lines().next())
-                .unwrap_or_default()
-        )?;
-        if let Some(log) = &h.log {
-            writeln!(out, "      full log: {log}")?;
-        }
-    }
-    for n in notes {
-        writeln!(out, "guard: note: {n}")?;
-    }
-    let problems = blocking + failed.len();
-    if problems > 0 {
-        let what = match (blocking, failed.len()) {
-            (0, f) => format!("{f} host{} failing at the nix level", s(f)),
-            (b, 0) => format!("{b} finding{}", s(b)),
-            (b, f) => format!("{b} finding{} and {f} failing host{}", s(b), s(f)),
-        };
-        writeln!(
-            out,
-            "guard: {} · fix the staged content (`git add` the fix) and commit again · \
-             {elapsed_ms} ms",
-            paint("1;31", &format!("commit blocked by {what}")),
-        )?;
-        if blocking > 0 {
-            writeln!(
-                out,
-                "  A false positive? Add a `guard:allow` comment on its line (or the line \
-                 before), stage it, commit again.\n  Already known and accepted? Record it in \
-                 the baseline: `guard scan --write-baseline`, then commit the baseline file."
-            )?;
-        }
-    } else {
-        writeln!(
-            out,
-            "guard: {} · {} non-blocking finding{} · {elapsed_ms} ms",
-            paint("32", "ok"),
-            findings.len(),
-            s(findings.len())
-        )?;
-    }
-    Ok(())
 }
 
 /// Which change `guard ci` judges, and what to say about it.
