@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 pub mod github;
+pub mod graph;
 pub mod hook;
 mod sarif;
 
@@ -133,6 +134,39 @@ impl Rules {
         }
         seen.into_values().collect()
     }
+}
+
+/// The import graph as `guard graph` draws it. Fields in JSON order.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Graph {
+    pub edges: Vec<GraphEdge>,
+    /// The files drawn (never collapsed).
+    pub files: Vec<String>,
+    pub hosts: Vec<GraphHost>,
+    /// What flake.nix evaluates outside every host's directory.
+    pub wiring: Vec<String>,
+    /// flake.nix, repository-relative (every host's wiring starts there).
+    #[serde(skip)]
+    pub flake_nix: String,
+    /// What the drawing merged (directories drawn as one node).
+    #[serde(skip)]
+    pub note: Option<String>,
+}
+
+/// One host of a [`Graph`] and its entry module.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphHost {
+    pub entry: String,
+    pub name: String,
+}
+
+/// One edge of a [`Graph`]: `kind` is how `from` reads `to` (file, copy,
+/// computed, host, ...; merged edges join their kinds).
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphEdge {
+    pub from: String,
+    pub kind: String,
+    pub to: String,
 }
 
 /// Something the user should know that is not a finding (an unresolvable

@@ -11,7 +11,6 @@ use super::{Context, exit};
 use crate::affected::Analysis;
 use crate::cli::{Format, GraphFormat, Selector};
 use crate::git::{self, SnapshotSpec};
-use crate::nix::hosts;
 use crate::report::{self, Affected, Report};
 
 /// `guard affected`.
@@ -141,9 +140,33 @@ pub fn graph(
     host: Option<&str>,
     collapse: Option<usize>,
 ) -> Result<i32> {
-    use crate::nix::graph::DepKind;
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
     let analysis = pipeline::analysis_of(ctx, &snapshot, &ctx.parse_cache());
+    let collapse = match (collapse, format) {
+        (Some(n), _) => n,
+        (None, GraphFormat::Mermaid) => MERMAID_COLLAPSE,
+        (None, _) => 0,
+    };
+    // JSON is for tools: every file, never collapsed.
+    let collapse = if format == GraphFormat::Json {
+        0
+    } else {
+        collapse
+    };
+    let model = graph_model(&analysis, host, collapse)?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        GraphFormat::Json => report::graph::write_json(&model, &mut out)?,
+        GraphFormat::Dot => report::graph::write_dot(&model, &mut out)?,
+        GraphFormat::Mermaid => report::graph::write_mermaid(&model, &mut out)?,
+    }
+    Ok(exit::OK)
+}
+
+/// The graph `guard graph` draws: the files (a host's closure and the
+/// wiring, or every file), their edges, directories merged down to
+/// `collapse` nodes (0: none).
+fn graph_model(analysis: &Analysis, host: Option<&str>, collapse: usize) -> Result<report::Graph> {
     // Every host depends on the wiring: flake.nix and what it evaluates
     // outside hosts (`affected` lists a change there for every host).
     let flake_nix = analysis.hosts.flake_nix.as_str();
@@ -164,13 +187,53 @@ pub fn graph(
         }
         None => analysis.graph.nodes.keys().map(String::as_str).collect(),
     };
-    let hosts: Vec<&hosts::Host> = analysis
+    let hosts: Vec<report::GraphHost> = analysis
         .hosts
         .hosts
         .values()
         .filter(|h| host.is_none_or(|x| x == h.name))
+        .map(|h| report::GraphHost {
+            entry: h.entry.clone(),
+            name: h.name.clone(),
+        })
         .collect();
-    // With --host, the wiring's references to other hosts are theirs.
+    let edges = graph_edges(analysis, &files, host);
+    let (edges, collapsed) = if collapse > 0 {
+        let keep: BTreeSet<String> = hosts
+            .iter()
+            .map(|h| h.entry.clone())
+            .chain([flake_nix.to_string()])
+            .collect();
+        collapse_dirs(edges, &keep, collapse)
+    } else {
+        let edges = edges
+            .into_iter()
+            .map(|(a, b, k)| (a, b, k.to_string()))
+            .collect();
+        (edges, Vec::new())
+    };
+    Ok(report::Graph {
+        edges: edges
+            .into_iter()
+            .map(|(from, to, kind)| report::GraphEdge { from, kind, to })
+            .collect(),
+        files: files.into_iter().map(String::from).collect(),
+        hosts,
+        wiring: wiring.into_iter().map(String::from).collect(),
+        flake_nix: flake_nix.to_string(),
+        note: collapse_note(&collapsed, collapse),
+    })
+}
+
+/// The edges between `files` (and to data files and directories, drawn as
+/// leaves), labelled; with a host, not the wiring's references to other
+/// hosts (they are theirs).
+fn graph_edges<'a>(
+    analysis: &'a Analysis,
+    files: &BTreeSet<&str>,
+    host: Option<&str>,
+) -> BTreeSet<(String, String, &'a str)> {
+    use crate::nix::graph::DepKind;
     let foreign = |node: &crate::nix::graph::Node, dep: usize, to: &str| {
         host.is_some_and(|h| {
             analysis.is_host_edge(node, &node.deps[dep])
@@ -178,14 +241,14 @@ pub fn graph(
         })
     };
     let mut edges: BTreeSet<(String, String, &str)> = BTreeSet::new();
-    for f in &files {
+    for f in files {
         let node = &analysis.graph.nodes[*f];
         for (to, dep) in &node.edges {
             if files.contains(to.as_str()) && !foreign(node, *dep, to) {
                 edges.insert((
                     f.to_string(),
                     to.clone(),
-                    edge_label(&analysis, f, node, *dep),
+                    edge_label(analysis, f, node, *dep),
                 ));
             }
         }
@@ -200,124 +263,36 @@ pub fn graph(
                     edges.insert((
                         f.to_string(),
                         d.path.clone(),
-                        edge_label(&analysis, f, node, i),
+                        edge_label(analysis, f, node, i),
                     ));
                 }
             }
         }
     }
-    let entries: Vec<(String, String)> = hosts
-        .iter()
-        .map(|h| (h.name.clone(), h.entry.clone()))
-        .collect();
-    let collapse = match (collapse, format) {
-        (Some(n), _) => n,
-        (None, GraphFormat::Mermaid) => MERMAID_COLLAPSE,
-        (None, _) => 0,
-    };
-    let (edges, collapsed) = if collapse > 0 && format != GraphFormat::Json {
-        let keep: BTreeSet<String> = entries
-            .iter()
-            .map(|(_, e)| e.clone())
-            .chain([flake_nix.to_string()])
-            .collect();
-        collapse_dirs(edges, &keep, collapse)
-    } else {
-        let edges = edges
-            .into_iter()
-            .map(|(a, b, k)| (a, b, k.to_string()))
-            .collect();
-        (edges, Vec::new())
-    };
-    let note = (!collapsed.is_empty()).then(|| {
-        let mut shown: Vec<&str> = collapsed.iter().take(6).map(String::as_str).collect();
-        let more = format!("and {} more", collapsed.len().saturating_sub(6));
-        if collapsed.len() > 6 {
-            shown.push(&more);
-        }
-        let n = collapsed.len();
-        format!(
-            "at most {collapse} nodes: {n} {} drawn as one node each ({}); \
-             guard graph --collapse 0 shows every file",
-            if n == 1 {
-                "directory is"
-            } else {
-                "directories are"
-            },
-            shown.join(", ")
-        )
-    });
-    let mut out = std::io::stdout().lock();
-    match format {
-        GraphFormat::Json => {
-            let v = serde_json::json!({
-                "hosts": hosts.iter().map(|h| serde_json::json!({"name": h.name, "entry": h.entry})).collect::<Vec<_>>(),
-                "files": files,
-                "wiring": wiring,
-                "edges": edges.iter().map(|(a, b, k)| serde_json::json!({"from": a, "to": b, "kind": k})).collect::<Vec<_>>(),
-            });
-            serde_json::to_writer_pretty(&mut out, &v)?;
-            writeln!(out)?;
-        }
-        GraphFormat::Dot => {
-            writeln!(out, "digraph guard {{\n  rankdir=LR;\n  node [shape=box];")?;
-            if let Some(note) = &note {
-                writeln!(out, "  label={};\n  labelloc=t;", dot_id(note))?;
-            }
-            for (name, entry) in &entries {
-                let h = dot_id(&format!("host:{name}"));
-                writeln!(out, "  {h} [shape=ellipse];")?;
-                writeln!(out, "  {h} -> {};", dot_id(entry))?;
-                writeln!(out, "  {h} -> {} [label=\"wiring\"];", dot_id(flake_nix))?;
-            }
-            for (a, b, k) in &edges {
-                writeln!(
-                    out,
-                    "  {} -> {} [label={}];",
-                    dot_id(a),
-                    dot_id(b),
-                    dot_id(k)
-                )?;
-            }
-            writeln!(out, "}}")?;
-        }
-        GraphFormat::Mermaid => {
-            writeln!(out, "graph LR")?;
-            if let Some(note) = &note {
-                writeln!(out, "  note[\"{}\"]", mermaid_text(note))?;
-            }
-            let id = |s: &str| format!("n{:x}", fnv(s));
-            for (name, entry) in &entries {
-                writeln!(
-                    out,
-                    "  {}([\"{}\"]) --> {}[\"{}\"]",
-                    id(&format!("host:{name}")),
-                    mermaid_text(name),
-                    id(entry),
-                    mermaid_text(entry)
-                )?;
-                writeln!(
-                    out,
-                    "  {} -->|wiring| {}[\"{}\"]",
-                    id(&format!("host:{name}")),
-                    id(flake_nix),
-                    mermaid_text(flake_nix)
-                )?;
-            }
-            for (a, b, k) in &edges {
-                writeln!(
-                    out,
-                    "  {}[\"{}\"] -->|{}| {}[\"{}\"]",
-                    id(a),
-                    mermaid_text(a),
-                    k,
-                    id(b),
-                    mermaid_text(b)
-                )?;
-            }
-        }
+    edges
+}
+
+/// What the drawing says about merged directories.
+fn collapse_note(collapsed: &[String], collapse: usize) -> Option<String> {
+    if collapsed.is_empty() {
+        return None;
     }
-    Ok(exit::OK)
+    let mut shown: Vec<&str> = collapsed.iter().take(6).map(String::as_str).collect();
+    let more = format!("and {} more", collapsed.len().saturating_sub(6));
+    if collapsed.len() > 6 {
+        shown.push(&more);
+    }
+    let n = collapsed.len();
+    Some(format!(
+        "at most {collapse} nodes: {n} {} drawn as one node each ({}); \
+         guard graph --collapse 0 shows every file",
+        if n == 1 {
+            "directory is"
+        } else {
+            "directories are"
+        },
+        shown.join(", ")
+    ))
 }
 
 /// The label of the edge made by `node.deps[dep]`: its kind, or "computed"
@@ -425,14 +400,6 @@ fn collapse_dirs(
     (out, merged)
 }
 
-/// Text inside a mermaid `["…"]` label: quotes and HTML escaped.
-fn mermaid_text(s: &str) -> String {
-    s.replace('&', "#amp;")
-        .replace('"', "#quot;")
-        .replace('<', "#lt;")
-        .replace('>', "#gt;")
-}
-
 fn kind_name(k: crate::nix::graph::DepKind) -> &'static str {
     use crate::nix::graph::DepKind::*;
     match k {
@@ -443,17 +410,6 @@ fn kind_name(k: crate::nix::graph::DepKind) -> &'static str {
         Tree => "tree",
         Rev => "rev",
     }
-}
-
-fn dot_id(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// A stable short id for mermaid node names (which cannot hold `/` or `.`).
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    })
 }
 
 #[cfg(test)]
