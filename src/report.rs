@@ -6,6 +6,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+pub mod bisect;
 pub mod github;
 pub mod graph;
 pub mod hook;
@@ -136,7 +137,7 @@ impl Rules {
     }
 }
 
-/// The import graph as `guard graph` draws it. Fields in JSON order.
+/// The import graph as `guard graph` draws it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Graph {
     pub edges: Vec<GraphEdge>,

@@ -524,68 +524,38 @@ pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
             is.iter().map(|i| candidates[*i].id).collect(),
         ),
     };
+    let info = ctx.repo.commit_info(first_bad)?;
+    let mut range_subjects = Vec::new();
+    if matches!(conclusion, Conclusion::Ambiguous(_)) {
+        for id in &range {
+            range_subjects.push((id.to_string(), ctx.repo.commit_info(*id)?.subject));
+        }
+    }
+    let answer = crate::bisect::Bisection {
+        ambiguous: matches!(conclusion, Conclusion::Ambiguous(_)),
+        builds: tester.builds,
+        candidates: candidates.len(),
+        deduped: tester.deduped,
+        first_bad: first_bad.to_string(),
+        first_bad_range: range.iter().map(|i| i.to_string()).collect(),
+        host: args.host.to_string(),
+        range_commits: range_count,
+        tested,
+        range_subjects,
+        first_bad_subject: info.subject,
+        first_bad_author: info.author,
+        chains: commits
+            .iter()
+            .find(|c| c.id == first_bad)
+            .map(|c| c.reasons.iter().map(|r| r.chain.clone()).collect()),
+        tail: tester.tails.remove(&first_bad).unwrap_or_default(),
+        evaluated: level == Level::Eval,
+    };
     let mut out = std::io::stdout().lock();
     if human {
-        let info = ctx.repo.commit_info(first_bad)?;
-        match &conclusion {
-            Conclusion::FirstBad(_) => writeln!(
-                out,
-                "first bad commit for {}: {} {}",
-                args.host, info.id, info.subject
-            )?,
-            Conclusion::Ambiguous(_) => {
-                writeln!(
-                    out,
-                    "the first bad commit for {} is one of (skipped commits hide which):",
-                    args.host
-                )?;
-                for id in &range {
-                    let i = ctx.repo.commit_info(*id)?;
-                    writeln!(out, "  {} {}", i.id, i.subject)?;
-                }
-            }
-        }
-        writeln!(out, "  author: {}", info.author)?;
-        if let Some(c) = commits.iter().find(|c| c.id == first_bad) {
-            writeln!(out, "  changes {} through:", args.host)?;
-            for r in &c.reasons {
-                writeln!(out, "    {}", r.chain.join(" → "))?;
-            }
-        }
-        if let Some(tail) = tester.tails.get(&first_bad).filter(|t| !t.is_empty()) {
-            writeln!(out, "  failure (last lines):")?;
-            for l in tail {
-                writeln!(out, "    {l}")?;
-            }
-        }
-        writeln!(
-            out,
-            "{} tested, {} nix {}, {} deduplicated by drvPath; {} candidates of {} commits",
-            tested.len(),
-            tester.builds,
-            if level == Level::Eval {
-                "evaluations"
-            } else {
-                "builds"
-            },
-            tester.deduped,
-            candidates.len(),
-            range_count
-        )?;
+        crate::report::bisect::write_human(&answer, &mut out)?;
     } else {
-        let v = serde_json::json!({
-            "host": args.host,
-            "first_bad": first_bad.to_string(),
-            "first_bad_range": range.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-            "ambiguous": matches!(conclusion, Conclusion::Ambiguous(_)),
-            "tested": tested,
-            "builds": tester.builds,
-            "deduped": tester.deduped,
-            "candidates": candidates.len(),
-            "range_commits": range_count,
-        });
-        serde_json::to_writer_pretty(&mut out, &v)?;
-        writeln!(out)?;
+        crate::report::bisect::write_json(&answer, &mut out)?;
     }
     Ok(exit::OK)
 }

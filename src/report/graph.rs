@@ -7,7 +7,10 @@ use super::Graph;
 
 /// The graph as one JSON document.
 pub fn write_json(g: &Graph, out: &mut dyn Write) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, g).map_err(io::Error::other)?;
+    // Through a Value: its keys are sorted, at every level (the order
+    // this output always had).
+    let v = serde_json::to_value(g).map_err(io::Error::other)?;
+    serde_json::to_writer_pretty(&mut *out, &v).map_err(io::Error::other)?;
     writeln!(out)
 }
 

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("git", &[]),
     ("report", &[]),
+    // The writers (src/report/) may read the answers analyses model
+    // themselves (bisect's).
+    ("report/", &["bisect", "git"]),
     ("config", &["report"]),
     ("nix", &["config", "git", "report"]),
     ("affected", &["config", "git", "nix", "report"]),
@@ -37,9 +40,13 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a source file belongs to (`src/nix/cli.rs` -> nix).
+/// The top-level module a source file belongs to (`src/nix/cli.rs` -> nix);
+/// `report/` for the writers below the model (`src/report/*.rs`).
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
+    if rel.starts_with("report") && rel.components().count() > 1 {
+        return "report/".into();
+    }
     let first = rel
         .components()
         .next()
@@ -97,7 +104,7 @@ fn no_module_reaches_up_to_the_command_layer() {
         };
         let text = std::fs::read_to_string(f).unwrap();
         for used in named_modules(&text) {
-            if used != module && !ok.contains(&used.as_str()) {
+            if used != module.trim_end_matches('/') && !ok.contains(&used.as_str()) {
                 bad.push(format!("{}: {module} -> {used}", f.display()));
             }
         }
