@@ -317,39 +317,10 @@ fn short(id: ObjectId) -> String {
 /// `guard bisect`.
 pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
     crate::build::signals::install().context("cannot install the signal handler")?;
-    let level = match (args.level, args.run) {
-        (Some(l), _) => l,
-        (None, Some(_)) => Level::None,
-        (None, None) => ctx.config.build.level.max(Level::Eval),
-    };
-    if level == Level::None && args.run.is_none() {
-        bail!("--level none tests nothing: give --level eval|build|vm or --run <cmd>");
-    }
-    if !crate::config::is_valid_host_name(args.host) {
-        bail!("{:?} is not a valid host name", args.host);
-    }
-    let good = ctx.repo.resolve(args.good)?;
-    let bad = ctx.repo.resolve(args.bad.unwrap_or("HEAD"))?;
-    let commits = range_commits(&ctx.repo, good, bad, args.host, &ctx.flake_dir, &ctx.config)?;
-    let range_count = commits.len();
+    let level = level_of(ctx, &args)?;
+    let (good, bad, commits) = commits_of(ctx, &args)?;
     let candidates: Vec<&crate::bisect::RangeCommit> =
         commits.iter().filter(|c| !c.reasons.is_empty()).collect();
-    let host_known = commits.iter().any(|c| c.host_exists)
-        || super::pipeline::hosts_of(
-            ctx,
-            &ctx.repo.snapshot(SnapshotSpec::Commit(good))?,
-            &crate::nix::graph::ParseCache::new(),
-        )
-        .hosts
-        .contains_key(args.host);
-    if !host_known {
-        bail!(
-            "no host named {:?} in {}..{}",
-            args.host,
-            args.good,
-            args.bad.unwrap_or("HEAD")
-        );
-    }
 
     let nix = if level == Level::None {
         None
@@ -369,33 +340,8 @@ pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
         builds: 0,
         deduped: 0,
     };
-    let mut replayed: HashMap<ObjectId, Tested> = HashMap::new();
-    if let Some(path) = args.replay {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the bisect log {}", path.display()))?;
-        for (n, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let t: Tested = serde_json::from_str(line)
-                .with_context(|| format!("{}:{}: not a bisect log line", path.display(), n + 1))?;
-            if let (Some(drv), Verdict::Good | Verdict::Bad) = (&t.drv_path, t.result) {
-                tester.known.insert(drv.clone(), (t.result, Vec::new()));
-            }
-            replayed.insert(t.commit, t);
-        }
-    }
-    let mut log_file = match args.log {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("cannot open the bisect log {}", p.display()))?,
-        ),
-        None => None,
-    };
+    let replayed = load_replay(args.replay, &mut tester.known)?;
+    let mut log_file = open_log(args.log)?;
     let mut tested: Vec<Tested> = Vec::new();
     let human = args.format == Format::Human;
     let mut err = std::io::stderr().lock();
@@ -517,7 +463,35 @@ pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
         confirm_good(&mut step, &mut tester)?;
     }
 
-    let (first_bad, range) = match &conclusion {
+    let answer = answer(
+        ctx,
+        &args,
+        &mut tester,
+        &conclusion,
+        &candidates,
+        &commits,
+        tested,
+    )?;
+    let mut out = std::io::stdout().lock();
+    if human {
+        crate::report::bisect::write_human(&answer, &mut out)?;
+    } else {
+        crate::report::bisect::write_json(&answer, &mut out)?;
+    }
+    Ok(exit::OK)
+}
+
+/// What the search found, with what its writers show.
+fn answer(
+    ctx: &Context,
+    args: &BisectArgs<'_>,
+    tester: &mut Tester<'_>,
+    conclusion: &Conclusion,
+    candidates: &[&crate::bisect::RangeCommit],
+    commits: &[crate::bisect::RangeCommit],
+    tested: Vec<Tested>,
+) -> Result<crate::bisect::Bisection> {
+    let (first_bad, range) = match conclusion {
         Conclusion::FirstBad(i) => (candidates[*i].id, vec![candidates[*i].id]),
         Conclusion::Ambiguous(is) => (
             candidates[*is.last().expect("non-empty")].id,
@@ -531,7 +505,7 @@ pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
             range_subjects.push((id.to_string(), ctx.repo.commit_info(*id)?.subject));
         }
     }
-    let answer = crate::bisect::Bisection {
+    Ok(crate::bisect::Bisection {
         ambiguous: matches!(conclusion, Conclusion::Ambiguous(_)),
         builds: tester.builds,
         candidates: candidates.len(),
@@ -539,7 +513,7 @@ pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
         first_bad: first_bad.to_string(),
         first_bad_range: range.iter().map(|i| i.to_string()).collect(),
         host: args.host.to_string(),
-        range_commits: range_count,
+        range_commits: commits.len(),
         tested,
         range_subjects,
         first_bad_subject: info.subject,
@@ -549,15 +523,93 @@ pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
             .find(|c| c.id == first_bad)
             .map(|c| c.reasons.iter().map(|r| r.chain.clone()).collect()),
         tail: tester.tails.remove(&first_bad).unwrap_or_default(),
-        evaluated: level == Level::Eval,
+        evaluated: tester.level == Level::Eval,
+    })
+}
+
+/// The level to test at: `--level`, else none with `--run`, else the
+/// configured level (at least eval).
+fn level_of(ctx: &Context, args: &BisectArgs<'_>) -> Result<Level> {
+    let level = match (args.level, args.run) {
+        (Some(l), _) => l,
+        (None, Some(_)) => Level::None,
+        (None, None) => ctx.config.build.level.max(Level::Eval),
     };
-    let mut out = std::io::stdout().lock();
-    if human {
-        crate::report::bisect::write_human(&answer, &mut out)?;
-    } else {
-        crate::report::bisect::write_json(&answer, &mut out)?;
+    if level == Level::None && args.run.is_none() {
+        bail!("--level none tests nothing: give --level eval|build|vm or --run <cmd>");
     }
-    Ok(exit::OK)
+    Ok(level)
+}
+
+/// `--good`, `--bad` and the first-parent commits between them, each with
+/// the reasons it can change the host; an error when the host exists at
+/// neither end.
+fn commits_of(
+    ctx: &Context,
+    args: &BisectArgs<'_>,
+) -> Result<(ObjectId, ObjectId, Vec<crate::bisect::RangeCommit>)> {
+    if !crate::config::is_valid_host_name(args.host) {
+        bail!("{:?} is not a valid host name", args.host);
+    }
+    let good = ctx.repo.resolve(args.good)?;
+    let bad = ctx.repo.resolve(args.bad.unwrap_or("HEAD"))?;
+    let commits = range_commits(&ctx.repo, good, bad, args.host, &ctx.flake_dir, &ctx.config)?;
+    let host_known = commits.iter().any(|c| c.host_exists)
+        || super::pipeline::hosts_of(
+            ctx,
+            &ctx.repo.snapshot(SnapshotSpec::Commit(good))?,
+            &crate::nix::graph::ParseCache::new(),
+        )
+        .hosts
+        .contains_key(args.host);
+    if !host_known {
+        bail!(
+            "no host named {:?} in {}..{}",
+            args.host,
+            args.good,
+            args.bad.unwrap_or("HEAD")
+        );
+    }
+    Ok((good, bad, commits))
+}
+
+/// The commits a `--replay` log already decided; their drvPaths' verdicts
+/// go into `known`.
+fn load_replay(
+    path: Option<&Path>,
+    known: &mut HashMap<String, (Verdict, Vec<String>)>,
+) -> Result<HashMap<ObjectId, Tested>> {
+    let mut replayed = HashMap::new();
+    let Some(path) = path else {
+        return Ok(replayed);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the bisect log {}", path.display()))?;
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let t: Tested = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a bisect log line", path.display(), n + 1))?;
+        if let (Some(drv), Verdict::Good | Verdict::Bad) = (&t.drv_path, t.result) {
+            known.insert(drv.clone(), (t.result, Vec::new()));
+        }
+        replayed.insert(t.commit, t);
+    }
+    Ok(replayed)
+}
+
+/// The `--log` file, appended to.
+fn open_log(path: Option<&Path>) -> Result<Option<std::fs::File>> {
+    path.map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("cannot open the bisect log {}", p.display()))
+    })
+    .transpose()
 }
 
 fn verdict_name(v: Verdict) -> &'static str {
