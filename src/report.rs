@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 pub mod bisect;
+pub mod explain;
 pub mod github;
 pub mod graph;
 pub mod hook;

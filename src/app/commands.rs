@@ -2,7 +2,6 @@
 //! analyses and hands the result to a writer.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 
 use anyhow::{Result, bail};
 
@@ -102,21 +101,8 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
     result.hosts.retain(|h| !h.reasons.is_empty());
     let mut out = std::io::stdout().lock();
     match format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &result.hosts)?;
-            writeln!(out)?;
-        }
-        _ => {
-            if result.hosts.is_empty() {
-                writeln!(out, "no host reads {path}")?;
-            }
-            for h in &result.hosts {
-                writeln!(out, "{}", h.name)?;
-                for r in &h.reasons {
-                    writeln!(out, "  {}", r.chain.join(" → "))?;
-                }
-            }
-        }
+        Format::Json => report::explain::write_json(&result.hosts, &mut out)?,
+        _ => report::explain::write_human(&result.hosts, &path, &mut out)?,
     }
     // Like grep: nothing found is exit 1, so scripts can tell.
     Ok(if result.hosts.is_empty() {
