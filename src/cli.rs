@@ -1,5 +1,5 @@
 //! Command-line definitions (clap derive). The doc comments here are the
-//! `--help` text; `docs/cli.md` in the design notes is the contract they
+//! `--help` text; `docs/cli.md` is the contract they
 //! implement. Nothing here runs an analysis: `app` does.
 
 use std::path::PathBuf;

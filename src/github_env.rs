@@ -1,4 +1,4 @@
-//! The GitHub Actions environment (integration-conventions.md, section 3),
+//! The GitHub Actions environment (docs/integration-conventions.md, section 3),
 //! read only: the variables guard looks at and which revisions an event
 //! asks guard to compare. What guard writes for Actions (annotations,
 //! outputs, the step summary) is in `report::github`; git is asked nothing
@@ -103,7 +103,7 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str().filter(|s| !s.is_empty())
 }
 
-/// The comparison an event asks for (integration-conventions.md 3.5).
+/// The comparison an event asks for (docs/integration-conventions.md 3.5).
 pub fn event_range(
     event: &str,
     payload: &Value,

@@ -169,7 +169,7 @@ fn check_index_file() -> Result<()> {
 }
 
 /// The range the pre-commit framework passes for its pre-push stage and for
-/// `pre-commit run --from-ref A --to-ref B` (integration-conventions 2.1).
+/// `pre-commit run --from-ref A --to-ref B` (docs/integration-conventions.md 2.1).
 fn framework_range() -> Option<(String, String)> {
     let get = |k: &str| {
         std::env::var(k)
@@ -194,7 +194,7 @@ struct CiPlan {
     summary: SummaryContext,
 }
 
-/// Base and head from the flags, else from the event (integration-conventions 3.5).
+/// Base and head from the flags, else from the event (docs/integration-conventions.md 3.5).
 fn plan(ctx: &Context, args: &CiArgs<'_>, env: &github::Env) -> Result<CiPlan> {
     let mut summary = SummaryContext::default();
     if let Some(base) = args.base {

@@ -1,4 +1,4 @@
-//! SARIF 2.1.0 for GitHub code scanning (integration-conventions.md 3.6):
+//! SARIF 2.1.0 for GitHub code scanning (docs/integration-conventions.md 3.6):
 //! one run, `tool.driver.rules[]` with descriptions and help, results with
 //! `ruleId`, `level`, `message.text`, one physical location with a full
 //! region, and guard's own fingerprint under `partialFingerprints`

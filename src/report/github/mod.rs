@@ -1,4 +1,4 @@
-//! GitHub Actions output for findings (integration-conventions.md 3.3):
+//! GitHub Actions output for findings (docs/integration-conventions.md 3.3):
 //! `::error file=…,line=…,col=…,title=…::message` workflow commands on
 //! stdout, most severe first, with the escaping of the Actions toolkit; then
 //! the readable report inside a `::stop-commands::<token>` block, so that no

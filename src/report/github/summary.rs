@@ -1,5 +1,6 @@
-//! The job summary (`$GITHUB_STEP_SUMMARY`): markdown of a report, inert
-//! to whatever text the repository holds, bounded below GitHub's limit.
+//! The job summary (`$GITHUB_STEP_SUMMARY`, docs/integration-conventions.md
+//! 3.4): markdown of a report, inert to whatever text the repository holds,
+//! bounded below GitHub's limit.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
