@@ -17,6 +17,8 @@ pub(crate) struct Verdict {
     pub report: Report,
     pub code: i32,
     pub rules: Rules,
+    /// The change judged (`None` when there was nothing to judge).
+    pub changes: Option<git::ChangeSet>,
 }
 
 /// `guard check`: affected + scan + secrets + build at the level, one
@@ -91,5 +93,6 @@ pub(crate) fn judge(
         report,
         code,
         rules,
+        changes: Some(p.changes),
     })
 }

@@ -61,7 +61,7 @@ pub fn pre_commit(ctx: &Context, quiet: bool, full_files: bool) -> Result<i32> {
     }
     let mut verdict = judge(ctx, &sel, level, quiet, false)?;
     if !full_files && sel == git::Selector::Staged {
-        let older = keep_added_lines(ctx, &sel, &mut verdict)?;
+        let older = keep_added_lines(&mut verdict);
         if older > 0 {
             notes.push(format!(
                 "{older} older finding{} in the touched files not judged (already committed: \
@@ -96,27 +96,25 @@ pub fn pre_commit(ctx: &Context, quiet: bool, full_files: bool) -> Result<i32> {
     Ok(verdict.code)
 }
 
-/// git exports `GIT_INDEX_FILE` to the hook, often relative (`.git/index`)
-/// to the directory the hook runs in. guard never changes directory (not
-/// even for `-C`), so the path stays valid; but a missing file would read as
-/// an empty index and judge "every file deleted", so refuse it instead.
 /// Keeps only the scan findings on lines the staged change adds or changes
 /// (a new file is all added); returns how many older ones were set aside.
-fn keep_added_lines(ctx: &Context, sel: &git::Selector, verdict: &mut Verdict) -> Result<usize> {
+fn keep_added_lines(verdict: &mut Verdict) -> usize {
     let Some(scan) = verdict.report.scan.as_mut() else {
-        return Ok(0);
+        return 0;
     };
     if scan.findings.is_empty() {
-        return Ok(0);
+        return 0;
     }
-    let changes = ctx.repo.change_set(sel)?;
+    let Some(changes) = verdict.changes.as_ref() else {
+        return 0;
+    };
     let mut added: HashMap<String, Option<Vec<bool>>> = HashMap::new();
     let before = scan.findings.len();
     let mut kept = Vec::with_capacity(before);
     for f in std::mem::take(&mut scan.findings) {
         let lines = added
             .entry(f.path.clone())
-            .or_insert_with(|| added_lines(&changes, &f.path));
+            .or_insert_with(|| added_lines(changes, &f.path));
         // Unknown (no old blob, unreadable, not text): judge the whole file.
         if lines
             .as_ref()
@@ -130,7 +128,7 @@ fn keep_added_lines(ctx: &Context, sel: &git::Selector, verdict: &mut Verdict) -
     if verdict.code != super::exit::INTERRUPTED {
         verdict.code = verdict.report.exit_code();
     }
-    Ok(older)
+    older
 }
 
 /// Which lines of `path` (1-based index) the change adds or changes, as
@@ -151,6 +149,10 @@ fn added_lines(changes: &git::ChangeSet, path: &str) -> Option<Vec<bool>> {
     Some(crate::secrets::scan::run::added_lines(&old, &new))
 }
 
+/// git exports `GIT_INDEX_FILE` to the hook, often relative (`.git/index`)
+/// to the directory the hook runs in. guard never changes directory (not
+/// even for `-C`), so the path stays valid; but a missing file would read as
+/// an empty index and judge "every file deleted", so refuse it instead.
 fn check_index_file() -> Result<()> {
     let Some(idx) = std::env::var_os("GIT_INDEX_FILE").filter(|v| !v.is_empty()) else {
         return Ok(());
@@ -358,6 +360,7 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
             },
             code: super::exit::OK,
             rules: Default::default(),
+            changes: None,
         },
     };
     let report = &verdict.report;
