@@ -164,3 +164,103 @@ fn only_the_pipeline_builds_graphs_and_affected_sets_for_a_change() {
         bad.join("\n")
     );
 }
+
+/// The sibling modules one file of `src/app/` names through `super::`
+/// (`super::check::judge`, `use super::{build, Context}`).
+fn siblings_named(text: &str, siblings: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(i) = rest.find("super::") {
+            let after = &rest[i + "super::".len()..];
+            let names: Vec<&str> = match after.strip_prefix('{') {
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(|p| p.trim().split("::").next().unwrap_or(""))
+                    .collect(),
+                None => vec![
+                    after
+                        .split(|c: char| !c.is_alphanumeric() && c != '_')
+                        .next()
+                        .unwrap_or(""),
+                ],
+            };
+            out.extend(
+                names
+                    .into_iter()
+                    .filter(|n| siblings.contains(*n))
+                    .map(String::from),
+            );
+            rest = after;
+        }
+    }
+    out
+}
+
+#[test]
+fn command_modules_do_not_call_each_other_in_a_cycle() {
+    let app = src_dir().join("app");
+    let mut files = Vec::new();
+    sources(&app, &mut files);
+    let siblings: BTreeSet<String> = files
+        .iter()
+        .map(|f| f.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        let me = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(f).unwrap();
+        let mut named = siblings_named(&text, &siblings);
+        named.remove(&me);
+        deps.insert(me, named);
+    }
+    // The pipeline is below every command.
+    assert!(
+        deps["pipeline"].is_empty(),
+        "pipeline names {:?}",
+        deps["pipeline"]
+    );
+    // Depth-first search for a cycle.
+    fn visit(
+        m: &str,
+        deps: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) {
+        if done.contains(m) {
+            return;
+        }
+        if let Some(i) = path.iter().position(|p| p == m) {
+            panic!(
+                "a cycle between command modules: {} -> {m}",
+                path[i..].join(" -> ")
+            );
+        }
+        path.push(m.to_string());
+        for d in &deps[m] {
+            visit(d, deps, path, done);
+        }
+        path.pop();
+        done.insert(m.to_string());
+    }
+    let mut done = BTreeSet::new();
+    for m in deps.keys() {
+        visit(m, &deps, &mut Vec::new(), &mut done);
+    }
+}
+
+#[test]
+fn the_cycle_check_reads_grouped_imports() {
+    let siblings: BTreeSet<String> = ["build", "check", "pipeline"].map(String::from).into();
+    let text = "use super::{build, Context};\nuse super::pipeline::{self, Pipeline};\n// super::check\nlet v = super::check::judge();";
+    assert_eq!(
+        siblings_named(text, &siblings)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["build", "check", "pipeline"]
+    );
+}
