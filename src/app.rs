@@ -180,6 +180,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
     if let Some(args) = scan_args(&cli) {
         return scan::scan(&ctx, args);
     }
+    run_in_repository(ctx, &cli, name)
+}
+
+/// The commands that run in an opened repository with its configuration.
+fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
     match &cli.command {
         Command::Affected {
             selector,
