@@ -370,9 +370,7 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
         Format::Github => {
             report::github::write_build_annotations(report, &mut out)?;
             report::write_github(report, ctx.style, &mut out)?;
-            for n in &summary.notes {
-                writeln!(out, "::notice title=guard::{}", report::escape_data(n))?;
-            }
+            report::github::write_notices(&summary.notes, &mut out)?;
         }
         Format::Json => report::write_json(report, &mut out)?,
         Format::Human => {

@@ -128,6 +128,15 @@ pub fn write_build_annotations(report: &Report, out: &mut dyn Write) -> io::Resu
     Ok(())
 }
 
+/// `::notice` workflow commands for remarks about the run (a fallback
+/// taken, nothing to judge), escaped.
+pub fn write_notices(notes: &[String], out: &mut dyn Write) -> io::Result<()> {
+    for n in notes {
+        writeln!(out, "::notice title=guard::{}", escape_data(n))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
