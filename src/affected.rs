@@ -236,6 +236,63 @@ impl Analysis {
         starts
     }
 
+    /// Every file a host's evaluation can reach (its closure and its
+    /// wiring), each with the references in it that count for the host
+    /// (not in the value of an output the host does not read, not a module
+    /// another host's definition names).
+    pub fn host_references(&self, host: &str) -> Vec<(&str, Vec<&crate::nix::parse::Reference>)> {
+        let none = BTreeSet::new();
+        let read = self.host_read_outputs.get(host).unwrap_or(&none);
+        let mut out: Vec<(&str, Vec<&crate::nix::parse::Reference>)> = Vec::new();
+        let mut seen = HashSet::new();
+        for (file, _) in self.wiring_for(read, host) {
+            if !seen.insert(file) {
+                continue;
+            }
+            let node = &self.graph.nodes[file];
+            let refs = node
+                .refs
+                .refs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    let dep = Dep {
+                        kind: DepKind::File,
+                        path: String::new(),
+                        reference: Some(*i),
+                        suffix: None,
+                    };
+                    Self::in_read_output(node, &dep, read)
+                        && self.module_of(node, &dep).is_none_or(|o| o == host)
+                })
+                .map(|(_, r)| r)
+                .collect();
+            out.push((file, refs));
+        }
+        for (file, _) in self.closure(host) {
+            if seen.insert(file) {
+                out.push((file, self.graph.nodes[file].refs.refs.iter().collect()));
+            }
+        }
+        out
+    }
+
+    /// Files a host's evaluation reaches that read other hosts'
+    /// configurations (`self.nixosConfigurations`).
+    pub fn cross_host_readers(&self, host: &str) -> Vec<&str> {
+        self.host_references(host)
+            .into_iter()
+            .map(|(f, _)| f)
+            .filter(|f| {
+                self.graph.nodes[*f]
+                    .refs
+                    .idents
+                    .contains("nixosConfigurations")
+                    && *f != self.hosts.flake_nix
+            })
+            .collect()
+    }
+
     /// The files of one host's closure, entry first, each with the chain
     /// that reaches it (breadth-first, so chains are shortest).
     pub fn closure(&self, host: &str) -> Vec<(&str, Vec<&str>)> {

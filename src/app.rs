@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use crate::cli::{Cli, ColorChoice, Command};
+use crate::cli::{Cli, ColorChoice, Command, Format};
 use crate::config::Config;
 use crate::git::Repo;
 use crate::report::Style;
@@ -19,6 +19,7 @@ mod ci;
 mod commands;
 mod hook;
 mod init;
+mod pipeline;
 mod scan;
 mod secrets;
 
@@ -60,7 +61,7 @@ impl Context {
         // Absolute: the root ends up in flake URLs (`git+file://<root>`),
         // which have no notion of a relative path (`-C examples/fleet`).
         let root = std::path::absolute(&root).unwrap_or(root);
-        let (config, config_path) = Config::load(&root, config)?;
+        let (config, config_path) = load_config(&root, config)?;
         let flake_dir = match &config.flake.dir {
             Some(d) => crate::nix::parse::normalize(d).unwrap_or_default(),
             None => find_flake_dir(&root, dir),
@@ -97,6 +98,21 @@ impl Context {
     }
 }
 
+/// Loads the configuration (`Config::load`) and checks the syntax of the
+/// recipient keys it lists with the age layer's parser.
+pub(crate) fn load_config(
+    root: &Path,
+    explicit: Option<&Path>,
+) -> Result<(Config, Option<PathBuf>), crate::config::ConfigError> {
+    let (config, path) = Config::load(root, explicit)?;
+    if let Some(p) = &path {
+        config.check_keys(p, |k| {
+            crate::secrets::age::keys::parse_public_key(k).map(drop)
+        })?;
+    }
+    Ok((config, path))
+}
+
 /// The nearest directory from `start` up to `root` that holds a flake.nix,
 /// repository-relative; the root when there is none.
 fn find_flake_dir(root: &Path, start: &Path) -> String {
@@ -117,6 +133,14 @@ fn find_flake_dir(root: &Path, start: &Path) -> String {
 /// Runs one command and returns its exit code. Errors are returned to
 /// `main`, which prints them on one line and exits 2.
 pub fn run(cli: Cli) -> Result<i32> {
+    let result = dispatch(cli);
+    if std::env::var_os(pipeline::DEBUG_ENV).is_some() {
+        eprintln!("guard: debug: {}", pipeline::debug_counts());
+    }
+    result
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
     let dir = match &cli.dir {
         Some(d) => d.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
@@ -141,6 +165,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Init { force, dry_run } => return init::init(&dir, *force, *dry_run, style),
         _ => {}
     }
+    check_format(&cli.command, name)?;
     // `guard scan PATH…` scans plain directories too, as every peer does.
     if let Some(args) = scan_args(&cli)
         && !args.paths.is_empty()
@@ -155,6 +180,11 @@ pub fn run(cli: Cli) -> Result<i32> {
     if let Some(args) = scan_args(&cli) {
         return scan::scan(&ctx, args);
     }
+    run_in_repository(ctx, &cli, name)
+}
+
+/// The commands that run in an opened repository with its configuration.
+fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
     match &cli.command {
         Command::Affected {
             selector,
@@ -169,6 +199,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             host,
             collapse,
         } => commands::graph(&ctx, *format, host.as_deref(), *collapse),
+        Command::Doctor { format } => commands::doctor(&ctx, *format),
         Command::Build {
             selector,
             hosts,
@@ -194,7 +225,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             selector,
             level,
             format,
-        } => build::check(&ctx, selector, *level, *format, cli.quiet),
+        } => check::check(&ctx, selector, *level, *format, cli.quiet),
         Command::Secrets {
             selector,
             format,
@@ -253,11 +284,59 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The formats each command can write: the one place `--format` is
+/// checked. A format a command cannot write is a usage error (exit 2),
+/// before any work. (`github` for a command without annotations or
+/// outputs writes what it always wrote: explain its human text, bisect
+/// its JSON.)
+fn check_format(command: &Command, name: &str) -> Result<()> {
+    use Format::{Github, Human, Json, Sarif};
+    const FINDINGS: &[Format] = &[Human, Json, Github, Sarif];
+    const NO_SARIF: &[Format] = &[Human, Json, Github];
+    let (format, writes) = match command {
+        Command::Scan { format, .. } | Command::Secrets { format, .. } => (*format, FINDINGS),
+        Command::Ci {
+            format: Some(f), ..
+        } => (*f, FINDINGS),
+        Command::Affected { format, .. }
+        | Command::Explain { format, .. }
+        | Command::Build { format, .. }
+        | Command::Check { format, .. }
+        | Command::Bisect { format, .. } => (*format, NO_SARIF),
+        Command::Doctor { format } => (*format, &[Human, Json][..]),
+        _ => return Ok(()),
+    };
+    if writes.contains(&format) {
+        return Ok(());
+    }
+    let names: Vec<&str> = writes.iter().map(|f| format_name(*f)).collect();
+    let why = if format == Sarif {
+        " (sarif is for findings: scan, secrets, ci)"
+    } else {
+        ""
+    };
+    anyhow::bail!(
+        "--format {}: `guard {name}` writes {}{why}",
+        format_name(format),
+        names.join(", ")
+    )
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Human => "human",
+        Format::Json => "json",
+        Format::Github => "github",
+        Format::Sarif => "sarif",
+    }
+}
+
 fn command_name(c: &Command) -> &'static str {
     match c {
         Command::Affected { .. } => "affected",
         Command::Explain { .. } => "explain",
         Command::Graph { .. } => "graph",
+        Command::Doctor { .. } => "doctor",
         Command::Scan { .. } => "scan",
         Command::Secrets { .. } => "secrets",
         Command::Build { .. } => "build",

@@ -63,6 +63,39 @@ pub struct Tested {
     pub note: Option<String>,
 }
 
+/// What `guard bisect` concluded, for its writers. The skipped fields are
+/// for the human text only.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bisection {
+    /// Skipped commits hide which of `first_bad_range` is the first bad one.
+    pub ambiguous: bool,
+    /// nix evaluations (level eval) or builds that were not deduplicated.
+    pub builds: usize,
+    pub candidates: usize,
+    pub deduped: usize,
+    pub first_bad: String,
+    pub first_bad_range: Vec<String>,
+    pub host: String,
+    pub range_commits: usize,
+    pub tested: Vec<Tested>,
+    /// `first_bad_range` with each commit's subject.
+    #[serde(skip)]
+    pub range_subjects: Vec<(String, String)>,
+    #[serde(skip)]
+    pub first_bad_subject: String,
+    #[serde(skip)]
+    pub first_bad_author: String,
+    /// The import chains by which the first bad commit changes the host.
+    #[serde(skip)]
+    pub chains: Option<Vec<Vec<String>>>,
+    /// The last lines of its failure log.
+    #[serde(skip)]
+    pub tail: Vec<String>,
+    /// Tested at level eval (the counts are evaluations, not builds).
+    #[serde(skip)]
+    pub evaluated: bool,
+}
+
 mod oid_hex {
     use crate::git::ObjectId;
     use serde::{Deserialize, Deserializer, Serializer};

@@ -1,5 +1,5 @@
 //! Command-line definitions (clap derive). The doc comments here are the
-//! `--help` text; `docs/cli.md` in the design notes is the contract they
+//! `--help` text; `docs/cli.md` is the contract they
 //! implement. Nothing here runs an analysis: `app` does.
 
 use std::path::PathBuf;
@@ -126,19 +126,9 @@ impl Selector {
     }
 }
 
-/// Build levels, cheapest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// No nix at all.
-    None,
-    /// Evaluate each host's toplevel drvPath.
-    Eval,
-    /// Build config.system.build.toplevel.
-    Build,
-    /// Build config.system.build.vm.
-    Vm,
-}
+/// Build levels live in the model (configuration and the build stage use
+/// them too); the CLI only parses them.
+pub use crate::report::Level;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -165,6 +155,20 @@ pub enum Command {
         /// Only chains from this host.
         #[arg(long)]
         host: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+
+    /// What makes each host churn on every commit, or guard's answer for it
+    /// imprecise, with file:line and the fix.
+    ///
+    /// Revision stamps (`self.rev`), paths inside the whole source's store
+    /// path (`"${self}/secrets/x"`: use `"${./secrets/x}"`, copied on its
+    /// own), whole-tree copies (`src = self`), cross-host reads
+    /// (`self.nixosConfigurations`), computed paths, `<nixpkgs>` lookups and
+    /// files outside the repository. Advice only: exit 0.
+    Doctor {
+        /// human, or json for CI.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },

@@ -6,11 +6,32 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-mod github;
+pub mod bisect;
+pub mod doctor;
+pub mod explain;
+pub mod github;
+pub mod graph;
+pub mod hook;
 mod sarif;
 
 pub use github::{escape_data, escape_property, stop_token, write_github};
-pub use sarif::{RegionEnd, write_sarif};
+pub use sarif::write_sarif;
+
+/// Build levels, cheapest first (`--level`, `[build] level`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// No nix at all.
+    None,
+    /// Evaluate each host's toplevel drvPath.
+    Eval,
+    /// Build config.system.build.toplevel.
+    Build,
+    /// Build config.system.build.vm.
+    Vm,
+}
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -58,6 +79,18 @@ pub struct Finding {
     pub fingerprint: String,
     /// What is wrong and how to fix it (never contains the secret).
     pub message: String,
+    /// Where the found text ends; `None`: one character at (line,
+    /// column). Not in the JSON output (SARIF writes it as the region end).
+    #[serde(skip)]
+    pub end: Option<RegionEnd>,
+}
+
+/// Where a finding's text ends: its last line, and the column after its
+/// last character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionEnd {
+    pub line: usize,
+    pub column: usize,
 }
 
 /// What a rule is, for writers that describe rules (SARIF
@@ -74,6 +107,69 @@ pub struct RuleInfo {
     pub help: String,
     /// Default severity.
     pub severity: Severity,
+}
+
+/// The rules each section of a report can use, from the one registry
+/// (`app::pipeline::rules`: scan rules, age/secrix rules, identity-leak
+/// rules). Writers that describe rules (SARIF `tool.driver.rules`) take
+/// the descriptions from here, never from elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// What the plaintext scan (`scan` section) can report.
+    pub scan: Vec<RuleInfo>,
+    /// What the age checks and the identity-leak rules (`secrets`
+    /// section) can report.
+    pub secrets: Vec<RuleInfo>,
+}
+
+impl Rules {
+    /// The rules of the sections `report` has, each id once, sorted.
+    pub fn for_report(&self, report: &Report) -> Vec<&RuleInfo> {
+        let mut seen = std::collections::BTreeMap::new();
+        let sections = [
+            (report.scan.is_some(), &self.scan),
+            (report.secrets.is_some(), &self.secrets),
+        ];
+        for (_, rules) in sections.into_iter().filter(|(has, _)| *has) {
+            for r in rules {
+                seen.entry(r.id.as_str()).or_insert(r);
+            }
+        }
+        seen.into_values().collect()
+    }
+}
+
+/// The import graph as `guard graph` draws it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Graph {
+    pub edges: Vec<GraphEdge>,
+    /// The files drawn (never collapsed).
+    pub files: Vec<String>,
+    pub hosts: Vec<GraphHost>,
+    /// What flake.nix evaluates outside every host's directory.
+    pub wiring: Vec<String>,
+    /// flake.nix, repository-relative (every host's wiring starts there).
+    #[serde(skip)]
+    pub flake_nix: String,
+    /// What the drawing merged (directories drawn as one node).
+    #[serde(skip)]
+    pub note: Option<String>,
+}
+
+/// One host of a [`Graph`] and its entry module.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphHost {
+    pub entry: String,
+    pub name: String,
+}
+
+/// One edge of a [`Graph`]: `kind` is how `from` reads `to` (file, copy,
+/// computed, host, ...; merged edges join their kinds).
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphEdge {
+    pub from: String,
+    pub kind: String,
+    pub to: String,
 }
 
 /// Something the user should know that is not a finding (an unresolvable
@@ -140,6 +236,63 @@ pub struct Affected {
     pub removed_hosts: Vec<String>,
     pub changed_paths: Vec<String>,
     pub warnings: Vec<Warning>,
+}
+
+/// What `guard doctor` found: advice, each with the hosts it concerns.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Doctor {
+    pub hosts: Vec<String>,
+    pub advice: Vec<Advice>,
+}
+
+/// What a piece of advice is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdviceKind {
+    /// `self.rev` and friends: every commit restamps the host.
+    RevisionStamp,
+    /// A path inside the whole source's store path (`"${self}/x"`).
+    WholeTreePath,
+    /// The whole repository copied or read (`src = self`, `toString ./.`).
+    WholeTreeCopy,
+    /// Other hosts' configurations read (`self.nixosConfigurations`).
+    CrossHostRead,
+    /// A path computed at evaluation time (`./hosts/${name}`).
+    ComputedPath,
+    /// `<nixpkgs>`: NIX_PATH.
+    SearchPath,
+    /// A file outside the repository (`/etc/x`).
+    OutsideRepository,
+}
+
+impl AdviceKind {
+    /// The short name the human writer shows.
+    pub fn title(self) -> &'static str {
+        match self {
+            AdviceKind::RevisionStamp => "revision stamp",
+            AdviceKind::WholeTreePath => "whole-tree store path",
+            AdviceKind::WholeTreeCopy => "whole-tree copy",
+            AdviceKind::CrossHostRead => "cross-host read",
+            AdviceKind::ComputedPath => "computed path",
+            AdviceKind::SearchPath => "<...> lookup",
+            AdviceKind::OutsideRepository => "file outside the repository",
+        }
+    }
+}
+
+/// One thing that makes hosts churn or guard imprecise, where it is and
+/// how to fix it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Advice {
+    pub kind: AdviceKind,
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// The expression, shortened.
+    pub expression: String,
+    pub why: String,
+    pub fix: String,
+    pub hosts: Vec<String>,
 }
 
 /// Counts of what a scan read.
@@ -626,6 +779,7 @@ mod tests {
             secret: Redacted::new("kP3xq1S9mWcT0b7Jf2hL8ZyNvE4uDsGrAoIe6Ck5pH0="),
             fingerprint: "f".into(),
             message: "move it to secrix".into(),
+            end: None,
         }
     }
 

@@ -317,40 +317,10 @@ fn short(id: ObjectId) -> String {
 /// `guard bisect`.
 pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
     crate::build::signals::install().context("cannot install the signal handler")?;
-    let level = match (args.level, args.run) {
-        (Some(l), _) => l,
-        (None, Some(_)) => Level::None,
-        (None, None) => ctx.config.build.level.max(Level::Eval),
-    };
-    if level == Level::None && args.run.is_none() {
-        bail!("--level none tests nothing: give --level eval|build|vm or --run <cmd>");
-    }
-    if !crate::config::is_valid_host_name(args.host) {
-        bail!("{:?} is not a valid host name", args.host);
-    }
-    let good = ctx.repo.resolve(args.good)?;
-    let bad = ctx.repo.resolve(args.bad.unwrap_or("HEAD"))?;
-    let commits = range_commits(&ctx.repo, good, bad, args.host, &ctx.flake_dir, &ctx.config)?;
-    let range_count = commits.len();
+    let level = level_of(ctx, &args)?;
+    let (good, bad, commits) = commits_of(ctx, &args)?;
     let candidates: Vec<&crate::bisect::RangeCommit> =
         commits.iter().filter(|c| !c.reasons.is_empty()).collect();
-    let host_known = commits.iter().any(|c| c.host_exists)
-        || crate::nix::hosts::discover(
-            &ctx.repo.snapshot(SnapshotSpec::Commit(good))?,
-            &ctx.flake_dir,
-            &ctx.config.hosts,
-            &crate::nix::graph::ParseCache::new(),
-        )
-        .hosts
-        .contains_key(args.host);
-    if !host_known {
-        bail!(
-            "no host named {:?} in {}..{}",
-            args.host,
-            args.good,
-            args.bad.unwrap_or("HEAD")
-        );
-    }
 
     let nix = if level == Level::None {
         None
@@ -370,33 +340,8 @@ pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
         builds: 0,
         deduped: 0,
     };
-    let mut replayed: HashMap<ObjectId, Tested> = HashMap::new();
-    if let Some(path) = args.replay {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the bisect log {}", path.display()))?;
-        for (n, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let t: Tested = serde_json::from_str(line)
-                .with_context(|| format!("{}:{}: not a bisect log line", path.display(), n + 1))?;
-            if let (Some(drv), Verdict::Good | Verdict::Bad) = (&t.drv_path, t.result) {
-                tester.known.insert(drv.clone(), (t.result, Vec::new()));
-            }
-            replayed.insert(t.commit, t);
-        }
-    }
-    let mut log_file = match args.log {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("cannot open the bisect log {}", p.display()))?,
-        ),
-        None => None,
-    };
+    let replayed = load_replay(args.replay, &mut tester.known)?;
+    let mut log_file = open_log(args.log)?;
     let mut tested: Vec<Tested> = Vec::new();
     let human = args.format == Format::Human;
     let mut err = std::io::stderr().lock();
@@ -518,77 +463,153 @@ pub fn bisect(ctx: &Context, args: BisectArgs) -> Result<i32> {
         confirm_good(&mut step, &mut tester)?;
     }
 
-    let (first_bad, range) = match &conclusion {
+    let answer = answer(
+        ctx,
+        &args,
+        &mut tester,
+        &conclusion,
+        &candidates,
+        &commits,
+        tested,
+    )?;
+    let mut out = std::io::stdout().lock();
+    if human {
+        crate::report::bisect::write_human(&answer, &mut out)?;
+    } else {
+        crate::report::bisect::write_json(&answer, &mut out)?;
+    }
+    Ok(exit::OK)
+}
+
+/// What the search found, with what its writers show.
+fn answer(
+    ctx: &Context,
+    args: &BisectArgs<'_>,
+    tester: &mut Tester<'_>,
+    conclusion: &Conclusion,
+    candidates: &[&crate::bisect::RangeCommit],
+    commits: &[crate::bisect::RangeCommit],
+    tested: Vec<Tested>,
+) -> Result<crate::bisect::Bisection> {
+    let (first_bad, range) = match conclusion {
         Conclusion::FirstBad(i) => (candidates[*i].id, vec![candidates[*i].id]),
         Conclusion::Ambiguous(is) => (
             candidates[*is.last().expect("non-empty")].id,
             is.iter().map(|i| candidates[*i].id).collect(),
         ),
     };
-    let mut out = std::io::stdout().lock();
-    if human {
-        let info = ctx.repo.commit_info(first_bad)?;
-        match &conclusion {
-            Conclusion::FirstBad(_) => writeln!(
-                out,
-                "first bad commit for {}: {} {}",
-                args.host, info.id, info.subject
-            )?,
-            Conclusion::Ambiguous(_) => {
-                writeln!(
-                    out,
-                    "the first bad commit for {} is one of (skipped commits hide which):",
-                    args.host
-                )?;
-                for id in &range {
-                    let i = ctx.repo.commit_info(*id)?;
-                    writeln!(out, "  {} {}", i.id, i.subject)?;
-                }
-            }
+    let info = ctx.repo.commit_info(first_bad)?;
+    let mut range_subjects = Vec::new();
+    if matches!(conclusion, Conclusion::Ambiguous(_)) {
+        for id in &range {
+            range_subjects.push((id.to_string(), ctx.repo.commit_info(*id)?.subject));
         }
-        writeln!(out, "  author: {}", info.author)?;
-        if let Some(c) = commits.iter().find(|c| c.id == first_bad) {
-            writeln!(out, "  changes {} through:", args.host)?;
-            for r in &c.reasons {
-                writeln!(out, "    {}", r.chain.join(" → "))?;
-            }
-        }
-        if let Some(tail) = tester.tails.get(&first_bad).filter(|t| !t.is_empty()) {
-            writeln!(out, "  failure (last lines):")?;
-            for l in tail {
-                writeln!(out, "    {l}")?;
-            }
-        }
-        writeln!(
-            out,
-            "{} tested, {} nix {}, {} deduplicated by drvPath; {} candidates of {} commits",
-            tested.len(),
-            tester.builds,
-            if level == Level::Eval {
-                "evaluations"
-            } else {
-                "builds"
-            },
-            tester.deduped,
-            candidates.len(),
-            range_count
-        )?;
-    } else {
-        let v = serde_json::json!({
-            "host": args.host,
-            "first_bad": first_bad.to_string(),
-            "first_bad_range": range.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-            "ambiguous": matches!(conclusion, Conclusion::Ambiguous(_)),
-            "tested": tested,
-            "builds": tester.builds,
-            "deduped": tester.deduped,
-            "candidates": candidates.len(),
-            "range_commits": range_count,
-        });
-        serde_json::to_writer_pretty(&mut out, &v)?;
-        writeln!(out)?;
     }
-    Ok(exit::OK)
+    Ok(crate::bisect::Bisection {
+        ambiguous: matches!(conclusion, Conclusion::Ambiguous(_)),
+        builds: tester.builds,
+        candidates: candidates.len(),
+        deduped: tester.deduped,
+        first_bad: first_bad.to_string(),
+        first_bad_range: range.iter().map(|i| i.to_string()).collect(),
+        host: args.host.to_string(),
+        range_commits: commits.len(),
+        tested,
+        range_subjects,
+        first_bad_subject: info.subject,
+        first_bad_author: info.author,
+        chains: commits
+            .iter()
+            .find(|c| c.id == first_bad)
+            .map(|c| c.reasons.iter().map(|r| r.chain.clone()).collect()),
+        tail: tester.tails.remove(&first_bad).unwrap_or_default(),
+        evaluated: tester.level == Level::Eval,
+    })
+}
+
+/// The level to test at: `--level`, else none with `--run`, else the
+/// configured level (at least eval).
+fn level_of(ctx: &Context, args: &BisectArgs<'_>) -> Result<Level> {
+    let level = match (args.level, args.run) {
+        (Some(l), _) => l,
+        (None, Some(_)) => Level::None,
+        (None, None) => ctx.config.build.level.max(Level::Eval),
+    };
+    if level == Level::None && args.run.is_none() {
+        bail!("--level none tests nothing: give --level eval|build|vm or --run <cmd>");
+    }
+    Ok(level)
+}
+
+/// `--good`, `--bad` and the first-parent commits between them, each with
+/// the reasons it can change the host; an error when the host exists at
+/// neither end.
+fn commits_of(
+    ctx: &Context,
+    args: &BisectArgs<'_>,
+) -> Result<(ObjectId, ObjectId, Vec<crate::bisect::RangeCommit>)> {
+    if !crate::config::is_valid_host_name(args.host) {
+        bail!("{:?} is not a valid host name", args.host);
+    }
+    let good = ctx.repo.resolve(args.good)?;
+    let bad = ctx.repo.resolve(args.bad.unwrap_or("HEAD"))?;
+    let commits = range_commits(&ctx.repo, good, bad, args.host, &ctx.flake_dir, &ctx.config)?;
+    let host_known = commits.iter().any(|c| c.host_exists)
+        || super::pipeline::hosts_of(
+            ctx,
+            &ctx.repo.snapshot(SnapshotSpec::Commit(good))?,
+            &crate::nix::graph::ParseCache::new(),
+        )
+        .hosts
+        .contains_key(args.host);
+    if !host_known {
+        bail!(
+            "no host named {:?} in {}..{}",
+            args.host,
+            args.good,
+            args.bad.unwrap_or("HEAD")
+        );
+    }
+    Ok((good, bad, commits))
+}
+
+/// The commits a `--replay` log already decided; their drvPaths' verdicts
+/// go into `known`.
+fn load_replay(
+    path: Option<&Path>,
+    known: &mut HashMap<String, (Verdict, Vec<String>)>,
+) -> Result<HashMap<ObjectId, Tested>> {
+    let mut replayed = HashMap::new();
+    let Some(path) = path else {
+        return Ok(replayed);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the bisect log {}", path.display()))?;
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let t: Tested = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a bisect log line", path.display(), n + 1))?;
+        if let (Some(drv), Verdict::Good | Verdict::Bad) = (&t.drv_path, t.result) {
+            known.insert(drv.clone(), (t.result, Vec::new()));
+        }
+        replayed.insert(t.commit, t);
+    }
+    Ok(replayed)
+}
+
+/// The `--log` file, appended to.
+fn open_log(path: Option<&Path>) -> Result<Option<std::fs::File>> {
+    path.map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("cannot open the bisect log {}", p.display()))
+    })
+    .transpose()
 }
 
 fn verdict_name(v: Verdict) -> &'static str {

@@ -1,21 +1,20 @@
-//! `guard build` and `guard check`: the affected hosts of a change,
-//! evaluated or built with nix at the snapshot being judged (never "whatever
-//! is on disk", except for --worktree, which says so).
+//! `guard build`, and the build stage of the pipeline (also run by `guard
+//! check`): the affected hosts of a change, evaluated or built with nix at
+//! the snapshot being judged (never "whatever is on disk", except for
+//! --worktree, which says so).
 
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
+use super::pipeline::Pipeline;
 use super::{Context, exit};
-use crate::affected::{Analysis, Query, affected_hosts};
 use crate::build::{self, Plan, progress};
 use crate::cli::{Format, Level, Selector};
 use crate::config::is_valid_host_name;
 use crate::git::{self, ChangeSet, TempRef};
 use crate::nix::cli::{self as nixcli, Nix};
-use crate::nix::graph::ParseCache;
-use crate::nix::hosts;
 use crate::report::{self, Affected, BuildReport, Report, Warning};
 
 /// Options of `guard build` beyond the selector.
@@ -31,7 +30,6 @@ pub struct BuildArgs<'a> {
 
 /// `guard build`.
 pub fn build(ctx: &Context, selector: &Selector, args: BuildArgs<'_>) -> Result<i32> {
-    check_format(args.format)?;
     let level = args.level.unwrap_or(ctx.config.build.level);
     let opts = RunOpts {
         level,
@@ -42,10 +40,10 @@ pub fn build(ctx: &Context, selector: &Selector, args: BuildArgs<'_>) -> Result<
     };
     let (build_report, interrupted) = if args.hosts.is_empty() {
         let sel = selector.resolve(git::Selector::Worktree);
-        let changes = ctx.repo.change_set(&sel)?;
-        let affected = affected_of(ctx, &sel, &changes)?;
+        let mut p = Pipeline::new(ctx, sel)?;
+        let affected = p.take_affected()?;
         let names: Vec<String> = affected.hosts.iter().map(|h| h.name.clone()).collect();
-        let mut r = run(ctx, &sel, &changes, &names, &opts)?;
+        let mut r = run(ctx, &p.sel, &p.changes, &names, &opts)?;
         // The static analysis' warnings explain why hosts were selected.
         let mut warnings = affected.warnings;
         warnings.append(&mut r.0.warnings);
@@ -73,23 +71,6 @@ pub fn build(ctx: &Context, selector: &Selector, args: BuildArgs<'_>) -> Result<
     } else {
         report.exit_code()
     })
-}
-
-/// `guard check`: affected + scan + secrets + build at the level, one
-/// report, one exit code.
-pub fn check(
-    ctx: &Context,
-    selector: &Selector,
-    level: Option<Level>,
-    format: Format,
-    quiet: bool,
-) -> Result<i32> {
-    check_format(format)?;
-    let level = level.unwrap_or(ctx.config.build.level);
-    let sel = selector.resolve(git::Selector::Worktree);
-    let verdict = super::check::judge(ctx, &sel, level, quiet, false)?;
-    write(ctx, &verdict.report, format)?;
-    Ok(verdict.code)
 }
 
 /// The build part of `check` for one change.
@@ -132,19 +113,12 @@ pub fn build_section(
     })
 }
 
-fn check_format(format: Format) -> Result<()> {
-    if format == Format::Sarif {
-        bail!("--format sarif is for findings (scan, secrets, ci); use human, json or github");
-    }
-    Ok(())
-}
-
-fn write(ctx: &Context, report: &Report, format: Format) -> Result<()> {
+pub(super) fn write(ctx: &Context, report: &Report, format: Format) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => report::write_json(report, &mut out)?,
         Format::Github => {
-            write_github_annotations(report.build.as_ref(), &mut out)?;
+            report::github::write_build_annotations(report, &mut out)?;
             // Annotations of findings, then the readable report (with the
             // nix log excerpts, which quote repository text) fenced by
             // stop-commands.
@@ -154,47 +128,6 @@ fn write(ctx: &Context, report: &Report, format: Format) -> Result<()> {
     }
     out.flush()?;
     Ok(())
-}
-
-/// `::error` workflow commands for failed hosts, escaped as the Actions
-/// toolkit does (the reason is nix's text and may quote repository files).
-fn write_github_annotations(build: Option<&BuildReport>, out: &mut dyn Write) -> Result<()> {
-    let Some(b) = build else { return Ok(()) };
-    for h in b
-        .hosts
-        .iter()
-        .chain(b.flake_check.iter())
-        .filter(|h| h.status == report::BuildStatus::Failed)
-    {
-        writeln!(
-            out,
-            "::error title={}::{}",
-            report::escape_property(&format!("guard build {} ({})", h.name, h.level)),
-            report::escape_data(h.reason.as_deref().unwrap_or("failed"))
-        )?;
-    }
-    Ok(())
-}
-
-/// The affected hosts, computed as `guard affected` does.
-fn affected_of(ctx: &Context, sel: &git::Selector, changes: &ChangeSet) -> Result<Affected> {
-    affected_with(ctx, sel, changes, &ctx.parse_cache())
-}
-
-fn affected_with(
-    ctx: &Context,
-    sel: &git::Selector,
-    changes: &ChangeSet,
-    cache: &ParseCache,
-) -> Result<Affected> {
-    let new = Analysis::of(&changes.new, &ctx.flake_dir, &ctx.config, cache);
-    let old_hosts = hosts::discover(&changes.old, &ctx.flake_dir, &ctx.config.hosts, cache);
-    Ok(affected_hosts(
-        &new,
-        &old_hosts,
-        &Query::of(changes, sel.makes_revision(changes)).all_warnings(ctx.style.verbose),
-        &ctx.config,
-    )?)
 }
 
 struct RunOpts<'a> {

@@ -18,8 +18,9 @@ use super::Context;
 use super::check::{Verdict, judge};
 use crate::cli::{Format, Level};
 use crate::git::{self, GitError};
-use crate::github::{self, EventRange, SummaryContext};
-use crate::report::{self, BuildHost, BuildStatus, Finding, Report, Severity};
+use crate::github_env::{self as github, EventRange};
+use crate::report::github::SummaryContext;
+use crate::report::{self, Report};
 use crate::secrets::scan::ALLOW_HINT;
 
 /// The flags of `guard ci`.
@@ -60,7 +61,7 @@ pub fn pre_commit(ctx: &Context, quiet: bool, full_files: bool) -> Result<i32> {
     }
     let mut verdict = judge(ctx, &sel, level, quiet, false)?;
     if !full_files && sel == git::Selector::Staged {
-        let older = keep_added_lines(ctx, &sel, &mut verdict)?;
+        let older = keep_added_lines(&mut verdict);
         if older > 0 {
             notes.push(format!(
                 "{older} older finding{} in the touched files not judged (already committed: \
@@ -79,12 +80,15 @@ pub fn pre_commit(ctx: &Context, quiet: bool, full_files: bool) -> Result<i32> {
         }
     }
     let mut err = std::io::stderr().lock();
-    write_verdict(
+    report::hook::write_verdict(
         &verdict.report,
-        &what,
-        &notes,
-        start.elapsed().as_millis(),
-        quiet,
+        &report::hook::HookContext {
+            what: &what,
+            notes: &notes,
+            elapsed_ms: start.elapsed().as_millis(),
+            quiet,
+            allow_hint: ALLOW_HINT,
+        },
         ctx.style,
         &mut err,
     )?;
@@ -92,27 +96,25 @@ pub fn pre_commit(ctx: &Context, quiet: bool, full_files: bool) -> Result<i32> {
     Ok(verdict.code)
 }
 
-/// git exports `GIT_INDEX_FILE` to the hook, often relative (`.git/index`)
-/// to the directory the hook runs in. guard never changes directory (not
-/// even for `-C`), so the path stays valid; but a missing file would read as
-/// an empty index and judge "every file deleted", so refuse it instead.
 /// Keeps only the scan findings on lines the staged change adds or changes
 /// (a new file is all added); returns how many older ones were set aside.
-fn keep_added_lines(ctx: &Context, sel: &git::Selector, verdict: &mut Verdict) -> Result<usize> {
+fn keep_added_lines(verdict: &mut Verdict) -> usize {
     let Some(scan) = verdict.report.scan.as_mut() else {
-        return Ok(0);
+        return 0;
     };
     if scan.findings.is_empty() {
-        return Ok(0);
+        return 0;
     }
-    let changes = ctx.repo.change_set(sel)?;
+    let Some(changes) = verdict.changes.as_ref() else {
+        return 0;
+    };
     let mut added: HashMap<String, Option<Vec<bool>>> = HashMap::new();
     let before = scan.findings.len();
     let mut kept = Vec::with_capacity(before);
     for f in std::mem::take(&mut scan.findings) {
         let lines = added
             .entry(f.path.clone())
-            .or_insert_with(|| added_lines(&changes, &f.path));
+            .or_insert_with(|| added_lines(changes, &f.path));
         // Unknown (no old blob, unreadable, not text): judge the whole file.
         if lines
             .as_ref()
@@ -126,7 +128,7 @@ fn keep_added_lines(ctx: &Context, sel: &git::Selector, verdict: &mut Verdict) -
     if verdict.code != super::exit::INTERRUPTED {
         verdict.code = verdict.report.exit_code();
     }
-    Ok(older)
+    older
 }
 
 /// Which lines of `path` (1-based index) the change adds or changes, as
@@ -147,6 +149,10 @@ fn added_lines(changes: &git::ChangeSet, path: &str) -> Option<Vec<bool>> {
     Some(crate::secrets::scan::run::added_lines(&old, &new))
 }
 
+/// git exports `GIT_INDEX_FILE` to the hook, often relative (`.git/index`)
+/// to the directory the hook runs in. guard never changes directory (not
+/// even for `-C`), so the path stays valid; but a missing file would read as
+/// an empty index and judge "every file deleted", so refuse it instead.
 fn check_index_file() -> Result<()> {
     let Some(idx) = std::env::var_os("GIT_INDEX_FILE").filter(|v| !v.is_empty()) else {
         return Ok(());
@@ -165,7 +171,7 @@ fn check_index_file() -> Result<()> {
 }
 
 /// The range the pre-commit framework passes for its pre-push stage and for
-/// `pre-commit run --from-ref A --to-ref B` (integration-conventions 2.1).
+/// `pre-commit run --from-ref A --to-ref B` (docs/integration-conventions.md 2.1).
 fn framework_range() -> Option<(String, String)> {
     let get = |k: &str| {
         std::env::var(k)
@@ -183,152 +189,6 @@ fn short(rev: &str) -> &str {
     }
 }
 
-/// The hook's verdict: one line when clean; when blocked, each finding with
-/// its fix and each host that failed at the nix level, then how to accept a
-/// false positive. Never suggests skipping the hook.
-fn write_verdict(
-    report: &Report,
-    what: &str,
-    notes: &[String],
-    elapsed_ms: u128,
-    quiet: bool,
-    style: report::Style,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
-    let paint = |code: &str, s: &str| {
-        if style.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
-    };
-    let s = |n: usize| if n == 1 { "" } else { "s" };
-    let findings: Vec<&Finding> = [&report.scan, &report.secrets]
-        .into_iter()
-        .flatten()
-        .flat_map(|f| &f.findings)
-        .collect();
-    let blocking = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
-    let built: Vec<&BuildHost> = report
-        .build
-        .iter()
-        .flat_map(|b| b.hosts.iter().chain(b.flake_check.iter()))
-        .collect();
-    let failed: Vec<&&BuildHost> = built
-        .iter()
-        .filter(|h| h.status == BuildStatus::Failed)
-        .collect();
-    let affected = report.affected.as_ref();
-    let hosts: Vec<&str> = affected
-        .map(|a| a.hosts.iter().map(|h| h.name.as_str()).collect())
-        .unwrap_or_default();
-    let all = affected.map_or(0, |a| a.all_hosts.len());
-    let changed = affected.map_or(0, |a| a.changed_paths.len());
-    let host_list = match hosts.len() {
-        0 => String::new(),
-        1..=5 => format!(" ({})", hosts.join(", ")),
-        n => format!(" ({}, … (+{}))", hosts[..4].join(", "), n - 4),
-    };
-    let mut summary = format!(
-        "{changed} {what} path{}, {} of {all} host{} affected{host_list}",
-        s(changed),
-        hosts.len(),
-        s(all)
-    );
-    if let Some(b) = &report.build {
-        let level = b.hosts.first().map_or("nix", |h| h.level.as_str());
-        let ok = built.iter().filter(|h| h.status == BuildStatus::Ok).count();
-        summary.push_str(&format!(", {level}: {ok} ok, {} failed", failed.len()));
-    }
-    let clean = findings.is_empty() && failed.is_empty();
-    if quiet && clean {
-        return Ok(());
-    }
-    if clean {
-        writeln!(
-            out,
-            "guard: {} · {summary} · {elapsed_ms} ms",
-            paint("32", "ok")
-        )?;
-        for n in notes {
-            writeln!(out, "guard: note: {n}")?;
-        }
-        return Ok(());
-    }
-    writeln!(out, "guard: {summary}")?;
-    for f in &findings {
-        let sev = match f.severity {
-            Severity::Error => paint("31", "error"),
-            Severity::Warning => paint("33", "warning"),
-            Severity::Info => "info".to_string(),
-        };
-        writeln!(
-            out,
-            "  {}:{}:{}  {sev}  {}  {}",
-            f.path,
-            f.line,
-            f.column,
-            f.rule,
-            f.secret.as_str()
-        )?;
-        let msg = f.message.trim_end();
-        let msg = msg.strip_suffix(ALLOW_HINT).unwrap_or(msg).trim_end();
-        writeln!(out, "      {msg}")?;
-    }
-    for h in &failed {
-        writeln!(
-            out,
-            "  {}  {}  {}",
-            h.name,
-            paint("31", &format!("failed at {}", h.level)),
-            h.reason
-                .as_deref()
-                .and_then(|r| r.lines().next())
-                .unwrap_or_default()
-        )?;
-        if let Some(log) = &h.log {
-            writeln!(out, "      full log: {log}")?;
-        }
-    }
-    for n in notes {
-        writeln!(out, "guard: note: {n}")?;
-    }
-    let problems = blocking + failed.len();
-    if problems > 0 {
-        let what = match (blocking, failed.len()) {
-            (0, f) => format!("{f} host{} failing at the nix level", s(f)),
-            (b, 0) => format!("{b} finding{}", s(b)),
-            (b, f) => format!("{b} finding{} and {f} failing host{}", s(b), s(f)),
-        };
-        writeln!(
-            out,
-            "guard: {} · fix the staged content (`git add` the fix) and commit again · \
-             {elapsed_ms} ms",
-            paint("1;31", &format!("commit blocked by {what}")),
-        )?;
-        if blocking > 0 {
-            writeln!(
-                out,
-                "  A false positive? Add a `guard:allow` comment on its line (or the line \
-                 before), stage it, commit again.\n  Already known and accepted? Record it in \
-                 the baseline: `guard scan --write-baseline`, then commit the baseline file."
-            )?;
-        }
-    } else {
-        writeln!(
-            out,
-            "guard: {} · {} non-blocking finding{} · {elapsed_ms} ms",
-            paint("32", "ok"),
-            findings.len(),
-            s(findings.len())
-        )?;
-    }
-    Ok(())
-}
-
 /// Which change `guard ci` judges, and what to say about it.
 struct CiPlan {
     /// `None`: nothing to judge (a deleted branch).
@@ -336,7 +196,7 @@ struct CiPlan {
     summary: SummaryContext,
 }
 
-/// Base and head from the flags, else from the event (integration-conventions 3.5).
+/// Base and head from the flags, else from the event (docs/integration-conventions.md 3.5).
 fn plan(ctx: &Context, args: &CiArgs<'_>, env: &github::Env) -> Result<CiPlan> {
     let mut summary = SummaryContext::default();
     if let Some(base) = args.base {
@@ -499,8 +359,8 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
                 ..Default::default()
             },
             code: super::exit::OK,
-            rules: Vec::new(),
-            regions: HashMap::new(),
+            rules: Default::default(),
+            changes: None,
         },
     };
     let report = &verdict.report;
@@ -508,11 +368,9 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Github => {
-            github::write_build_annotations(report, &mut out)?;
+            report::github::write_build_annotations(report, &mut out)?;
             report::write_github(report, ctx.style, &mut out)?;
-            for n in &summary.notes {
-                writeln!(out, "::notice title=guard::{}", report::escape_data(n))?;
-            }
+            report::github::write_notices(&summary.notes, &mut out)?;
         }
         Format::Json => report::write_json(report, &mut out)?,
         Format::Human => {
@@ -530,33 +388,33 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
             .with_context(|| format!("cannot write the SARIF file {}", path.display()))?;
         write_sarif(&verdict, &mut f)?;
     }
-    if let Some(path) = &env.output {
-        let hosts: Vec<&str> = report
-            .affected
-            .iter()
-            .flat_map(|a| &a.hosts)
-            .map(|h| h.name.as_str())
-            .collect();
-        let findings = [&report.scan, &report.secrets]
-            .into_iter()
-            .flatten()
-            .map(|f| f.findings.len())
-            .sum::<usize>();
-        github::write_outputs(
-            path,
-            &[
-                ("hosts", serde_json::to_string(&hosts)?),
-                ("count", hosts.len().to_string()),
-                ("findings", findings.to_string()),
-                ("base", summary.base.clone().unwrap_or_default()),
-                ("head", summary.head.clone().unwrap_or_default()),
-            ],
-        )?;
-    }
+    let hosts: Vec<&str> = report
+        .affected
+        .iter()
+        .flat_map(|a| &a.hosts)
+        .map(|h| h.name.as_str())
+        .collect();
+    let findings = [&report.scan, &report.secrets]
+        .into_iter()
+        .flatten()
+        .map(|f| f.findings.len())
+        .sum::<usize>();
+    report::github::write_outputs(
+        env.output.as_deref(),
+        &[
+            ("hosts", serde_json::to_string(&hosts)?),
+            ("count", hosts.len().to_string()),
+            ("findings", findings.to_string()),
+            ("base", summary.base.clone().unwrap_or_default()),
+            ("head", summary.head.clone().unwrap_or_default()),
+        ],
+        // Outside Actions the report already says everything.
+        report::github::Unset::Skip,
+    )?;
     if let Some(path) = &env.step_summary {
-        github::append(
+        report::github::append(
             path,
-            &github::summary_markdown(report, &summary),
+            &report::github::summary_markdown(report, &summary),
             "$GITHUB_STEP_SUMMARY",
         )?;
     }
@@ -587,10 +445,5 @@ fn range_ids(ctx: &Context, sel: &git::Selector) -> Result<(Option<String>, Opti
 }
 
 fn write_sarif(v: &Verdict, out: &mut dyn Write) -> std::io::Result<()> {
-    let end = |f: &Finding| {
-        v.regions
-            .get(&(f.fingerprint.clone(), f.line, f.column))
-            .copied()
-    };
-    report::write_sarif(&v.report, &v.rules, &end, out)
+    report::write_sarif(&v.report, &v.rules, out)
 }

@@ -2,33 +2,23 @@
 //! analyses and hands the result to a writer.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 
+use super::pipeline::{self, Pipeline};
 use super::{Context, exit};
-use crate::affected::{Analysis, Query, affected_hosts};
+use crate::affected::Analysis;
 use crate::cli::{Format, GraphFormat, Selector};
 use crate::git::{self, SnapshotSpec};
-use crate::nix::hosts;
-use crate::report::{self, Affected, Report, Warning};
+use crate::report::{self, Affected, Report};
 
 /// `guard affected`.
 pub fn affected(ctx: &Context, selector: &Selector, format: Format, verify: bool) -> Result<i32> {
     let sel = selector.resolve(git::Selector::Worktree);
-    let changes = ctx.repo.change_set(&sel)?;
-    let cache = ctx.parse_cache();
-    let new = Analysis::of(&changes.new, &ctx.flake_dir, &ctx.config, &cache);
-    let old_hosts = hosts::discover(&changes.old, &ctx.flake_dir, &ctx.config.hosts, &cache);
-    let new_revision = sel.makes_revision(&changes);
-    let mut result = affected_hosts(
-        &new,
-        &old_hosts,
-        &Query::of(&changes, new_revision).all_warnings(ctx.style.verbose),
-        &ctx.config,
-    )?;
+    let mut p = Pipeline::new(ctx, sel)?;
+    let mut result = p.take_affected()?;
     if verify {
-        verify_hosts(ctx, &changes.new, &mut result);
+        pipeline::verify_hosts(ctx, &p.changes.new, &mut result);
     }
     write_affected(ctx, result, format)
 }
@@ -53,135 +43,34 @@ fn write_affected(ctx: &Context, result: Affected, format: Format) -> Result<i32
         Format::Github => {
             let names: Vec<&str> = result.hosts.iter().map(|h| h.name.as_str()).collect();
             let restamped: Vec<&str> = result.restamped.iter().map(|h| h.name.as_str()).collect();
-            let lines = format!(
-                "hosts={}\ncount={}\nrestamped={}\n",
-                serde_json::to_string(&names)?,
-                names.len(),
-                serde_json::to_string(&restamped)?,
-            );
-            write_github_output(&lines)?;
+            // The outputs are what `--format github` is for (a build
+            // matrix): outside Actions, show them.
+            let env = crate::github_env::Env::from_process();
+            report::github::write_outputs(
+                env.output.as_deref(),
+                &[
+                    ("hosts", serde_json::to_string(&names)?),
+                    ("count", names.len().to_string()),
+                    ("restamped", serde_json::to_string(&restamped)?),
+                ],
+                report::github::Unset::Show(&mut std::io::stderr().lock()),
+            )?;
             let report = Report {
                 affected: Some(result),
                 ..Default::default()
             };
             report::write_human(&report, ctx.style, &mut out)?;
         }
-        Format::Sarif => {
-            bail!("--format sarif is for findings (scan, secrets, ci), not affected hosts")
-        }
+        Format::Sarif => bail!("internal error: --format sarif reached `guard affected`"),
     }
     Ok(exit::OK)
-}
-
-/// Appends `lines` to $GITHUB_OUTPUT, or prints them when it is not set
-/// (running the GitHub format outside Actions, e.g. to try it).
-fn write_github_output(lines: &str) -> Result<()> {
-    match std::env::var_os("GITHUB_OUTPUT") {
-        Some(path) if !path.is_empty() => {
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)
-                .with_context(|| {
-                    format!("cannot open $GITHUB_OUTPUT ({})", path.to_string_lossy())
-                })?;
-            f.write_all(lines.as_bytes())?;
-        }
-        _ => {
-            let mut err = std::io::stderr().lock();
-            writeln!(err, "GITHUB_OUTPUT is not set; the outputs would be:")?;
-            err.write_all(lines.as_bytes())?;
-        }
-    }
-    Ok(())
-}
-
-/// Compares the static host list with what nix evaluates. nix's list wins
-/// for this run: a host only nix knows is listed as affected by any change
-/// (guard cannot tell what it reads), a host only guard found is dropped.
-/// A failed evaluation is a warning with nix's own message, never an abort.
-pub(crate) fn verify_hosts(ctx: &Context, snapshot: &git::Snapshot, result: &mut Affected) {
-    let warn = |result: &mut Affected, message: String| {
-        result.warnings.push(Warning {
-            path: None,
-            message,
-        })
-    };
-    let Some(rev) = snapshot.commit().map(|c| c.to_string()) else {
-        // The index or work tree: nix would read the work tree, which is
-        // not the snapshot; say so rather than compare the wrong thing.
-        warn(
-            result,
-            "--verify-hosts compares a commit's host list; use --commit, --base or --all".into(),
-        );
-        return;
-    };
-    let evaluated = crate::nix::cli::Nix::detect().and_then(|nix| {
-        let url = crate::nix::cli::flake_url(&ctx.root, &ctx.flake_dir, Some(&rev));
-        nix.eval_json(
-            &format!("{url}#nixosConfigurations"),
-            Some("builtins.attrNames"),
-        )
-    });
-    let value = match evaluated {
-        Ok(v) => v,
-        Err(e) => {
-            let cause = format!("{e:#}");
-            let first = cause.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            warn(
-                result,
-                format!(
-                    "--verify-hosts: nix could not list nixosConfigurations, the static list stands: {first}"
-                ),
-            );
-            return;
-        }
-    };
-    let evaluated: BTreeSet<String> = value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect();
-    let statics: BTreeSet<String> = result.all_hosts.iter().cloned().collect();
-    for missing in evaluated.difference(&statics) {
-        warn(
-            result,
-            format!(
-                "host {missing} exists in nixosConfigurations but guard did not find it statically; \
-                 listed as affected for this run (add it under [hosts] in guard.toml, and please report the layout)"
-            ),
-        );
-        if !result.changed_paths.is_empty() {
-            result.hosts.push(report::AffectedHost {
-                name: missing.clone(),
-                reasons: vec![report::Reason {
-                    path: "(found only by nix: guard cannot tell what it reads)".into(),
-                    chain: Vec::new(),
-                }],
-                truncated: 0,
-            });
-        }
-    }
-    for extra in statics.difference(&evaluated) {
-        warn(
-            result,
-            format!(
-                "guard found host {extra} statically, but nix does not define it; dropped for this run"
-            ),
-        );
-    }
-    result.hosts.retain(|h| evaluated.contains(&h.name));
-    result.hosts.sort_by(|a, b| a.name.cmp(&b.name));
-    result.all_hosts = evaluated.into_iter().collect();
 }
 
 /// `guard explain <path>`: every chain from a host to `path`, in the work tree.
 pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) -> Result<i32> {
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
     let empty = ctx.repo.snapshot(SnapshotSpec::Empty)?;
-    let cache = ctx.parse_cache();
-    let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
+    let analysis = pipeline::analysis_of(ctx, &snapshot, &ctx.parse_cache());
     // A host that does not exist is a usage error, whatever the path.
     if let Some(h) = host
         && !analysis.hosts.hosts.contains_key(h)
@@ -201,17 +90,7 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
         eprintln!("{path}: not tracked by git, so no host can read it");
         return Ok(exit::FINDINGS);
     }
-    let query = Query {
-        paths: BTreeSet::from([path.clone()]),
-        // Against an empty tree every dependency on the path shows, as if
-        // it were added.
-        old: &empty,
-        new: &snapshot,
-        new_revision: false,
-        every_chain: true,
-        all_warnings: ctx.style.verbose,
-    };
-    let mut result = affected_hosts(&analysis, &analysis.hosts, &query, &ctx.config)?;
+    let mut result = pipeline::chains_to(ctx, &analysis, &snapshot, &empty, &path)?;
     if let Some(h) = host {
         result.hosts.retain(|x| x.name == h);
     }
@@ -224,21 +103,8 @@ pub fn explain(ctx: &Context, path: &str, host: Option<&str>, format: Format) ->
     result.hosts.retain(|h| !h.reasons.is_empty());
     let mut out = std::io::stdout().lock();
     match format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &result.hosts)?;
-            writeln!(out)?;
-        }
-        _ => {
-            if result.hosts.is_empty() {
-                writeln!(out, "no host reads {path}")?;
-            }
-            for h in &result.hosts {
-                writeln!(out, "{}", h.name)?;
-                for r in &h.reasons {
-                    writeln!(out, "  {}", r.chain.join(" → "))?;
-                }
-            }
-        }
+        Format::Json => report::explain::write_json(&result.hosts, &mut out)?,
+        _ => report::explain::write_human(&result.hosts, &path, &mut out)?,
     }
     // Like grep: nothing found is exit 1, so scripts can tell.
     Ok(if result.hosts.is_empty() {
@@ -256,16 +122,59 @@ const MERMAID_COLLAPSE: usize = 40;
 /// `guard graph`: the import graph of the work tree. With a host, its
 /// closure and the flake wiring that reaches it (what `affected` and
 /// `explain` use), and no other host's files.
+/// `guard doctor`: advice on the working tree's hosts (exit 0).
+pub fn doctor(ctx: &Context, format: Format) -> Result<i32> {
+    let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
+    let analysis = pipeline::analysis_of(ctx, &snapshot, &ctx.parse_cache());
+    if analysis.hosts.hosts.is_empty() {
+        anyhow::bail!(
+            "no NixOS hosts found in {}: nothing to diagnose\n\
+             hint: `guard init --dry-run` shows what discovery saw",
+            analysis.hosts.flake_nix
+        );
+    }
+    let model = crate::doctor::diagnose(&analysis);
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => report::doctor::write_json(&model, &mut out)?,
+        _ => report::doctor::write_human(&model, ctx.style, &mut out)?,
+    }
+    Ok(exit::OK)
+}
+
 pub fn graph(
     ctx: &Context,
     format: GraphFormat,
     host: Option<&str>,
     collapse: Option<usize>,
 ) -> Result<i32> {
-    use crate::nix::graph::DepKind;
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
-    let cache = ctx.parse_cache();
-    let analysis = Analysis::of(&snapshot, &ctx.flake_dir, &ctx.config, &cache);
+    let analysis = pipeline::analysis_of(ctx, &snapshot, &ctx.parse_cache());
+    let collapse = match (collapse, format) {
+        (Some(n), _) => n,
+        (None, GraphFormat::Mermaid) => MERMAID_COLLAPSE,
+        (None, _) => 0,
+    };
+    // JSON is for tools: every file, never collapsed.
+    let collapse = if format == GraphFormat::Json {
+        0
+    } else {
+        collapse
+    };
+    let model = graph_model(&analysis, host, collapse)?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        GraphFormat::Json => report::graph::write_json(&model, &mut out)?,
+        GraphFormat::Dot => report::graph::write_dot(&model, &mut out)?,
+        GraphFormat::Mermaid => report::graph::write_mermaid(&model, &mut out)?,
+    }
+    Ok(exit::OK)
+}
+
+/// The graph `guard graph` draws: the files (a host's closure and the
+/// wiring, or every file), their edges, directories merged down to
+/// `collapse` nodes (0: none).
+fn graph_model(analysis: &Analysis, host: Option<&str>, collapse: usize) -> Result<report::Graph> {
     // Every host depends on the wiring: flake.nix and what it evaluates
     // outside hosts (`affected` lists a change there for every host).
     let flake_nix = analysis.hosts.flake_nix.as_str();
@@ -286,13 +195,53 @@ pub fn graph(
         }
         None => analysis.graph.nodes.keys().map(String::as_str).collect(),
     };
-    let hosts: Vec<&hosts::Host> = analysis
+    let hosts: Vec<report::GraphHost> = analysis
         .hosts
         .hosts
         .values()
         .filter(|h| host.is_none_or(|x| x == h.name))
+        .map(|h| report::GraphHost {
+            entry: h.entry.clone(),
+            name: h.name.clone(),
+        })
         .collect();
-    // With --host, the wiring's references to other hosts are theirs.
+    let edges = graph_edges(analysis, &files, host);
+    let (edges, collapsed) = if collapse > 0 {
+        let keep: BTreeSet<String> = hosts
+            .iter()
+            .map(|h| h.entry.clone())
+            .chain([flake_nix.to_string()])
+            .collect();
+        collapse_dirs(edges, &keep, collapse)
+    } else {
+        let edges = edges
+            .into_iter()
+            .map(|(a, b, k)| (a, b, k.to_string()))
+            .collect();
+        (edges, Vec::new())
+    };
+    Ok(report::Graph {
+        edges: edges
+            .into_iter()
+            .map(|(from, to, kind)| report::GraphEdge { from, kind, to })
+            .collect(),
+        files: files.into_iter().map(String::from).collect(),
+        hosts,
+        wiring: wiring.into_iter().map(String::from).collect(),
+        flake_nix: flake_nix.to_string(),
+        note: collapse_note(&collapsed, collapse),
+    })
+}
+
+/// The edges between `files` (and to data files and directories, drawn as
+/// leaves), labelled; with a host, not the wiring's references to other
+/// hosts (they are theirs).
+fn graph_edges<'a>(
+    analysis: &'a Analysis,
+    files: &BTreeSet<&str>,
+    host: Option<&str>,
+) -> BTreeSet<(String, String, &'a str)> {
+    use crate::nix::graph::DepKind;
     let foreign = |node: &crate::nix::graph::Node, dep: usize, to: &str| {
         host.is_some_and(|h| {
             analysis.is_host_edge(node, &node.deps[dep])
@@ -300,14 +249,14 @@ pub fn graph(
         })
     };
     let mut edges: BTreeSet<(String, String, &str)> = BTreeSet::new();
-    for f in &files {
+    for f in files {
         let node = &analysis.graph.nodes[*f];
         for (to, dep) in &node.edges {
             if files.contains(to.as_str()) && !foreign(node, *dep, to) {
                 edges.insert((
                     f.to_string(),
                     to.clone(),
-                    edge_label(&analysis, f, node, *dep),
+                    edge_label(analysis, f, node, *dep),
                 ));
             }
         }
@@ -322,124 +271,36 @@ pub fn graph(
                     edges.insert((
                         f.to_string(),
                         d.path.clone(),
-                        edge_label(&analysis, f, node, i),
+                        edge_label(analysis, f, node, i),
                     ));
                 }
             }
         }
     }
-    let entries: Vec<(String, String)> = hosts
-        .iter()
-        .map(|h| (h.name.clone(), h.entry.clone()))
-        .collect();
-    let collapse = match (collapse, format) {
-        (Some(n), _) => n,
-        (None, GraphFormat::Mermaid) => MERMAID_COLLAPSE,
-        (None, _) => 0,
-    };
-    let (edges, collapsed) = if collapse > 0 && format != GraphFormat::Json {
-        let keep: BTreeSet<String> = entries
-            .iter()
-            .map(|(_, e)| e.clone())
-            .chain([flake_nix.to_string()])
-            .collect();
-        collapse_dirs(edges, &keep, collapse)
-    } else {
-        let edges = edges
-            .into_iter()
-            .map(|(a, b, k)| (a, b, k.to_string()))
-            .collect();
-        (edges, Vec::new())
-    };
-    let note = (!collapsed.is_empty()).then(|| {
-        let mut shown: Vec<&str> = collapsed.iter().take(6).map(String::as_str).collect();
-        let more = format!("and {} more", collapsed.len().saturating_sub(6));
-        if collapsed.len() > 6 {
-            shown.push(&more);
-        }
-        let n = collapsed.len();
-        format!(
-            "at most {collapse} nodes: {n} {} drawn as one node each ({}); \
-             guard graph --collapse 0 shows every file",
-            if n == 1 {
-                "directory is"
-            } else {
-                "directories are"
-            },
-            shown.join(", ")
-        )
-    });
-    let mut out = std::io::stdout().lock();
-    match format {
-        GraphFormat::Json => {
-            let v = serde_json::json!({
-                "hosts": hosts.iter().map(|h| serde_json::json!({"name": h.name, "entry": h.entry})).collect::<Vec<_>>(),
-                "files": files,
-                "wiring": wiring,
-                "edges": edges.iter().map(|(a, b, k)| serde_json::json!({"from": a, "to": b, "kind": k})).collect::<Vec<_>>(),
-            });
-            serde_json::to_writer_pretty(&mut out, &v)?;
-            writeln!(out)?;
-        }
-        GraphFormat::Dot => {
-            writeln!(out, "digraph guard {{\n  rankdir=LR;\n  node [shape=box];")?;
-            if let Some(note) = &note {
-                writeln!(out, "  label={};\n  labelloc=t;", dot_id(note))?;
-            }
-            for (name, entry) in &entries {
-                let h = dot_id(&format!("host:{name}"));
-                writeln!(out, "  {h} [shape=ellipse];")?;
-                writeln!(out, "  {h} -> {};", dot_id(entry))?;
-                writeln!(out, "  {h} -> {} [label=\"wiring\"];", dot_id(flake_nix))?;
-            }
-            for (a, b, k) in &edges {
-                writeln!(
-                    out,
-                    "  {} -> {} [label={}];",
-                    dot_id(a),
-                    dot_id(b),
-                    dot_id(k)
-                )?;
-            }
-            writeln!(out, "}}")?;
-        }
-        GraphFormat::Mermaid => {
-            writeln!(out, "graph LR")?;
-            if let Some(note) = &note {
-                writeln!(out, "  note[\"{}\"]", mermaid_text(note))?;
-            }
-            let id = |s: &str| format!("n{:x}", fnv(s));
-            for (name, entry) in &entries {
-                writeln!(
-                    out,
-                    "  {}([\"{}\"]) --> {}[\"{}\"]",
-                    id(&format!("host:{name}")),
-                    mermaid_text(name),
-                    id(entry),
-                    mermaid_text(entry)
-                )?;
-                writeln!(
-                    out,
-                    "  {} -->|wiring| {}[\"{}\"]",
-                    id(&format!("host:{name}")),
-                    id(flake_nix),
-                    mermaid_text(flake_nix)
-                )?;
-            }
-            for (a, b, k) in &edges {
-                writeln!(
-                    out,
-                    "  {}[\"{}\"] -->|{}| {}[\"{}\"]",
-                    id(a),
-                    mermaid_text(a),
-                    k,
-                    id(b),
-                    mermaid_text(b)
-                )?;
-            }
-        }
+    edges
+}
+
+/// What the drawing says about merged directories.
+fn collapse_note(collapsed: &[String], collapse: usize) -> Option<String> {
+    if collapsed.is_empty() {
+        return None;
     }
-    Ok(exit::OK)
+    let mut shown: Vec<&str> = collapsed.iter().take(6).map(String::as_str).collect();
+    let more = format!("and {} more", collapsed.len().saturating_sub(6));
+    if collapsed.len() > 6 {
+        shown.push(&more);
+    }
+    let n = collapsed.len();
+    Some(format!(
+        "at most {collapse} nodes: {n} {} drawn as one node each ({}); \
+         guard graph --collapse 0 shows every file",
+        if n == 1 {
+            "directory is"
+        } else {
+            "directories are"
+        },
+        shown.join(", ")
+    ))
 }
 
 /// The label of the edge made by `node.deps[dep]`: its kind, or "computed"
@@ -547,14 +408,6 @@ fn collapse_dirs(
     (out, merged)
 }
 
-/// Text inside a mermaid `["…"]` label: quotes and HTML escaped.
-fn mermaid_text(s: &str) -> String {
-    s.replace('&', "#amp;")
-        .replace('"', "#quot;")
-        .replace('<', "#lt;")
-        .replace('>', "#gt;")
-}
-
 fn kind_name(k: crate::nix::graph::DepKind) -> &'static str {
     use crate::nix::graph::DepKind::*;
     match k {
@@ -566,17 +419,6 @@ fn kind_name(k: crate::nix::graph::DepKind) -> &'static str {
         Rev => "rev",
         TreePath => "tree-path",
     }
-}
-
-fn dot_id(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// A stable short id for mermaid node names (which cannot hold `/` or `.`).
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    })
 }
 
 #[cfg(test)]

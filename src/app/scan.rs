@@ -65,7 +65,7 @@ pub fn scan_without_repo(
             dir.display()
         );
     }
-    let (config, config_path) = crate::config::Config::load(dir, config)?;
+    let (config, config_path) = super::load_config(dir, config)?;
     let scanner = build_scanner(&config, config_path.as_deref())?;
     let baseline_path = baseline_path(&config, dir)?;
     let scanner = if args.write_baseline {
@@ -120,7 +120,7 @@ fn finish(
         return Ok(exit::OK);
     }
 
-    let (mut findings, regions) = outcome.into_findings();
+    let mut findings = outcome.into_findings();
     for f in &mut findings.findings {
         f.message = scheme.adapt(&f.message);
     }
@@ -135,19 +135,17 @@ fn finish(
         Format::Github => {
             report::write_github(&report, style, &mut out)?;
             let n = report.scan.as_ref().map_or(0, |s| s.findings.len());
-            write_github_output(&format!("findings={n}\n"))?;
+            // Outside Actions the annotations already say everything.
+            let env = crate::github_env::Env::from_process();
+            report::github::write_outputs(
+                env.output.as_deref(),
+                &[("findings", n.to_string())],
+                report::github::Unset::Skip,
+            )?;
         }
         Format::Sarif => {
-            let end = |f: &report::Finding| {
-                regions
-                    .get(&(f.fingerprint.clone(), f.line, f.column))
-                    .copied()
-            };
-            let mut rules = scanner.rule_infos();
-            for r in &mut rules {
-                r.help = scheme.adapt(&r.help);
-            }
-            report::write_sarif(&report, &rules, &end, &mut out)?;
+            let rules = super::pipeline::rules(scanner.rule_infos(), Some(scheme));
+            report::write_sarif(&report, &rules, &mut out)?;
         }
     }
     out.flush()?;
@@ -210,18 +208,4 @@ fn baseline_path(config: &crate::config::Config, root: &Path) -> Result<PathBuf>
         bail!("secrets.baseline {rel:?} must be a path inside the repository");
     }
     Ok(root.join(p))
-}
-
-/// Appends to $GITHUB_OUTPUT when set (outside Actions there is nowhere to
-/// write the outputs, and the annotations already say everything).
-fn write_github_output(lines: &str) -> Result<()> {
-    if let Some(path) = std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .with_context(|| format!("cannot open $GITHUB_OUTPUT ({})", path.to_string_lossy()))?;
-        f.write_all(lines.as_bytes())?;
-    }
-    Ok(())
 }

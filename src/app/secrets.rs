@@ -8,11 +8,12 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 
 use super::Context;
+use super::pipeline::Pipeline;
 use crate::cli::{Format, Selector};
 use crate::git;
 use crate::report::{self, Report};
 use crate::secrets::age::{self, Identity};
-use crate::secrets::scan::{Baseline, Scanner};
+use crate::secrets::scan::Scanner;
 
 /// The environment variable that may hold an identity's text (how CI
 /// passes secrets), used when `--identity` is not given.
@@ -28,26 +29,11 @@ pub fn secrets(
     // Load the identity first: a bad one is a usage error before any work.
     let identity = load_identity(identity)?;
     let sel = selector.resolve(git::Selector::Worktree);
-    let all = sel == git::Selector::All;
-    let changes = ctx.repo.change_set(&sel)?;
-    let new_revision = sel.makes_revision(&changes);
-    let cache = ctx.parse_cache();
-    let outcome = age::check_change(
-        &changes,
-        &ctx.flake_dir,
-        &ctx.config,
-        all,
-        new_revision,
-        &cache,
-    )
-    .with_context(|| format!("checking the secrets of {}", changes.new.label()))?;
+    let p = Pipeline::new(ctx, sel)?.with_age();
+    let outcome = p.age()?;
+    let changes = &p.changes;
     let mut findings = outcome.findings;
-
-    let baseline_path = ctx.root.join(&ctx.config.secrets.baseline);
-    let baseline = Baseline::load(&baseline_path)?;
-    findings
-        .findings
-        .extend(age::identity_leaks(&changes, &ctx.config, &baseline)?);
+    findings.findings.extend(p.identity_leaks(None)?);
     let leak_rules: Vec<&str> = age::IDENTITY_RULES
         .into_iter()
         .filter(|id| !ctx.config.secrets.disable.iter().any(|d| d == id))
@@ -85,9 +71,8 @@ pub fn secrets(
         Format::Human => report::write_human(&report, ctx.style, &mut out)?,
         Format::Github => report::write_github(&report, ctx.style, &mut out)?,
         Format::Sarif => {
-            let mut rules = age::rule_infos();
-            rules.extend(Scanner::with_rules(&ctx.config, &leak_rules)?.rule_infos());
-            report::write_sarif(&report, &rules, &|_| None, &mut out)?;
+            let scan = Scanner::with_rules(&ctx.config, &leak_rules)?.rule_infos();
+            report::write_sarif(&report, &super::pipeline::rules(scan, None), &mut out)?;
         }
     }
     out.flush()?;

@@ -17,8 +17,8 @@ use globset::Glob;
 
 pub use runner::{Outcome, Plan, run};
 
-use crate::cli::Level;
 use crate::config::BuildConfig;
+use crate::report::Level;
 
 /// Errors preparing a build.
 #[derive(Debug, thiserror::Error)]

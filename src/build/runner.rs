@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use super::level_name;
 use super::log::{LogState, TAIL_LINES, drv_name, redact_secrets};
 use super::progress::Progress;
-use crate::cli::Level;
 use crate::nix::cli::{self as nixcli, Drv, HostAttr, HostEval, Nix, NixError, RunLimits};
 use crate::nix::inputs::FlakeInputs;
+use crate::report::Level;
 use crate::report::{BuildHost, BuildStatus, Warning};
 
 /// What to evaluate and build.

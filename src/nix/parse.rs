@@ -376,11 +376,16 @@ impl Extractor<'_> {
         let Some((text, complete)) = string_prefix(arg) else {
             return;
         };
-        let path_like = text == "."
-            || text.contains('/')
-            || text.ends_with(".nix")
-            || (!complete && !text.contains(char::is_whitespace));
-        if !path_like || text.contains(char::is_whitespace) || text.starts_with('/') {
+        // Only what can name a path in the repository (no spaces, URLs or
+        // absolute paths): anything else is no call of a path function.
+        let path_like = text.len() <= 200
+            && !text.starts_with('/')
+            && (text.is_empty() && !complete
+                || !text.is_empty()
+                    && text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-+@/".contains(c)));
+        if !path_like {
             return;
         }
         let start = usize::from(at.text_range().start());
@@ -1764,5 +1769,179 @@ mod tests {
         ] {
             let _ = references(src, "x.nix", "");
         }
+    }
+}
+
+/// Stamps, flake-output regions, per-host module lists, computed-path
+/// suffixes and path functions (issue 13).
+#[cfg(test)]
+mod precision_tests {
+    use super::*;
+
+    fn kinds(src: &str, path: &str) -> Vec<(RefKind, Target)> {
+        references(src, path, "")
+            .refs
+            .into_iter()
+            .map(|r| (r.kind, r.target))
+            .collect()
+    }
+
+    fn p(s: &str) -> Target {
+        Target::Path(s.into())
+    }
+
+    #[test]
+    fn sub_paths_of_the_source_are_content_plus_a_stamp() {
+        assert_eq!(
+            kinds("{ self }: { f = \"${self}/secrets/wg\"; }", "m.nix"),
+            vec![
+                (RefKind::Copy, p("secrets/wg")),
+                (RefKind::TreePath, Target::None)
+            ]
+        );
+        // `ln -s ${self}` names the source; `cp -r ${self} .` reads it.
+        assert_eq!(
+            kinds(
+                "{ self }: { c = ''\n  ln -s ${self} $out/flake\n''; }",
+                "m.nix"
+            ),
+            vec![(RefKind::TreePath, Target::None)]
+        );
+        assert_eq!(
+            kinds("{ self }: { c = ''\n  cp -r ${self} src\n''; }", "m.nix"),
+            vec![(RefKind::Tree, Target::None)]
+        );
+        assert_eq!(
+            kinds("{ self }: { src = self; srvos.flake = self; }", "m.nix"),
+            vec![
+                (RefKind::Tree, Target::None),
+                (RefKind::TreePath, Target::None)
+            ]
+        );
+        // Passed on as an argument: judged where it is used.
+        assert_eq!(
+            kinds("{ self }: { specialArgs = { flake = self; }; }", "m.nix"),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn references_in_outputs_no_host_reads_name_the_output() {
+        let outputs = |src: &str| -> Vec<Option<String>> {
+            references(src, "flake.nix", "")
+                .refs
+                .into_iter()
+                .map(|r| r.output)
+                .collect()
+        };
+        assert_eq!(
+            outputs(
+                "{ outputs = { self }: { devShells.x = import ./shell.nix; nixosConfigurations.a = import ./a.nix; }; }"
+            ),
+            vec![Some("devShells".into()), None]
+        );
+        // flake-parts: the innermost output inside perSystem.
+        assert_eq!(
+            outputs(
+                "{ perSystem = { pkgs, ... }: { packages.x = pkgs.callPackage ./p.nix { }; y = ./y; }; }"
+            ),
+            vec![Some("packages".into()), Some("perSystem".into())]
+        );
+        // A NixOS option named `packages` is not an output.
+        assert_eq!(
+            outputs(
+                "{ users.users.a = { packages = [ ./x ]; }; modules = [ { packages = ./y; } ]; }"
+            ),
+            vec![None, None]
+        );
+        // A let binding used only in one output belongs to it.
+        assert_eq!(
+            outputs(
+                "{ outputs = { self }: let mk = n: ./apps + \"/${n}\"; in { apps.x = mk \"a\"; }; }"
+            ),
+            vec![Some("apps".into())]
+        );
+        assert_eq!(
+            outputs(
+                "{ outputs = { self }: let m = ./m.nix; in { apps.x = m; nixosConfigurations.a = m; }; }"
+            ),
+            vec![None]
+        );
+    }
+
+    #[test]
+    fn reads_of_the_flakes_own_outputs_are_recorded() {
+        let r = references(
+            "{ self, config, ... }: { a = self.packages.x86_64-linux.foo; b = config.flake.checks; c = inputs.foo.packages.x; }",
+            "m.nix",
+            "",
+        );
+        let reads: Vec<&str> = r.output_reads.iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(reads, vec!["checks", "packages"]);
+        let r = references(
+            "{ withSystem, ... }: { x = withSystem \"x\" (p: p); }",
+            "m.nix",
+            "",
+        );
+        assert!(r.output_reads.iter().any(|(o, _)| o == "perSystem"));
+    }
+
+    #[test]
+    fn a_module_list_names_its_configuration() {
+        let r = references(
+            "{ garfield = nixosSystem { modules = [ ./hosts/garfield ]; }; common = [ ./c.nix ]; }",
+            "flake.nix",
+            "",
+        );
+        let owners: Vec<Option<&str>> =
+            r.refs.iter().map(|r| r.module_list_of.as_deref()).collect();
+        assert_eq!(owners, vec![Some("garfield"), None]);
+        // modules lists are imported, not copied.
+        assert_eq!(r.refs[0].kind, RefKind::Import);
+    }
+
+    #[test]
+    fn a_computed_path_keeps_its_file_name_end() {
+        let r = references("{ f = ./. + \"/hosts/${h}.yml\"; }", "m.nix", "");
+        assert_eq!(r.refs[0].target, Target::Under("hosts".into()));
+        assert_eq!(r.refs[0].suffix.as_deref(), Some(".yml"));
+        let r = references("{ f = ./. + \"/hosts/${h}\"; }", "m.nix", "");
+        assert_eq!(r.refs[0].suffix, None);
+    }
+
+    #[test]
+    fn path_functions_and_their_calls() {
+        let def = references(
+            "{ lib, ... }: { relativeToRoot = lib.path.append ../.; }",
+            "lib/default.nix",
+            "",
+        );
+        assert!(def.refs.is_empty(), "{:?}", def.refs);
+        assert_eq!(
+            def.path_functions.get("relativeToRoot").map(String::as_str),
+            Some("")
+        );
+        let calls = references(
+            "{ lib, ... }: { imports = [ (lib.custom.relativeToRoot \"hosts/x.nix\") ] ++ (map lib.custom.relativeToRoot [ \"a\" \"b/c.nix\" ]); src = lib.custom.relativeToRoot \".\"; }",
+            "hosts/h/default.nix",
+            "",
+        );
+        let got: Vec<(&str, RefKind)> = calls
+            .path_calls
+            .iter()
+            .map(|c| (c.arg.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("hosts/x.nix", RefKind::Import),
+                ("a", RefKind::Import),
+                ("b/c.nix", RefKind::Import),
+                (".", RefKind::Copy)
+            ]
+        );
+        // Three occurrences of the name, three call sites: nothing passed
+        // on as a value.
+        assert_eq!(calls.name_uses.get("relativeToRoot"), Some(&3));
     }
 }

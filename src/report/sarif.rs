@@ -1,4 +1,4 @@
-//! SARIF 2.1.0 for GitHub code scanning (integration-conventions.md 3.6):
+//! SARIF 2.1.0 for GitHub code scanning (docs/integration-conventions.md 3.6):
 //! one run, `tool.driver.rules[]` with descriptions and help, results with
 //! `ruleId`, `level`, `message.text`, one physical location with a full
 //! region, and guard's own fingerprint under `partialFingerprints`
@@ -9,11 +9,7 @@ use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
-use super::{Finding, Report, RuleInfo, Severity};
-
-/// Where a finding's region ends, when known: `(end_line, end_column)`,
-/// end column after the last character.
-pub type RegionEnd<'a> = &'a dyn Fn(&Finding) -> Option<(usize, usize)>;
+use super::{Finding, Report, RuleInfo, Rules, Severity};
 
 fn level(s: Severity) -> &'static str {
     match s {
@@ -32,21 +28,17 @@ fn security_severity(s: Severity) -> &'static str {
 }
 
 /// Writes every finding of the report (scan and secrets sections) as one
-/// SARIF run. `rules` describes the rules; rules that findings use but the
-/// list lacks get a minimal description (SARIF requires one).
-pub fn write_sarif(
-    report: &Report,
-    rules: &[RuleInfo],
-    region_end: RegionEnd<'_>,
-    out: &mut dyn Write,
-) -> io::Result<()> {
+/// SARIF run. `rules` describes the rules of the report's sections; a rule
+/// a finding uses that the registry lacks (a bug) still gets a minimal
+/// description, as SARIF requires one.
+pub fn write_sarif(report: &Report, rules: &Rules, out: &mut dyn Write) -> io::Result<()> {
     let findings: Vec<&Finding> = [&report.scan, &report.secrets]
         .into_iter()
         .flatten()
         .flat_map(|f| &f.findings)
         .collect();
     let mut described: BTreeMap<String, RuleInfo> = BTreeMap::new();
-    for r in rules {
+    for r in rules.for_report(report) {
         described.entry(r.id.clone()).or_insert_with(|| r.clone());
     }
     for f in &findings {
@@ -85,8 +77,9 @@ pub fn write_sarif(
     let results: Vec<Value> = findings
         .iter()
         .map(|f| {
-            let (end_line, end_column) =
-                region_end(f).unwrap_or((f.line.max(1), f.column.max(1) + 1));
+            let (end_line, end_column) = f
+                .end
+                .map_or((f.line.max(1), f.column.max(1) + 1), |e| (e.line, e.column));
             let mut text = format!("{} ({})", first_sentence(&f.message), f.secret.as_str());
             if let Some(c) = &f.commit {
                 text.push_str(&format!(" in commit {}", &c[..c.len().min(12)]));
@@ -187,6 +180,10 @@ mod tests {
             secret: Redacted::new("hunter2-but-longer-value"),
             fingerprint: "00ff".into(),
             message: "Nix attribute bound to a plaintext string. Fix: move it.".into(),
+            end: Some(crate::report::RegionEnd {
+                line: 3,
+                column: 29,
+            }),
         };
         let report = Report {
             scan: Some(Findings {
@@ -195,15 +192,18 @@ mod tests {
             }),
             ..Default::default()
         };
-        let rules = vec![RuleInfo {
-            id: "nix-password".into(),
-            title: "t".into(),
-            description: "d".into(),
-            help: "h".into(),
-            severity: Severity::Error,
-        }];
+        let rules = Rules {
+            scan: vec![RuleInfo {
+                id: "nix-password".into(),
+                title: "t".into(),
+                description: "d".into(),
+                help: "h".into(),
+                severity: Severity::Error,
+            }],
+            ..Default::default()
+        };
         let mut buf = Vec::new();
-        write_sarif(&report, &rules, &|_| Some((3, 29)), &mut buf).unwrap();
+        write_sarif(&report, &rules, &mut buf).unwrap();
         let v: Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["version"], "2.1.0");
         let run = &v["runs"][0];
@@ -239,6 +239,7 @@ mod tests {
             secret: Redacted::new(""),
             fingerprint: "1".into(),
             message: "m".into(),
+            end: None,
         };
         let report = Report {
             secrets: Some(Findings {
@@ -248,7 +249,7 @@ mod tests {
             ..Default::default()
         };
         let mut buf = Vec::new();
-        write_sarif(&report, &[], &|_| None, &mut buf).unwrap();
+        write_sarif(&report, &Rules::default(), &mut buf).unwrap();
         let v: Value = serde_json::from_slice(&buf).unwrap();
         let rule = &v["runs"][0]["tool"]["driver"]["rules"][0];
         assert_eq!(rule["id"], "age-plaintext");
@@ -257,6 +258,39 @@ mod tests {
         assert_eq!(
             v["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"]["endColumn"],
             2
+        );
+    }
+
+    #[test]
+    fn rules_come_from_the_registry_of_the_sections_present() {
+        let info = |id: &str| RuleInfo {
+            id: id.into(),
+            title: format!("{id} title"),
+            description: "d".into(),
+            help: "h".into(),
+            severity: Severity::Error,
+        };
+        let rules = Rules {
+            scan: vec![info("nix-password"), info("age-secret-key")],
+            secrets: vec![info("age-plaintext"), info("age-secret-key")],
+        };
+        let report = Report {
+            secrets: Some(Findings::default()),
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        write_sarif(&report, &rules, &mut buf).unwrap();
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        let ids: Vec<&str> = v["runs"][0]["tool"]["driver"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["age-plaintext", "age-secret-key"]);
+        assert_eq!(
+            v["runs"][0]["tool"]["driver"]["rules"][0]["shortDescription"]["text"],
+            "age-plaintext title"
         );
     }
 }

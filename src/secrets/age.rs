@@ -11,9 +11,9 @@
 //! * `check`: the findings (rule ids listed there).
 //! * `decrypt`: the optional decrypt proof with an identity.
 //!
-//! [`check_change`] is the entry point: a change, the configuration, and
-//! whether to check everything; it returns the findings plus the model the
-//! decrypt proof needs.
+//! [`check_change`] is the entry point: a change, its analyses and affected
+//! set (computed once by the caller), the configuration; it returns the
+//! findings plus the model the decrypt proof needs.
 
 pub mod check;
 pub mod decrypt;
@@ -26,11 +26,10 @@ use std::collections::BTreeSet;
 
 use rayon::prelude::*;
 
-use crate::affected::{AffectedError, Analysis, Query, affected_hosts};
+use crate::affected::Analysis;
 use crate::config::Config;
 use crate::git::{BStr, ChangeSet, GitError, Snapshot};
-use crate::nix::graph::ParseCache;
-use crate::report::{Finding, Findings, Scanned, Severity, Warning};
+use crate::report::{Affected, Finding, Findings, Scanned, Severity, Warning};
 use crate::secrets::scan::{Baseline, ScanError, Scanner};
 
 pub use check::{Checker, Counts, finding, fingerprint, rule_infos};
@@ -44,8 +43,6 @@ pub enum AgeError {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
-    Affected(#[from] AffectedError),
-    #[error(transparent)]
     Git(#[from] GitError),
 }
 
@@ -58,29 +55,25 @@ pub struct Outcome {
     pub scope: BTreeSet<String>,
 }
 
-/// Checks the secrets a change concerns: with `all`, every secret of the
-/// new snapshot; otherwise the secrets the change touches, those any
-/// affected host uses (before or after the change), and those a removed
-/// host used. `new_revision`: the change is or becomes a commit (for the
-/// affected-hosts query).
+/// Checks the secrets a change concerns: with `old = None`, every secret
+/// of the new snapshot; otherwise (the old snapshot's analysis and the
+/// change's affected set, computed once by the caller) the secrets the
+/// change touches, those any affected host uses (before or after the
+/// change), and those a removed host used.
 pub fn check_change(
     changes: &ChangeSet,
-    flake_dir: &str,
+    new_analysis: &Analysis,
+    old: Option<(&Analysis, &Affected)>,
     config: &Config,
-    all: bool,
-    new_revision: bool,
-    cache: &ParseCache,
 ) -> Result<Outcome, AgeError> {
     let facts = FactsCache::new();
-    let new_analysis = Analysis::of(&changes.new, flake_dir, config, cache);
-    let model = Model::build(&changes.new, &new_analysis, config, &facts)?;
+    let model = Model::build(&changes.new, new_analysis, config, &facts)?;
     let secrets = model.secrets();
     let mut warnings = model.warnings.clone();
-    let old_analysis = (!all).then(|| Analysis::of(&changes.old, flake_dir, config, cache));
-    let old_model = match &old_analysis {
+    let old_model = match old {
         None => None,
-        Some(a) => match Model::build(&changes.old, a, config, &facts) {
-            Ok(m) => Some(m),
+        Some((a, affected)) => match Model::build(&changes.old, a, config, &facts) {
+            Ok(m) => Some((m, affected)),
             // A blob of the base missing (a partial or blobless clone): the
             // change's scope cannot be told, so every secret is checked.
             Err(ModelError::Git(GitError::MissingObject { id })) => {
@@ -98,11 +91,9 @@ pub fn check_change(
             Err(e) => return Err(e.into()),
         },
     };
-    let (scope, old) = if let (Some(old_analysis), Some(old_model)) = (old_analysis, old_model) {
-        let query = Query::of(changes, new_revision);
-        let affected = affected_hosts(&new_analysis, &old_analysis.hosts, &query, config)?;
+    let (scope, old) = if let Some((old_model, affected)) = old_model {
         let mut scope = BTreeSet::new();
-        for p in &query.paths {
+        for p in &affected.changed_paths {
             if secrets.contains(p) {
                 scope.insert(p.clone());
             }

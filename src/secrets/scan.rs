@@ -262,6 +262,133 @@ impl std::fmt::Debug for Scanner {
     }
 }
 
+/// `[secrets.allow] paths` as one glob set (`*` crosses `/`).
+fn allow_globs(paths: &[String]) -> Result<globset::GlobSet, ScanError> {
+    let mut globs = globset::GlobSetBuilder::new();
+    for g in paths {
+        let glob = globset::GlobBuilder::new(g)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| ScanError::BadGlob {
+                glob: g.clone(),
+                message: e.to_string(),
+            })?;
+        globs.add(glob);
+    }
+    globs.build().map_err(|e| ScanError::BadGlob {
+        glob: paths.join(", "),
+        message: e.to_string(),
+    })
+}
+
+/// Compiles each regex; an error names `what` and the regex.
+fn compile_all<'a>(
+    regexes: impl Iterator<Item = &'a String>,
+    what: &str,
+) -> Result<Vec<Regex>, ScanError> {
+    regexes
+        .map(|r| {
+            Regex::new(r).map_err(|e| ScanError::BadRegex {
+                what: format!("{what} {r:?}"),
+                message: one_line(&e.to_string()),
+            })
+        })
+        .collect()
+}
+
+/// The rules of `[[secrets.rules]]`, compiled; an id already in `seen`
+/// (a built-in rule, or given twice) is an error.
+fn config_rules(
+    sc: &crate::config::SecretsConfig,
+    seen: &mut HashSet<String>,
+) -> Result<Vec<UserRule>, ScanError> {
+    let mut user: Vec<UserRule> = Vec::new();
+    for r in &sc.rules {
+        if !seen.insert(r.id.clone()) {
+            return Err(ScanError::DuplicateRule { id: r.id.clone() });
+        }
+        let regex = RegexBuilder::new(&r.regex)
+            .size_limit(1 << 22)
+            .build()
+            .map_err(|e| ScanError::BadRegex {
+                what: format!("secrets.rules {}", r.id),
+                message: one_line(&e.to_string()),
+            })?;
+        user.push(UserRule {
+            id: r.id.clone(),
+            severity: parse_severity(&r.id, &r.severity)?,
+            description: if r.description.is_empty() {
+                format!("user rule {}", r.id)
+            } else {
+                r.description.clone()
+            },
+            keywords: r
+                .keywords
+                .iter()
+                .filter(|k| !k.is_empty())
+                .map(|k| k.to_ascii_lowercase())
+                .collect(),
+            regex: Some(regex),
+            extra: None,
+        });
+    }
+    Ok(user)
+}
+
+/// The rules and allow-lists of a user's gitleaks configuration
+/// (`[secrets] gitleaks_config`), compiled into `user`; returns what was
+/// imported, for its global allow-lists.
+fn gitleaks_rules(
+    files: &crate::config::GitleaksFiles,
+    seen: &mut HashSet<String>,
+    user: &mut Vec<UserRule>,
+) -> Result<gitleaks::Imported, ScanError> {
+    let imported = gitleaks::import(
+        &files.config_path,
+        &files.config,
+        files
+            .ignore
+            .as_ref()
+            .map(|(p, t)| (p.as_path(), t.as_str())),
+    )
+    .map_err(|message| ScanError::Gitleaks { message })?;
+    let re = |what: &str, r: &str| {
+        RegexBuilder::new(r)
+            .size_limit(1 << 22)
+            .build()
+            .map_err(|e| ScanError::BadRegex {
+                what: format!("gitleaks {what}"),
+                message: one_line(&e.to_string()),
+            })
+    };
+    for r in &imported.rules {
+        if !seen.insert(r.id.clone()) {
+            return Err(ScanError::DuplicateRule { id: r.id.clone() });
+        }
+        let all = |v: &[String], what: &str| -> Result<Vec<Regex>, ScanError> {
+            v.iter()
+                .map(|x| re(&format!("{} {what}", r.id), x))
+                .collect()
+        };
+        user.push(UserRule {
+            id: r.id.clone(),
+            severity: Severity::Error,
+            description: r.description.clone(),
+            keywords: r.keywords.clone(),
+            regex: r.regex.as_deref().map(|x| re(&r.id, x)).transpose()?,
+            extra: Some(Box::new(Extra {
+                group: r.secret_group,
+                min_entropy: r.entropy,
+                path: r.path.as_deref().map(|x| re(&r.id, x)).transpose()?,
+                allow: all(&r.allow_regexes, "allowlist regex")?,
+                allow_paths: all(&r.allow_paths, "allowlist path")?,
+                stopwords: r.stopwords.clone(),
+            })),
+        });
+    }
+    Ok(imported)
+}
+
 impl Scanner {
     /// Built-in rules (minus `[secrets] disable`) plus `[[secrets.rules]]`,
     /// with `[secrets.severity]` overrides and `[secrets.allow]` applied.
@@ -296,84 +423,12 @@ impl Scanner {
         }
         defs.retain(|d| !sc.disable.iter().any(|x| x == d.id));
 
-        let mut user: Vec<UserRule> = Vec::new();
         let mut seen: HashSet<String> = builtin_ids.iter().map(|s| s.to_string()).collect();
-        for r in &sc.rules {
-            if !seen.insert(r.id.clone()) {
-                return Err(ScanError::DuplicateRule { id: r.id.clone() });
-            }
-            let regex = RegexBuilder::new(&r.regex)
-                .size_limit(1 << 22)
-                .build()
-                .map_err(|e| ScanError::BadRegex {
-                    what: format!("secrets.rules {}", r.id),
-                    message: one_line(&e.to_string()),
-                })?;
-            user.push(UserRule {
-                id: r.id.clone(),
-                severity: parse_severity(&r.id, &r.severity)?,
-                description: if r.description.is_empty() {
-                    format!("user rule {}", r.id)
-                } else {
-                    r.description.clone()
-                },
-                keywords: r
-                    .keywords
-                    .iter()
-                    .filter(|k| !k.is_empty())
-                    .map(|k| k.to_ascii_lowercase())
-                    .collect(),
-                regex: Some(regex),
-                extra: None,
-            });
-        }
-        let mut imported_allow = gitleaks::Imported::default();
-        if let Some(files) = &sc.gitleaks {
-            let imported = gitleaks::import(
-                &files.config_path,
-                &files.config,
-                files
-                    .ignore
-                    .as_ref()
-                    .map(|(p, t)| (p.as_path(), t.as_str())),
-            )
-            .map_err(|message| ScanError::Gitleaks { message })?;
-            let re = |what: &str, r: &str| {
-                RegexBuilder::new(r)
-                    .size_limit(1 << 22)
-                    .build()
-                    .map_err(|e| ScanError::BadRegex {
-                        what: format!("gitleaks {what}"),
-                        message: one_line(&e.to_string()),
-                    })
-            };
-            for r in &imported.rules {
-                if !seen.insert(r.id.clone()) {
-                    return Err(ScanError::DuplicateRule { id: r.id.clone() });
-                }
-                let all = |v: &[String], what: &str| -> Result<Vec<Regex>, ScanError> {
-                    v.iter()
-                        .map(|x| re(&format!("{} {what}", r.id), x))
-                        .collect()
-                };
-                user.push(UserRule {
-                    id: r.id.clone(),
-                    severity: Severity::Error,
-                    description: r.description.clone(),
-                    keywords: r.keywords.clone(),
-                    regex: r.regex.as_deref().map(|x| re(&r.id, x)).transpose()?,
-                    extra: Some(Box::new(Extra {
-                        group: r.secret_group,
-                        min_entropy: r.entropy,
-                        path: r.path.as_deref().map(|x| re(&r.id, x)).transpose()?,
-                        allow: all(&r.allow_regexes, "allowlist regex")?,
-                        allow_paths: all(&r.allow_paths, "allowlist path")?,
-                        stopwords: r.stopwords.clone(),
-                    })),
-                });
-            }
-            imported_allow = imported;
-        }
+        let mut user = config_rules(sc, &mut seen)?;
+        let imported_allow = match &sc.gitleaks {
+            Some(files) => gitleaks_rules(files, &mut seen, &mut user)?,
+            None => gitleaks::Imported::default(),
+        };
 
         if let Some(ids) = only {
             let all: HashSet<&str> = defs
@@ -524,33 +579,11 @@ impl Scanner {
             )
         };
 
-        let mut globs = globset::GlobSetBuilder::new();
-        for g in &sc.allow.paths {
-            let glob = globset::GlobBuilder::new(g)
-                .literal_separator(false)
-                .build()
-                .map_err(|e| ScanError::BadGlob {
-                    glob: g.clone(),
-                    message: e.to_string(),
-                })?;
-            globs.add(glob);
-        }
-        let allow_paths = globs.build().map_err(|e| ScanError::BadGlob {
-            glob: sc.allow.paths.join(", "),
-            message: e.to_string(),
-        })?;
-        let allow_regexes = sc
-            .allow
-            .regexes
-            .iter()
-            .chain(&imported_allow.allow_regexes)
-            .map(|r| {
-                Regex::new(r).map_err(|e| ScanError::BadRegex {
-                    what: format!("secrets.allow.regexes {r:?}"),
-                    message: one_line(&e.to_string()),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let allow_paths = allow_globs(&sc.allow.paths)?;
+        let allow_regexes = compile_all(
+            sc.allow.regexes.iter().chain(&imported_allow.allow_regexes),
+            "secrets.allow.regexes",
+        )?;
 
         let find = |id: &str| rules_out.iter().position(|r: &Rule| r.id == id);
         let nix_gate = RegexBuilder::new(NIX_GATE)
@@ -574,16 +607,10 @@ impl Scanner {
             allow_fingerprints: sc.allow.fingerprints.iter().cloned().collect(),
             baseline: HashSet::new(),
             path_rules,
-            allow_path_regexes: imported_allow
-                .allow_paths
-                .iter()
-                .map(|r| {
-                    Regex::new(r).map_err(|e| ScanError::BadRegex {
-                        what: format!("gitleaks allowlist path {r:?}"),
-                        message: one_line(&e.to_string()),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
+            allow_path_regexes: compile_all(
+                imported_allow.allow_paths.iter(),
+                "gitleaks allowlist path",
+            )?,
             stopwords: imported_allow.stopwords,
             allow_locations: imported_allow
                 .ignore
@@ -1181,6 +1208,10 @@ impl Scanner {
                     secret: Redacted::new(&value),
                     fingerprint,
                     message: message(meta, commit),
+                    end: Some(crate::report::RegionEnd {
+                        line: end_line + line_base,
+                        column: end_column,
+                    }),
                 },
                 end_line: end_line + line_base,
                 end_column,

@@ -291,6 +291,8 @@ fn reference_forms_against_nix() {
       selfstr = import ./hosts/selfstr.nix { inherit self; };
       interp = import ./hosts/interp.nix { inherit self; };
       nothing = import ./hosts/nothing.nix { inherit self; };
+      selfsub = import ./hosts/selfsub.nix { inherit self; };
+      literal = import ./hosts/literal.nix { inherit self; };
     };
   };
 }
@@ -329,6 +331,13 @@ fn reference_forms_against_nix() {
         ),
     );
     repo.write("hosts/nothing.nix", drv("nothing", ""));
+    // A sub-path of the whole source's store path, and the same file as a
+    // path literal (copied on its own): guard doctor's fix for the first.
+    repo.write(
+        "hosts/selfsub.nix",
+        drv("selfsub", "s = \"${self}/c.txt\";"),
+    );
+    repo.write("hosts/literal.nix", drv("literal", "l = \"${../c.txt}\";"));
     repo.write("a/x", "x\n");
     repo.write("b/file", "b\n");
     repo.write("c.txt", "c\n");
@@ -339,50 +348,53 @@ fn reference_forms_against_nix() {
     let root = repo.path();
     repo.commit_all("init");
     let mut drvs = drv_paths(root, &repo.rev("HEAD"));
-    assert_eq!(drvs.len(), 8);
+    assert_eq!(drvs.len(), 10);
     let mut tally = Tally::default();
 
     let set = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
-    // (edit, guard's exact expected answer)
+    // Restamped (only a stamp changes): the revision, the source's store
+    // path. On every step but the empty commit, `rev` and `selfsub`.
+    let stamps = set(&["rev", "selfsub"]);
+    // (edit, guard's exact expected changed hosts)
     let steps: Vec<Step> = vec![
         (
             "README edit",
             Box::new(|| repo.write("README.md", "readme 2\n")),
-            set(&["rev", "selfstr", "tostring"]),
+            set(&["selfstr", "tostring"]),
         ),
         (
             "edit c.txt",
             Box::new(|| repo.write("c.txt", "c 2\n")),
-            set(&["readfile", "rev", "selfstr", "tostring"]),
+            set(&["literal", "readfile", "selfstr", "selfsub", "tostring"]),
         ),
         (
             "edit dir/one",
             Box::new(|| repo.write("dir/one", "1 2\n")),
-            set(&["rev", "selfstr", "tostring"]),
+            set(&["selfstr", "tostring"]),
         ),
         (
             "add dir/two",
             Box::new(|| repo.write("dir/two", "2\n")),
-            set(&["readdir", "rev", "selfstr", "tostring"]),
+            set(&["readdir", "selfstr", "tostring"]),
         ),
         (
             "edit a/x",
             Box::new(|| repo.write("a/x", "x 2\n")),
-            set(&["copy", "rev", "selfstr", "tostring"]),
+            set(&["copy", "selfstr", "tostring"]),
         ),
-        ("empty commit", Box::new(|| {}), set(&["rev"])),
+        ("empty commit", Box::new(|| {}), set(&[])),
         (
             "edit mods/m2.nix (not the one imported, but under the computed prefix)",
             Box::new(|| repo.write("mods/m2.nix", "{ value = \"two 2\"; }\n")),
-            set(&["interp", "rev", "selfstr", "tostring"]),
+            set(&["interp", "selfstr", "tostring"]),
         ),
         (
             "edit mods/m1.nix",
             Box::new(|| repo.write("mods/m1.nix", "{ value = \"one 2\"; }\n")),
-            set(&["interp", "rev", "selfstr", "tostring"]),
+            set(&["interp", "selfstr", "tostring"]),
         ),
     ];
-    for (label, edit, expected) in steps {
+    for (label, edit, expected_changed) in steps {
         edit();
         // One second apart, so lastModified differs (experiment 12.5).
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -398,7 +410,40 @@ fn reference_forms_against_nix() {
             repo.rev("HEAD")
         };
         let (next, affected) = check_commit(root, &drvs, &rev, label, &mut tally);
-        assert_eq!(affected, expected, "{label}");
+        let v = guard_in(root, &["affected", "--commit", &rev, "--format", "json"]).json();
+        let verdict = |k: &str| -> BTreeSet<String> {
+            v[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let expected_restamped: BTreeSet<String> = if label == "empty commit" {
+            set(&["rev"])
+        } else {
+            stamps.difference(&expected_changed).cloned().collect()
+        };
+        assert_eq!(verdict("hosts"), expected_changed, "{label}: changed");
+        assert_eq!(
+            verdict("restamped"),
+            expected_restamped,
+            "{label}: restamped"
+        );
+        assert_eq!(
+            affected,
+            expected_changed
+                .union(&expected_restamped)
+                .cloned()
+                .collect::<BTreeSet<_>>(),
+            "{label}"
+        );
+        // What guard doctor advises, checked with this nix: a path literal
+        // is copied on its own, so only a change of c.txt changes it, while
+        // "${self}/c.txt" changes with every change of the tree.
+        let literal_changed = drvs["literal"] != next["literal"];
+        assert_eq!(literal_changed, label == "edit c.txt", "{label}: literal");
+        let selfsub_changed = drvs["selfsub"] != next["selfsub"];
+        assert_eq!(selfsub_changed, label != "empty commit", "{label}: selfsub");
         drvs = next;
     }
 }

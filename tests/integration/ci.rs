@@ -446,6 +446,28 @@ fn eval_level_reports_a_broken_host_in_annotations_and_summary() {
     assert!(s.contains("| monitor | eval | ❌ failed |"), "{s}");
     assert!(s.contains("| swarm-0 | eval | ✅ ok |"), "{s}");
     assert_eq!(gh.out("count"), "6");
+    // `guard build` annotates the same failure with the same title (it
+    // used to say "guard build monitor (eval)").
+    let b = repo.guard(&[
+        "build", "--commit", "HEAD", "--level", "eval", "--format", "github",
+    ]);
+    b.assert_code(1);
+    let titles: Vec<&str> = b
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("::error title="))
+        .collect();
+    assert_eq!(
+        titles.len(),
+        1,
+        "one annotation for the one failed host: {}",
+        b.stdout
+    );
+    assert!(
+        titles[0].starts_with("::error title=guard%3A monitor failed at level eval::"),
+        "{}",
+        b.stdout
+    );
 }
 
 // ---- guard init ----------------------------------------------------------
@@ -555,4 +577,46 @@ fn completions_and_man_page_need_no_repository() {
         .unwrap()
         .into();
     o.assert_code(2);
+}
+
+/// `guard ci --sarif` describes every rule its findings use from the one
+/// rule registry: age rules too (they used to read "guard rule age-…").
+#[test]
+fn sarif_describes_age_rules_like_scan_rules() {
+    let repo = fleet_repo();
+    let base = repo.rev("HEAD");
+    repo.write("secrets/wg-linda.age", "hunter2\n");
+    repo.commit_all("decrypted by mistake");
+    let sarif = tempfile::tempdir().unwrap();
+    let file = sarif.path().join("guard.sarif");
+    let mut c = guard_cmd(repo.path());
+    c.env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_OUTPUT")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .arg("-C")
+        .arg(repo.path())
+        .args(["ci", "--base", &base, "--level", "none", "--format", "json"])
+        .arg("--sarif")
+        .arg(&file);
+    let out: GuardOutput = c.output().unwrap().into();
+    out.assert_code(1);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let rules = v["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
+    let rule = rules
+        .iter()
+        .find(|r| r["id"] == "age-plaintext")
+        .unwrap_or_else(|| panic!("no age-plaintext rule in {rules:#?}"));
+    assert_eq!(
+        rule["shortDescription"]["text"],
+        "Plaintext where age ciphertext belongs"
+    );
+    for r in rules {
+        let text = r["shortDescription"]["text"].as_str().unwrap();
+        assert!(!text.starts_with("guard rule "), "{r:#}");
+    }
+    // The scan's rules are still described (both sections are in the run).
+    assert!(
+        rules.iter().any(|r| r["id"] == "aws-access-key-id"),
+        "{rules:#?}"
+    );
 }

@@ -213,3 +213,57 @@ fn relative_dash_c_works_with_nix() {
     out.assert_code(0);
     assert_eq!(out.json()["hosts"][0]["status"], "ok", "{}", out.stdout);
 }
+
+#[test]
+fn a_bad_recipient_key_in_guard_toml_is_a_configuration_error() {
+    let repo = TempRepo::new();
+    repo.write("flake.nix", "{ outputs = _: { }; }\n");
+    repo.write(
+        "guard.toml",
+        "[secrets.recipients]\nalpha = [\"ssh-ed25519 !!\"]\n",
+    );
+    repo.commit_all("init");
+    for args in [&["affected"][..], &["scan", "flake.nix"][..]] {
+        let out = guard_in(repo.path(), args);
+        out.assert_code(2);
+        assert!(
+            out.stderr
+                .contains("guard.toml: secrets.recipients.alpha[0]: "),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// `--format` is checked in one place: a format a command cannot write is
+/// a usage error, not another format (explain wrote human for sarif,
+/// bisect wrote JSON).
+#[test]
+fn a_format_a_command_cannot_write_is_a_usage_error() {
+    let repo = crate::support::fleet_repo();
+    let head = repo.rev("HEAD");
+    for args in [
+        &["explain", "machines/linda/default.nix", "--format", "sarif"][..],
+        &[
+            "bisect", "--host", "linda", "--good", &head, "--run", "true", "--format", "sarif",
+        ],
+        &["affected", "--format", "sarif"],
+        &["check", "--level", "none", "--format", "sarif"],
+    ] {
+        let out = repo.guard(args);
+        out.assert_code(2);
+        assert!(
+            out.stderr.contains(&format!(
+                "--format sarif: `guard {}` writes human, json, github",
+                args[0]
+            )),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty(), "{args:?} wrote: {}", out.stdout);
+    }
+    // What they can write still works.
+    let out = repo.guard(&["explain", "machines/linda/default.nix", "--format", "json"]);
+    out.assert_code(0);
+    assert!(out.json().is_array(), "{}", out.stdout);
+}

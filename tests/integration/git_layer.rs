@@ -692,6 +692,7 @@ fn git_index_file_from_hook_environment() {
         c.args([
             "git_layer::index_file_child",
             "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -728,13 +729,14 @@ fn git_index_file_from_hook_environment() {
     assert_eq!(before, repo.state());
 }
 
-/// The child half of `git_index_file_from_hook_environment`; a no-op unless
-/// started by it.
+/// The child half of `git_index_file_from_hook_environment`, which runs
+/// it (with `--ignored`) in the environment it sets up; ignored otherwise,
+/// since alone it has nothing to check.
 #[test]
+#[ignore = "child of git_index_file_from_hook_environment, which runs it"]
 fn index_file_child() {
-    let Some(dir) = std::env::var_os("GUARD_GIT_LAYER_CHILD") else {
-        return;
-    };
+    let dir = std::env::var_os("GUARD_GIT_LAYER_CHILD")
+        .expect("run by git_index_file_from_hook_environment (GUARD_GIT_LAYER_CHILD unset)");
     let r = Repo::discover(Path::new(&dir)).unwrap();
     let cs = r.change_set(&Selector::Staged).unwrap();
     assert_eq!(cs.changes.len(), 1, "{:?}", summary(&cs));
@@ -786,7 +788,7 @@ fn real_pre_commit_hook_sees_the_index_being_committed() {
     std::fs::write(
         &hook,
         format!(
-            "#!/bin/sh\n'{}' git_layer::hook_child --exact --nocapture --test-threads=1 > '{}' 2>&1\nexit 1\n",
+            "#!/bin/sh\n'{}' git_layer::hook_child --exact --ignored --nocapture --test-threads=1 > '{}' 2>&1\nexit 1\n",
             exe.display(),
             out_file.display()
         ),
@@ -833,14 +835,17 @@ fn real_pre_commit_hook_sees_the_index_being_committed() {
     assert_eq!(commit(&["-i", "--", "modify.nix"]), "keep.nix modify.nix");
 }
 
-/// The hook half of `real_pre_commit_hook_sees_the_index_being_committed`;
-/// a no-op unless run from that hook. Runs in the environment git gives
-/// hooks (cwd = work tree root, `GIT_INDEX_FILE` set).
+/// The hook half of `real_pre_commit_hook_sees_the_index_being_committed`,
+/// run (with `--ignored`) from that test's hook, in the environment git
+/// gives hooks (cwd = work tree root, `GIT_INDEX_FILE` set); ignored in a
+/// normal run, where it would have nothing to check.
 #[test]
+#[ignore = "child of the git hook test above, which runs it from a real hook"]
 fn hook_child() {
-    if std::env::var_os("GUARD_GIT_LAYER_HOOK").is_none() {
-        return;
-    }
+    assert!(
+        std::env::var_os("GUARD_GIT_LAYER_HOOK").is_some(),
+        "run from the pre-commit hook of the test above (GUARD_GIT_LAYER_HOOK unset)"
+    );
     let r = Repo::discover(&std::env::current_dir().unwrap()).unwrap();
     let cs = r.change_set(&Selector::Staged).unwrap();
     if let Some(c) = cs.changes.iter().find(|c| c.path == "modify.nix") {

@@ -53,6 +53,7 @@ pub fn finding(
         secret: Redacted::new(""),
         fingerprint: fingerprint(rule, path, about),
         message,
+        end: None,
     }
 }
 

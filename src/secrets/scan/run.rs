@@ -44,30 +44,14 @@ pub struct Outcome {
     pub warnings: Vec<Warning>,
 }
 
-/// Where each finding ends, keyed by (fingerprint, line, column): what the
-/// SARIF writer needs beyond a [`Finding`](crate::report::Finding).
-pub type Regions = std::collections::HashMap<(String, usize, usize), (usize, usize)>;
-
 impl Outcome {
-    /// The report section, and the end positions for SARIF.
-    pub fn into_findings(self) -> (crate::report::Findings, Regions) {
-        let regions = self
-            .located
-            .iter()
-            .map(|l| {
-                let f = &l.finding;
-                (
-                    (f.fingerprint.clone(), f.line, f.column),
-                    (l.end_line, l.end_column),
-                )
-            })
-            .collect();
-        let findings = crate::report::Findings {
+    /// The report section (each finding carries its end position).
+    pub fn into_findings(self) -> crate::report::Findings {
+        crate::report::Findings {
             findings: self.located.into_iter().map(|l| l.finding).collect(),
             scanned: self.scanned,
             warnings: self.warnings,
-        };
-        (findings, regions)
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! GitHub Actions output for findings (integration-conventions.md 3.3):
+//! GitHub Actions output for findings (docs/integration-conventions.md 3.3):
 //! `::error file=…,line=…,col=…,title=…::message` workflow commands on
 //! stdout, most severe first, with the escaping of the Actions toolkit; then
 //! the readable report inside a `::stop-commands::<token>` block, so that no
@@ -8,7 +8,13 @@
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Write};
 
-use super::{Finding, Report, Severity, Style, write_human};
+use super::{BuildStatus, Finding, Report, Severity, Style, write_human};
+
+pub mod outputs;
+pub mod summary;
+
+pub use outputs::{Unset, WriteError, append, write_outputs};
+pub use summary::{SummaryContext, summary_markdown};
 
 /// Escapes a workflow command message (`%`, CR, LF), `%` first.
 pub fn escape_data(s: &str) -> String {
@@ -99,10 +105,70 @@ pub fn write_github(report: &Report, style: Style, out: &mut dyn Write) -> io::R
     writeln!(out, "::{token}::")
 }
 
+/// `::error` workflow commands for hosts (and the flake check) that failed
+/// to evaluate or build. Host names are from a safe alphabet; nix's reason
+/// is escaped, so it cannot end the command or start another one.
+pub fn write_build_annotations(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let Some(b) = &report.build else {
+        return Ok(());
+    };
+    for h in b
+        .hosts
+        .iter()
+        .chain(b.flake_check.iter())
+        .filter(|h| h.status == BuildStatus::Failed)
+    {
+        writeln!(
+            out,
+            "::error title={}::{}",
+            escape_property(&format!("guard: {} failed at level {}", h.name, h.level)),
+            escape_data(h.reason.as_deref().unwrap_or("failed"))
+        )?;
+    }
+    Ok(())
+}
+
+/// `::notice` workflow commands for remarks about the run (a fallback
+/// taken, nothing to judge), escaped.
+pub fn write_notices(notes: &[String], out: &mut dyn Write) -> io::Result<()> {
+    for n in notes {
+        writeln!(out, "::notice title=guard::{}", escape_data(n))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Findings, Redacted};
+    use crate::report::{BuildHost, BuildReport, Findings, Redacted};
+
+    #[test]
+    fn build_annotations_escape_nix_text() {
+        let report = Report {
+            build: Some(BuildReport {
+                hosts: vec![BuildHost {
+                    name: "monitor".into(),
+                    status: BuildStatus::Failed,
+                    level: "eval".into(),
+                    drv_path: None,
+                    out_path: None,
+                    duration_ms: 1200,
+                    log: None,
+                    reason: Some("error: attribute 'x' missing\nmore".into()),
+                    log_excerpt: Vec::new(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        write_build_annotations(&report, &mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s,
+            "::error title=guard%3A monitor failed at level eval::error: attribute 'x' missing%0Amore\n"
+        );
+    }
 
     #[test]
     fn escaping_follows_the_toolkit() {
@@ -122,6 +188,7 @@ mod tests {
             secret: Redacted::new("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"),
             fingerprint: "f".into(),
             message: "JSON Web Token. Fix: revoke it".into(),
+            end: None,
         };
         let report = Report {
             scan: Some(Findings {

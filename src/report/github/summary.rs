@@ -1,239 +1,11 @@
-//! The GitHub Actions environment (integration-conventions.md, section 3):
-//! which revisions an event asks guard to compare, the step outputs
-//! (`$GITHUB_OUTPUT`), the job summary (`$GITHUB_STEP_SUMMARY`) and the
-//! build-failure annotations. Pure functions of their inputs plus the two
-//! file writers; git is asked nothing here (the caller resolves revisions).
+//! The job summary (`$GITHUB_STEP_SUMMARY`, docs/integration-conventions.md
+//! 3.4): markdown of a report, inert to whatever text the repository holds,
+//! bounded below GitHub's limit.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
-use crate::report::{BuildStatus, Finding, Report, Severity, escape_data, escape_property};
-
-/// Errors reading the event payload.
-#[derive(Debug, thiserror::Error)]
-pub enum GithubError {
-    #[error("cannot read the event payload {path} ($GITHUB_EVENT_PATH): {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("the event payload {path} ($GITHUB_EVENT_PATH) is not JSON: {message}")]
-    Json { path: PathBuf, message: String },
-    #[error("the {event} event payload has no {field}")]
-    Missing { event: String, field: &'static str },
-    #[error("cannot write {what} ({path}): {source}")]
-    Write {
-        what: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-}
-
-/// The variables of the Actions environment guard reads. Empty values count
-/// as unset.
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    /// `GITHUB_ACTIONS=true`.
-    pub actions: bool,
-    pub event_name: Option<String>,
-    pub event_path: Option<PathBuf>,
-    pub sha: Option<String>,
-    pub output: Option<PathBuf>,
-    pub step_summary: Option<PathBuf>,
-}
-
-impl Env {
-    /// Reads the process environment.
-    pub fn from_process() -> Env {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-        let text = |k: &str| var(k).map(|v| v.to_string_lossy().into_owned());
-        Env {
-            actions: text("GITHUB_ACTIONS").as_deref() == Some("true"),
-            event_name: text("GITHUB_EVENT_NAME"),
-            event_path: var("GITHUB_EVENT_PATH").map(PathBuf::from),
-            sha: text("GITHUB_SHA"),
-            output: var("GITHUB_OUTPUT").map(PathBuf::from),
-            step_summary: var("GITHUB_STEP_SUMMARY").map(PathBuf::from),
-        }
-    }
-
-    /// The event payload, when the environment names one.
-    pub fn payload(&self) -> Result<Option<Value>, GithubError> {
-        let Some(path) = &self.event_path else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| GithubError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| GithubError::Json {
-                path: path.clone(),
-                message: e.to_string(),
-            })
-    }
-}
-
-/// What an event asks guard to compare. Revisions are as the payload gives
-/// them (full hex ids); the caller resolves them and decides the fallbacks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventRange {
-    /// `merge-base(base, head)..head`.
-    Compare {
-        base: String,
-        head: String,
-        /// `push` with `forced: true`: `base` may be gone or unrelated.
-        forced: bool,
-    },
-    /// A push that created a branch: `before` is all zeros. Compare with
-    /// the default branch when it is known and not the pushed branch.
-    NewBranch {
-        head: String,
-        default_branch: Option<String>,
-        /// The pushed ref (`refs/heads/x`).
-        pushed_ref: Option<String>,
-    },
-    /// A push that deleted a branch: nothing to judge.
-    Deleted,
-    /// An event without a base (`workflow_dispatch`, `schedule`, ...).
-    NoBase { head: Option<String> },
-}
-
-fn is_zero(sha: &str) -> bool {
-    !sha.is_empty() && sha.bytes().all(|b| b == b'0')
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for k in path {
-        cur = cur.get(k)?;
-    }
-    cur.as_str().filter(|s| !s.is_empty())
-}
-
-/// The comparison an event asks for (integration-conventions.md 3.5).
-pub fn event_range(
-    event: &str,
-    payload: &Value,
-    github_sha: Option<&str>,
-) -> Result<EventRange, GithubError> {
-    let missing = |field| GithubError::Missing {
-        event: event.to_string(),
-        field,
-    };
-    match event {
-        "push" => {
-            if payload.get("deleted").and_then(Value::as_bool) == Some(true) {
-                return Ok(EventRange::Deleted);
-            }
-            let head = str_at(payload, &["after"])
-                .filter(|s| !is_zero(s))
-                .or(github_sha)
-                .ok_or_else(|| missing("after"))?
-                .to_string();
-            let before = str_at(payload, &["before"]);
-            let created = payload.get("created").and_then(Value::as_bool) == Some(true);
-            match before {
-                Some(b) if !is_zero(b) && !created => Ok(EventRange::Compare {
-                    base: b.to_string(),
-                    head,
-                    forced: payload.get("forced").and_then(Value::as_bool) == Some(true),
-                }),
-                _ => Ok(EventRange::NewBranch {
-                    head,
-                    default_branch: str_at(payload, &["repository", "default_branch"])
-                        .map(String::from),
-                    pushed_ref: str_at(payload, &["ref"]).map(String::from),
-                }),
-            }
-        }
-        "pull_request" | "pull_request_target" => {
-            let base = str_at(payload, &["pull_request", "base", "sha"])
-                .ok_or_else(|| missing("pull_request.base.sha"))?;
-            let head = str_at(payload, &["pull_request", "head", "sha"])
-                .ok_or_else(|| missing("pull_request.head.sha"))?;
-            Ok(EventRange::Compare {
-                base: base.to_string(),
-                head: head.to_string(),
-                forced: false,
-            })
-        }
-        "merge_group" => {
-            let base = str_at(payload, &["merge_group", "base_sha"])
-                .ok_or_else(|| missing("merge_group.base_sha"))?;
-            let head = str_at(payload, &["merge_group", "head_sha"])
-                .ok_or_else(|| missing("merge_group.head_sha"))?;
-            Ok(EventRange::Compare {
-                base: base.to_string(),
-                head: head.to_string(),
-                forced: false,
-            })
-        }
-        _ => Ok(EventRange::NoBase {
-            head: github_sha.map(String::from),
-        }),
-    }
-}
-
-/// Appends step outputs to the `$GITHUB_OUTPUT` file. Single-line values
-/// use `name=value`; others the `name<<DELIM` form with a delimiter that
-/// does not occur in the value (as the Actions toolkit does).
-pub fn write_outputs(path: &Path, outputs: &[(&str, String)]) -> Result<(), GithubError> {
-    let mut text = String::new();
-    for (name, value) in outputs {
-        if value.contains('\n') || value.contains('\r') {
-            let mut delim = format!("ghadelimiter_{}", crate::report::stop_token());
-            while value.contains(&delim) {
-                delim.push('_');
-            }
-            let _ = write!(text, "{name}<<{delim}\n{value}\n{delim}\n");
-        } else {
-            let _ = writeln!(text, "{name}={value}");
-        }
-    }
-    append(path, &text, "$GITHUB_OUTPUT")
-}
-
-/// Appends to a file the runner gave us (it exists; create it if not, so a
-/// local run with the variable pointing at a new file works too).
-pub fn append(path: &Path, text: &str, what: &'static str) -> Result<(), GithubError> {
-    let err = |source| GithubError::Write {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)
-}
-
-/// `::error` workflow commands for hosts (and the flake check) that failed
-/// to evaluate or build. Host names are from a safe alphabet; nix's reason
-/// is escaped, so it cannot end the command or start another one.
-pub fn write_build_annotations(report: &Report, out: &mut dyn Write) -> io::Result<()> {
-    let Some(b) = &report.build else {
-        return Ok(());
-    };
-    for h in b
-        .hosts
-        .iter()
-        .chain(b.flake_check.iter())
-        .filter(|h| h.status == BuildStatus::Failed)
-    {
-        writeln!(
-            out,
-            "::error title={}::{}",
-            escape_property(&format!("guard: {} failed at level {}", h.name, h.level)),
-            escape_data(h.reason.as_deref().unwrap_or("failed"))
-        )?;
-    }
-    Ok(())
-}
+use crate::report::{BuildStatus, Finding, Report, Severity};
 
 /// GitHub refuses a step summary above 1 MiB; stay well below it.
 const SUMMARY_LIMIT: usize = 900 * 1024;
@@ -632,86 +404,9 @@ mod tests {
     use crate::report::{
         Affected, AffectedHost, BuildHost, BuildReport, Findings, Reason, Redacted,
     };
-    use serde_json::json;
 
     const A: &str = "1111111111111111111111111111111111111111";
     const B: &str = "2222222222222222222222222222222222222222";
-    const Z: &str = "0000000000000000000000000000000000000000";
-
-    #[test]
-    fn push_compares_before_with_after() {
-        let p = json!({"before": A, "after": B, "ref": "refs/heads/main"});
-        assert_eq!(
-            event_range("push", &p, None).unwrap(),
-            EventRange::Compare {
-                base: A.into(),
-                head: B.into(),
-                forced: false
-            }
-        );
-        let p = json!({"before": A, "after": B, "forced": true});
-        assert!(matches!(
-            event_range("push", &p, None).unwrap(),
-            EventRange::Compare { forced: true, .. }
-        ));
-    }
-
-    #[test]
-    fn new_branch_and_deletion() {
-        let p = json!({"before": Z, "after": B, "created": true, "ref": "refs/heads/feature",
-                       "repository": {"default_branch": "main"}});
-        assert_eq!(
-            event_range("push", &p, None).unwrap(),
-            EventRange::NewBranch {
-                head: B.into(),
-                default_branch: Some("main".into()),
-                pushed_ref: Some("refs/heads/feature".into())
-            }
-        );
-        let p = json!({"before": A, "after": Z, "deleted": true});
-        assert_eq!(event_range("push", &p, None).unwrap(), EventRange::Deleted);
-    }
-
-    #[test]
-    fn pull_request_uses_base_and_head_shas_not_the_test_merge() {
-        let p = json!({"pull_request": {"base": {"sha": A, "ref": "main"}, "head": {"sha": B}}});
-        assert_eq!(
-            event_range("pull_request", &p, Some("3333")).unwrap(),
-            EventRange::Compare {
-                base: A.into(),
-                head: B.into(),
-                forced: false
-            }
-        );
-        let err = event_range("pull_request", &json!({}), None).unwrap_err();
-        assert!(err.to_string().contains("pull_request.base.sha"), "{err}");
-    }
-
-    #[test]
-    fn other_events_have_no_base() {
-        assert_eq!(
-            event_range("workflow_dispatch", &json!({}), Some(B)).unwrap(),
-            EventRange::NoBase {
-                head: Some(B.into())
-            }
-        );
-    }
-
-    #[test]
-    fn outputs_single_and_multi_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("out");
-        std::fs::write(&p, "earlier=1\n").unwrap();
-        write_outputs(
-            &p,
-            &[("hosts", r#"["a","b"]"#.into()), ("text", "x\ny".into())],
-        )
-        .unwrap();
-        let s = std::fs::read_to_string(&p).unwrap();
-        assert!(s.starts_with("earlier=1\nhosts=[\"a\",\"b\"]\ntext<<ghadelimiter_"));
-        let delim = s.lines().nth(2).unwrap().trim_start_matches("text<<");
-        assert!(s.ends_with(&format!("\nx\ny\n{delim}\n")));
-    }
 
     #[test]
     fn markdown_of_repository_text_is_inert() {
@@ -751,6 +446,7 @@ mod tests {
                     secret: Redacted::new("kP3xq1S9mWcT0b7Jf2hL8ZyNvE4uDsGrAoIe6Ck5pH0="),
                     fingerprint: "f".into(),
                     message: "Move it to secrix".into(),
+                    end: None,
                 }],
                 ..Default::default()
             }),
@@ -799,17 +495,6 @@ mod tests {
         assert!(
             s.contains("````text\n```\nerror: boom\n````"),
             "fence outlasts the log's backticks: {s}"
-        );
-    }
-
-    #[test]
-    fn build_annotations_escape_nix_text() {
-        let mut out = Vec::new();
-        write_build_annotations(&report(), &mut out).unwrap();
-        let s = String::from_utf8(out).unwrap();
-        assert_eq!(
-            s,
-            "::error title=guard%3A monitor failed at level eval::error: attribute 'x' missing%0Amore\n"
         );
     }
 
