@@ -36,6 +36,37 @@ DOC_PREFIXES = (".github/", "docs/", ".gitlab-ci", ".forgejo/", ".gitea/")
 DOC_NAMES = {"LICENSE", "LICENSE.md", ".gitignore", ".envrc", ".editorconfig", "renovate.json", ".mergify.yml", "Makefile", "justfile", ".pre-commit-config.yaml", "treefmt.toml", ".sops.yaml"}
 
 
+# Reads the module-graph oracle cannot see (a file imported as an option's
+# value, a home-manager module inside `home-manager.users.<u>`, overlays),
+# traced by hand: (path prefix, hosts or None for every host, the evidence).
+# An extra host guard names for a commit is counted right when one of the
+# commit's changed paths matches an entry that covers the host.
+HAND_CHECKED = {
+    "mitchellh+nixos-config": [
+        ("users/mitchellh/", None, "lib/mksystem.nix: home-manager.users.${user} = import ../users/${user}/home-manager.nix (a plain import; every host has user mitchellh)"),
+    ],
+    "srid+nixos-config": [
+        ("modules/home/", {"naiveintent", "pureintent"}, "configurations/nixos/{naiveintent,pureintent}: home-manager modules (\"${homeMod}/cli/odu.nix\", homeMod = self + /modules/home) inside home-manager.users.srid"),
+    ],
+    "dustinlyons+nixos-config": [
+        ("overlays/", None, "modules/shared/default.nix: nixpkgs.overlays imports every file of ../../overlays (readDir + import)"),
+        ("modules/nixos/packages.nix", {"aarch64-linux", "x86_64-linux"}, "modules/nixos/home-manager.nix: packages = pkgs.callPackage ./packages.nix"),
+        ("modules/shared/packages.nix", None, "modules/nixos/packages.nix and garfield-packages.nix: import ../shared/packages.nix"),
+    ],
+    "EmergentMind+nix-config": [
+        ("home/ta/", None, "hosts/common/users/ta: home-manager.users.ta = import (relativeToRoot \"home/${username}/${hostName}.nix\"), which imports home/ta/common/core (scanPaths)"),
+        ("modules/home-manager/", None, "home/ta/common/core/default.nix: imports attrValues outputs.homeManagerModules"),
+    ],
+}
+
+
+def hand_checked(name, host, changed_paths):
+    for prefix, hosts, _ in HAND_CHECKED.get(name, []):
+        if (hosts is None or host in hosts) and any(p.startswith(prefix) for p in changed_paths):
+            return True
+    return False
+
+
 def git(repo, *args):
     return subprocess.run(["git", "-C", repo, *args], env=ENV, capture_output=True, text=True, check=True).stdout
 
@@ -137,14 +168,15 @@ def main():
             if tj is not None:
                 t, judged = tj
                 mine = changed & judged
+                extra = {h for h in mine - t if not hand_checked(name, h, changed_paths)}
                 t_hosts += len(t)
                 t_found += len(t & changed)
                 g_total += len(mine)
-                g_extra += len(mine - t)
+                g_extra += len(extra)
                 if VERBOSE and (t - changed):
                     print(f"  MISS {c[:8]} truth-only {sorted(t - changed)} paths {changed_paths[:5]}")
-                if VERBOSE and (mine - t):
-                    print(f"  EXTRA {c[:8]} guard-only {sorted(mine - t)[:6]} paths {changed_paths[:5]}")
+                if VERBOSE and extra:
+                    print(f"  EXTRA {c[:8]} guard-only {sorted(extra)[:6]} paths {changed_paths[:5]}")
             dirs = own_dirs(d)
             owners = set()
             for path in changed_paths:

@@ -110,11 +110,16 @@ impl Analysis {
     /// found read, and a read inside another host-optional output counts
     /// once that output is read (a fixpoint; a handful of rounds at most).
     fn outputs_read_by(&self, host: &hosts::Host) -> BTreeSet<String> {
-        let host_files: Vec<&str> = self
-            .walk(self.starts(host), |_, _| true)
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
+        // A host whose entry is flake.nix itself has no files of its own:
+        // its wiring is all of it.
+        let host_files: Vec<&str> = if self.entry_is_flake(host) {
+            Vec::new()
+        } else {
+            self.walk(self.starts(host), |_, _| true)
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        };
         let mut read = BTreeSet::new();
         loop {
             let wiring: Vec<&str> = self
@@ -293,12 +298,43 @@ impl Analysis {
             .collect()
     }
 
+    /// Whether a dependency of a file in `host`'s closure counts for it:
+    /// always, but for a host whose closure starts at flake.nix, where the
+    /// wiring's rules apply.
+    pub(crate) fn closure_dep_of(&self, node: &Node, dep: &Dep, host: &str) -> bool {
+        match self.hosts.hosts.get(host) {
+            Some(h) if self.entry_is_flake(h) => {
+                let none = BTreeSet::new();
+                let read = self.host_read_outputs.get(host).unwrap_or(&none);
+                Self::in_read_output(node, dep, read)
+                    && self.module_of(node, dep).is_none_or(|o| o == host)
+            }
+            _ => true,
+        }
+    }
+
+    /// Discovery found no entry module of its own for the host (a builder
+    /// guard could not follow): its evaluation starts at flake.nix.
+    fn entry_is_flake(&self, h: &hosts::Host) -> bool {
+        h.entry == self.hosts.flake_nix
+    }
+
     /// The files of one host's closure, entry first, each with the chain
     /// that reaches it (breadth-first, so chains are shortest).
     pub fn closure(&self, host: &str) -> Vec<(&str, Vec<&str>)> {
         let Some(h) = self.hosts.hosts.get(host) else {
             return Vec::new();
         };
+        if self.entry_is_flake(h) {
+            // Everything flake.nix reaches, except the outputs this host
+            // does not read and the modules other hosts' definitions name.
+            let none = BTreeSet::new();
+            let read = self.host_read_outputs.get(host).unwrap_or(&none);
+            return self.walk(vec![self.hosts.flake_nix.as_str()], |node, dep| {
+                Self::in_read_output(node, dep, read)
+                    && self.module_of(node, dep).is_none_or(|o| o == host)
+            });
+        }
         self.walk(self.starts(h), |_, _| true)
     }
 
@@ -621,6 +657,7 @@ pub fn affected_hosts(
                 if !new.wiring_dep_of(node, dep, read, Some(host)) {
                     continue;
                 }
+
                 reasons.push(reason(chain, changed, node, dep));
             }
             if uses_changed_input(node) {
@@ -697,6 +734,9 @@ pub fn affected_hosts(
         for (file, chain) in if hit { new.closure(name) } else { Vec::new() } {
             let node = &new.graph.nodes[file];
             for (dep, changed) in direct.get(file).into_iter().flatten() {
+                if !new.closure_dep_of(node, &node.deps[*dep], name) {
+                    continue;
+                }
                 add_dep(
                     &mut result,
                     &mut stamped,

@@ -486,7 +486,7 @@ impl Extractor<'_> {
         }
         if matches!(
             name.as_str(),
-            "withSystem" | "moduleWithSystem" | "getSystem" | "allSystems"
+            "withSystem" | "moduleWithSystem" | "getSystem"
         ) && !binding_name
         {
             self.read_output(node, "perSystem");
@@ -536,7 +536,7 @@ impl Extractor<'_> {
                 }
                 // `ln -s ${self} $out/flake`: a link names the source, it
                 // reads no byte of it.
-                let kind = if linked_in_script(node) {
+                let kind = if linked_in_script(node) || written_verbatim(node) {
                     RefKind::TreePath
                 } else {
                     RefKind::Tree
@@ -630,6 +630,17 @@ impl Extractor<'_> {
             Some(&"sourceInfo") if rest.get(1).is_some_and(|a| REV_ATTRS.contains(a)) => {
                 self.push(anchor, RefKind::Rev, Target::None, false);
             }
+            // `self.outPath + "/x"` is `self + "/x"`; used whole, as `self`.
+            Some(&"outPath")
+                if rest.len() == 1
+                    && skip_parens_up(sel).is_some_and(|p| p.kind() == NODE_BIN_OP) =>
+            {
+                let top = self.outer_sum(sel);
+                if let Some(pe) = self.path_expr(&top) {
+                    self.classify(&top, pe);
+                }
+            }
+            Some(&"outPath") if rest.len() == 1 => self.whole_source(sel),
             Some(&"outPath") | Some(&"sourceInfo") => {
                 self.push(anchor, RefKind::Tree, Target::None, false);
             }
@@ -709,15 +720,11 @@ impl Extractor<'_> {
                 complete: true,
                 from_self: true,
             }),
-            NODE_SELECT
-                if self_position(&node).is_some_and(|i| i + 1 == select_attrs(&node).len()) =>
-            {
-                Some(PathExpr {
-                    text: format!("/{}", self.flake_dir),
-                    complete: true,
-                    from_self: true,
-                })
-            }
+            NODE_SELECT if self_source_select(&node) => Some(PathExpr {
+                text: format!("/{}", self.flake_dir),
+                complete: true,
+                from_self: true,
+            }),
             NODE_BIN_OP if bin_op(&node) == Some(TOKEN_ADD) => {
                 let mut kids = node.children();
                 let lhs = kids.next()?;
@@ -887,9 +894,7 @@ const NON_HOST_OUTPUTS: &[&str] = &["devShells", "devShell", "formatter", "apps"
 pub const HOST_OPTIONAL_OUTPUTS: &[&str] = &[
     "apps",
     "checks",
-    "colmena",
     "darwinConfigurations",
-    "deploy",
     "devShell",
     "devShells",
     "formatter",
@@ -1056,6 +1061,34 @@ fn in_output_position(binding: &SyntaxNode) -> bool {
     true
 }
 
+/// Builders that write their text out as it is (`writeShellApplication {
+/// text = ...; }`, `writeShellScript "x" ''...''`): a store path in the text
+/// is named, not read, while building.
+const TEXT_WRITERS: &[&str] = &[
+    "writeShellApplication",
+    "writeShellScript",
+    "writeShellScriptBin",
+    "writeScript",
+    "writeScriptBin",
+    "writeText",
+    "writeTextDir",
+    "writeTextFile",
+];
+
+/// Is this `${...}` inside the text a [`TEXT_WRITERS`] builder writes?
+fn written_verbatim(node: &SyntaxNode) -> bool {
+    node.ancestors().any(|a| {
+        a.kind() == NODE_APPLY
+            && a.children()
+                .next()
+                .and_then(|f| last_name(&unparen(&f)))
+                .is_some_and(|n| TEXT_WRITERS.contains(&n.as_str()))
+            && a.children()
+                .nth(1)
+                .is_some_and(|arg| arg.text_range().contains_range(node.text_range()))
+    })
+}
+
 /// Is this `${...}` the target of an `ln -s` in a script (`ln -s ${self} x`,
 /// `ln -sfn ${self} x`)?
 fn linked_in_script(node: &SyntaxNode) -> bool {
@@ -1179,6 +1212,19 @@ fn self_position(sel: &SyntaxNode) -> Option<usize> {
         attrs[i - 1] == "inputs"
     };
     after_inputs.then_some(i)
+}
+
+/// `inputs.self`, `self.outPath`, `inputs.self.outPath`: the source.
+fn self_source_select(node: &SyntaxNode) -> bool {
+    let attrs = select_attrs(node);
+    match self_position(node) {
+        Some(i) => attrs.len() == i + 1 || attrs.len() == i + 2 && attrs[i + 1] == "outPath",
+        None => {
+            first_child(node).is_some_and(|b| is_ident(&b, "self"))
+                && attrs.len() == 1
+                && attrs[0] == "outPath"
+        }
+    }
 }
 
 fn select_attrs(sel: &SyntaxNode) -> Vec<String> {
@@ -1593,9 +1639,18 @@ mod tests {
                 (RefKind::Rev, Target::None)
             ]
         );
+        // `self.outPath` is `self`: bound to a name it is the source's path
+        // (a stamp), as `src` it is every byte.
         assert_eq!(
-            refs_at("{ a = self.outPath; b = toString self; }", "m.nix"),
-            vec![(RefKind::Tree, Target::None), (RefKind::Tree, Target::None)]
+            refs_at(
+                "{ a = self.outPath; b = toString self; src = self.outPath; }",
+                "m.nix"
+            ),
+            vec![
+                (RefKind::TreePath, Target::None),
+                (RefKind::Tree, Target::None),
+                (RefKind::Tree, Target::None)
+            ]
         );
         assert_eq!(
             refs_at("import (self + \"/hosts/alpha.nix\")", "lib/x.nix"),
@@ -1810,6 +1865,27 @@ mod precision_tests {
         assert_eq!(
             kinds("{ self }: { c = ''\n  cp -r ${self} src\n''; }", "m.nix"),
             vec![(RefKind::Tree, Target::None)]
+        );
+        // `outPath` is the source, as `self` is.
+        assert_eq!(
+            kinds(
+                "{ inputs, self }: { a = inputs.self.outPath + \"/secrets/g\"; b = self.outPath + \"/x\"; }",
+                "m.nix"
+            ),
+            vec![
+                (RefKind::Copy, p("secrets/g")),
+                (RefKind::TreePath, Target::None),
+                (RefKind::Copy, p("x")),
+                (RefKind::TreePath, Target::None)
+            ]
+        );
+        // A script's text names the path; writing it reads nothing.
+        assert_eq!(
+            kinds(
+                "{ self, pkgs }: { s = pkgs.writeShellApplication { name = \"x\"; text = ''\n  nix build path:${self}\n''; }; }",
+                "m.nix"
+            ),
+            vec![(RefKind::TreePath, Target::None)]
         );
         assert_eq!(
             kinds("{ self }: { src = self; srvos.flake = self; }", "m.nix"),
