@@ -51,6 +51,10 @@ pub struct Analysis {
     /// flake: references in the value of any other such output cannot
     /// reach that host.
     pub host_read_outputs: BTreeMap<String, BTreeSet<String>>,
+    /// Computed paths (directory, constant end) every match of which lies
+    /// in some host's own directory (`./hosts/${n}/configuration.nix`):
+    /// like a hosts directory, for each host they stand for its own files.
+    host_templates: HashSet<(String, Option<String>)>,
 }
 
 /// Per-system outputs: reading one of them reads what flake-parts'
@@ -90,11 +94,13 @@ impl Analysis {
         roots.sort();
         roots.dedup();
         let graph = ImportGraph::build(snapshot, flake_dir, &roots, cache);
+        let host_templates = host_templates(&tree, &hosts, &graph);
         let mut analysis = Analysis {
             flake_dir: flake_dir.to_string(),
             hosts,
             graph,
             host_read_outputs: BTreeMap::new(),
+            host_templates,
         };
         analysis.host_read_outputs = analysis
             .hosts
@@ -206,7 +212,11 @@ impl Analysis {
         let hosts_dir = self.hosts.hosts_dir.as_deref();
         match (&r.kind, &r.target) {
             (RefKind::List, Target::Path(d)) => Some(d.as_str()) == hosts_dir,
-            (_, Target::Under(d)) => Some(d.as_str()) == hosts_dir || self.hosts.owner(d).is_some(),
+            (_, Target::Under(d)) => {
+                Some(d.as_str()) == hosts_dir
+                    || self.hosts.owner(d).is_some()
+                    || self.host_templates.contains(&(d.clone(), r.suffix.clone()))
+            }
             (_, Target::Path(p)) => self.hosts.owner(p).is_some(),
             _ => false,
         }
@@ -384,6 +394,49 @@ impl Analysis {
     }
 }
 
+/// The computed module paths of the graph whose every match (a path below
+/// the directory with the constant end) is inside some host's own
+/// directory: `./hosts/${n}/configuration.nix` with hosts/<n>/ each a
+/// host's.
+fn host_templates(
+    tree: &Tree,
+    hosts: &HostSet,
+    graph: &ImportGraph,
+) -> HashSet<(String, Option<String>)> {
+    let mut out = HashSet::new();
+    let mut seen = HashSet::new();
+    for node in graph.nodes.values() {
+        for r in &node.refs.refs {
+            let Target::Under(d) = &r.target else {
+                continue;
+            };
+            let key = (d.clone(), r.suffix.clone());
+            // Only module templates (`/configuration.nix`, `.nix`): a host's
+            // builder imports its own; data read across hosts (a peer's
+            // `/key.pub`) is no template.
+            if !r.suffix.as_deref().is_some_and(|s| s.ends_with(".nix"))
+                || !seen.insert(key.clone())
+            {
+                continue;
+            }
+            let suffix = r.suffix.as_deref().unwrap_or_default();
+            let mut any = false;
+            let all_owned = tree
+                .under(d)
+                .map(|p| p.to_str_lossy().into_owned())
+                .filter(|p| crate::nix::parse::matches_suffix(p, suffix))
+                .all(|p| {
+                    any = true;
+                    hosts.owner(&p).is_some()
+                });
+            if any && all_owned {
+                out.insert(key);
+            }
+        }
+    }
+    out
+}
+
 /// The question `affected_hosts` answers: which hosts can a change of these
 /// paths, from `old` to `new`, affect?
 pub struct Query<'a> {
@@ -464,7 +517,7 @@ impl Changes<'_> {
         self.paths
             .range(prefix.clone()..)
             .take_while(|p| p.starts_with(&prefix))
-            .find(|p| p.ends_with(suffix))
+            .find(|p| crate::nix::parse::matches_suffix(p, suffix))
             .cloned()
     }
 

@@ -99,7 +99,7 @@ struct CacheFile {
 const MAX_PERSISTED: usize = 50_000;
 
 fn cache_version() -> String {
-    format!("{}-refs-16", env!("CARGO_PKG_VERSION"))
+    format!("{}-refs-17", env!("CARGO_PKG_VERSION"))
 }
 
 impl ParseCache {
@@ -488,7 +488,7 @@ pub fn expand(tree: &Tree, refs: &FileRefs) -> (Vec<Dep>, Vec<(String, usize)>) 
         let suffix = r.suffix.as_deref().unwrap_or("");
         let nix_files_under = |dir: &str, edges: &mut Vec<(String, usize)>, at: usize| {
             for f in tree.under(dir) {
-                if f.ends_with(b".nix") && f.ends_with(suffix.as_bytes()) {
+                if f.ends_with(b".nix") && parse::matches_suffix(&f.to_str_lossy(), suffix) {
                     edges.push((f.to_str_lossy().into_owned(), at));
                 }
             }

@@ -86,8 +86,9 @@ pub struct Reference {
     /// that host alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_list_of: Option<String>,
-    /// For a computed path (`./hosts/${name}.yml`), the constant end of its
-    /// file name (".yml"): only such files below the directory can be meant.
+    /// For a computed path (`./hosts/${name}.yml`), its constant end
+    /// (".yml", "/configuration.nix"): only such paths below the directory
+    /// can be meant ([`matches_suffix`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
 }
@@ -1260,9 +1261,9 @@ fn string_prefix(node: &SyntaxNode) -> Option<(String, bool)> {
     Some((s, true))
 }
 
-/// The constant end of a computed path's file name: in `./hosts + "/${h}.yml"`
-/// or `./. + "/hosts/${h}.yml"`, ".yml" (the literal after the last
-/// interpolation, when it holds no `/`).
+/// The constant end of a computed path: in `./hosts + "/${h}.yml"` or
+/// `./. + "/hosts/${h}.yml"`, ".yml"; in `./hosts/${n}/configuration.nix`,
+/// "/configuration.nix" (the literal after the last interpolation).
 fn path_suffix(sum: &SyntaxNode) -> Option<String> {
     let sum = unparen(sum);
     let last = match sum.kind() {
@@ -1286,7 +1287,13 @@ fn path_suffix(sum: &SyntaxNode) -> Option<String> {
             _ => {}
         }
     }
-    (interpolated && !tail.is_empty() && !tail.contains('/')).then_some(tail)
+    (interpolated && !tail.is_empty() && !tail.contains("..")).then_some(tail)
+}
+
+/// Whether `path` can be what a computed path with this constant end names:
+/// it ends so, or (for an end with a `/`, a directory) lies below it.
+pub fn matches_suffix(path: &str, suffix: &str) -> bool {
+    path.ends_with(suffix) || suffix.contains('/') && path.contains(&format!("{suffix}/"))
 }
 
 /// The literal end of an interpolated string after its last interpolation,
@@ -1306,7 +1313,7 @@ fn string_suffix(node: &SyntaxNode) -> Option<String> {
             _ => {}
         }
     }
-    (interpolated && !tail.is_empty() && !tail.contains('/')).then_some(tail)
+    (interpolated && !tail.is_empty() && !tail.contains("..")).then_some(tail)
 }
 
 /// The text of an absolute path literal, and whether it is constant (no
@@ -1983,6 +1990,14 @@ mod precision_tests {
         assert_eq!(r.refs[0].suffix.as_deref(), Some(".yml"));
         let r = references("{ f = ./. + \"/hosts/${h}\"; }", "m.nix", "");
         assert_eq!(r.refs[0].suffix, None);
+        let r = references("{ f = ./hosts/${n}/configuration.nix; }", "m.nix", "");
+        assert_eq!(r.refs[0].suffix.as_deref(), Some("/configuration.nix"));
+        assert!(matches_suffix(
+            "hosts/a/configuration.nix",
+            "/configuration.nix"
+        ));
+        assert!(matches_suffix("hosts/a/secrets/k", "/secrets"));
+        assert!(!matches_suffix("hosts/known_hosts", "/configuration.nix"));
     }
 
     #[test]
