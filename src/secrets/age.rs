@@ -15,7 +15,9 @@
 //! whether to check everything; it returns the findings plus the model the
 //! decrypt proof needs.
 
+pub mod agenix;
 pub mod check;
+pub mod declared;
 pub mod decrypt;
 pub mod header;
 pub mod keys;
@@ -108,8 +110,10 @@ pub fn check_change(
             }
             // A changed agenix rules file concerns all the files it lists.
             for m in [&model, &old_model] {
-                if let Some(rules) = m.agenix.get(p) {
-                    scope.extend(rules.rules.iter().map(|r| r.file.clone()));
+                for (path, rules) in &m.agenix {
+                    if path == p || rules.inputs.binary_search(p).is_ok() {
+                        scope.extend(rules.rules.iter().map(|r| r.file.clone()));
+                    }
                 }
             }
         }

@@ -253,8 +253,12 @@ impl Checker<'_> {
         let owners = self.owners();
         let mut out = Vec::new();
         let mut counts = Counts::default();
+        let mut stale = Stale::new();
         for path in secrets {
-            self.check_one(path, &owners, &mut out, &mut counts)?;
+            self.check_one(path, &owners, &mut out, &mut stale, &mut counts)?;
+        }
+        for ((kind, tag, whose), files) in stale {
+            out.push(self.stale_finding(&kind, &tag, &whose, &files));
         }
         out.sort_by(|a, b| {
             (&a.path, a.line, &a.rule, &a.message).cmp(&(&b.path, b.line, &b.rule, &b.message))
@@ -288,6 +292,7 @@ impl Checker<'_> {
         path: &str,
         owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
         out: &mut Vec<Finding>,
+        stale: &mut Stale,
         counts: &mut Counts,
     ) -> Result<(), GitError> {
         let m = self.model;
@@ -358,7 +363,7 @@ impl Checker<'_> {
             ));
             return Ok(());
         }
-        self.check_recipients(path, &h, owners, out);
+        self.check_recipients(path, &h, owners, out, stale);
         Ok(())
     }
 
@@ -407,6 +412,7 @@ impl Checker<'_> {
         h: &Header,
         owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
         out: &mut Vec<Finding>,
+        stale: &mut Stale,
     ) {
         let m = self.model;
         let users = m.users_of(path);
@@ -554,47 +560,28 @@ impl Checker<'_> {
             }
             let old_users: BTreeSet<&str> =
                 self.old.map(|(_, o)| o.users_of(path)).unwrap_or_default();
-            let msg = if let Some(Owner::Host(h)) = os.iter().find(|o| matches!(o, Owner::Host(_)))
-            {
-                if old_users.contains(h.as_str()) {
-                    format!(
-                        "stale recipient: host {h} no longer uses this secret but can still decrypt it ({} tag {tag}); rekey without it to revoke its access",
-                        s.tag
-                    )
+            let whose =
+                if let Some(Owner::Host(h)) = os.iter().find(|o| matches!(o, Owner::Host(_))) {
+                    if old_users.contains(h.as_str()) {
+                        Whose::NoLongerUses(h.clone())
+                    } else {
+                        Whose::DoesNotUse(h.clone())
+                    }
+                } else if let Some(Owner::Removed(h)) =
+                    os.iter().find(|o| matches!(o, Owner::Removed(_)))
+                {
+                    Whose::Removed(h.clone())
+                } else if let Some(Owner::Previous(h)) =
+                    os.iter().find(|o| matches!(o, Owner::Previous(_)))
+                {
+                    Whose::Previous(h.clone())
                 } else {
-                    format!(
-                        "stale recipient: host {h} can decrypt this secret but does not use it ({} tag {tag}); rekey without it to revoke its access",
-                        s.tag
-                    )
-                }
-            } else if let Some(Owner::Removed(h)) =
-                os.iter().find(|o| matches!(o, Owner::Removed(_)))
-            {
-                format!(
-                    "stale recipient: still encrypted to removed host {h} ({} tag {tag}); rekey to revoke its access",
-                    s.tag
-                )
-            } else if let Some(Owner::Previous(h)) =
-                os.iter().find(|o| matches!(o, Owner::Previous(_)))
-            {
-                format!(
-                    "stale recipient: encrypted to a previous key of host {h} ({} tag {tag}, replaced in this change); rekey it",
-                    s.tag
-                )
-            } else {
-                format!(
-                    "stale recipient: encrypted to an unknown {} key (tag {tag}) that is no host's key, secrix user key, agenix publicKeys entry or guard.toml admin_keys entry; a stale or rotated key? (list legitimate keys in [secrets] admin_keys)",
-                    s.tag
-                )
-            };
-            out.push(self.mk(
-                "age-stale-recipient",
-                Severity::Warning,
-                path,
-                s.line,
-                tag,
-                msg,
-            ));
+                    Whose::Unknown
+                };
+            stale
+                .entry((s.tag.clone(), tag.to_string(), whose))
+                .or_default()
+                .push((path.to_string(), s.line));
         }
 
         // 3. What cannot be verified from the header.
@@ -712,6 +699,85 @@ impl Checker<'_> {
                 ));
             }
         }
+    }
+}
+
+/// Whose a stale recipient key is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Whose {
+    /// A current host that does not use the files.
+    DoesNotUse(String),
+    /// A current host that used the files before the change.
+    NoLongerUses(String),
+    Removed(String),
+    /// A key the host had before the change.
+    Previous(String),
+    /// No file of the repository declares it.
+    Unknown,
+}
+
+/// Stale recipients grouped per key: (stanza type, tag, whose) -> the
+/// files (with the stanza's line) it is a recipient of.
+type Stale = BTreeMap<(String, String, Whose), Vec<(String, usize)>>;
+
+/// "a.age", "a.age, b.age", "a.age, b.age, c.age and 4 more".
+fn list_files(files: &[(String, usize)]) -> String {
+    const SHOWN: usize = 5;
+    let names: Vec<&str> = files.iter().take(SHOWN).map(|(p, _)| p.as_str()).collect();
+    if files.len() > SHOWN {
+        format!("{} and {} more", names.join(", "), files.len() - SHOWN)
+    } else {
+        names.join(", ")
+    }
+}
+
+impl Checker<'_> {
+    /// One warning per stale key, naming the files it can decrypt.
+    fn stale_finding(
+        &self,
+        kind: &str,
+        tag: &str,
+        whose: &Whose,
+        files: &[(String, usize)],
+    ) -> Finding {
+        let n = files.len();
+        let one = n == 1;
+        let key = format!("{kind} tag {tag}");
+        let list = list_files(files);
+        let msg = match whose {
+            Whose::DoesNotUse(h) if one => format!(
+                "stale recipient: host {h} can decrypt this secret but does not use it ({key}); rekey without it to revoke its access"
+            ),
+            Whose::DoesNotUse(h) => format!(
+                "stale recipient: host {h} can decrypt {n} secrets it does not use ({key}): {list}; rekey them without it to revoke its access"
+            ),
+            Whose::NoLongerUses(h) if one => format!(
+                "stale recipient: host {h} no longer uses this secret but can still decrypt it ({key}); rekey without it to revoke its access"
+            ),
+            Whose::NoLongerUses(h) => format!(
+                "stale recipient: host {h} no longer uses {n} secrets but can still decrypt them ({key}): {list}; rekey them without it to revoke its access"
+            ),
+            Whose::Removed(h) => format!(
+                "stale recipient: {} still encrypted to removed host {h} ({key}): {list}; rekey to revoke its access",
+                if one { "this secret is" } else { "secrets are" }
+            ),
+            Whose::Previous(h) => format!(
+                "stale recipient: encrypted to a previous key of host {h} ({key}, replaced in this change): {list}; rekey {}",
+                if one { "it" } else { "them" }
+            ),
+            Whose::Unknown => format!(
+                "stale recipient: encrypted to an unknown {kind} key (tag {tag}) that no file of the repository declares (no host key, .pub file, key attribute, recipients file, agenix publicKeys, .sops.yaml or guard.toml admin_keys entry); a stale or rotated key? It can decrypt {n} file(s): {list} (list legitimate keys in [secrets] admin_keys)"
+            ),
+        };
+        let (path, line) = &files[0];
+        self.mk(
+            "age-stale-recipient",
+            Severity::Warning,
+            path,
+            *line,
+            tag,
+            msg,
+        )
     }
 }
 

@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
+use super::declared::{DeclCache, Declared, declared_keys, keys_named};
 use super::keys::{PublicKey, parse_public_key};
 use super::nixfacts::{self, AgenixRules, KeyValue, NixFacts, SecretKind};
 use crate::affected::Analysis;
@@ -118,6 +119,8 @@ pub struct Model {
     pub other_keys: Vec<SourcedKey>,
     /// agenix rules files, by path.
     pub agenix: BTreeMap<String, AgenixRules>,
+    /// Every key declaration in the repository's tracked files.
+    pub declared: Vec<Declared>,
     pub warnings: Vec<Warning>,
 }
 
@@ -184,7 +187,7 @@ impl Model {
             } else if p == "secrets.nix" || p.ends_with("/secrets.nix") {
                 let p = p.into_owned();
                 if let Some(text) = read_text(snapshot, &p)?
-                    && let Some(rules) = nixfacts::agenix_rules(&text, &p)
+                    && let Some(rules) = super::agenix::rules(snapshot, &p, &text)
                 {
                     for r in &rules.rules {
                         if tree.is_file(&r.file) {
@@ -196,6 +199,7 @@ impl Model {
             }
         }
 
+        m.declared = declared_keys(snapshot, &cache.decls)?;
         let facts = file_facts(snapshot, analysis, cache)?;
         let empty = Arc::new(NixFacts::default());
         let facts_of = |f: &str| facts.get(f).cloned().unwrap_or_else(|| empty.clone());
@@ -296,6 +300,19 @@ impl Model {
                 for k in &r.keys {
                     others.push((k.clone(), format!("publicKeys in {rules_path}:{}", r.line)));
                 }
+            }
+        }
+        // Keys declared anywhere in the repository are known, legitimate
+        // recipients, except those named after a host: those are that
+        // host's (and stale where it does not use a secret).
+        let host_owned: BTreeSet<&PublicKey> = m
+            .host_keys
+            .values()
+            .flat_map(|h| h.keys.iter().map(|k| &k.key))
+            .collect();
+        for d in &m.declared {
+            if !host_owned.contains(&d.key) {
+                others.push((d.key.key.clone(), format!("declared in {}", d.source)));
             }
         }
         let mut seen = BTreeSet::new();
@@ -451,6 +468,7 @@ impl Model {
             }
         }
         // Convention: the host's own directory holds its public host key.
+        // (Also found below, as a declaration named after the host.)
         if let Some(own) = analysis
             .hosts
             .hosts
@@ -467,10 +485,26 @@ impl Model {
                 });
             }
         }
+        // A key the repository declares under the host's name (`alpha =
+        // "ssh-ed25519 …";`, `hosts/alpha/host.pub`, a recipients-file
+        // comment, a `.sops.yaml` anchor).
+        let named: Vec<SourcedKey> = keys_named(&self.declared, host)
+            .into_iter()
+            .map(|d| SourcedKey {
+                key: d.key.clone(),
+                source: format!("key named `{host}` in {}", d.source),
+            })
+            .collect();
+        if !named.is_empty() {
+            return Ok(HostKeys {
+                keys: named,
+                problem: None,
+            });
+        }
         Ok(HostKeys {
             keys: Vec::new(),
             problem: Some(
-                "no secrix.hostPubKey in its modules, no [secrets.recipients] entry in guard.toml, no agenix secrets.nix binding named after it".into(),
+                "no secrix.hostPubKey in its modules, no [secrets.recipients] entry in guard.toml, no agenix secrets.nix binding, .pub file or key declaration named after it".into(),
             ),
         })
     }
@@ -539,6 +573,7 @@ fn secret_refs(
 #[derive(Default)]
 pub struct FactsCache {
     map: Mutex<HashMap<FactsKey, Option<Arc<NixFacts>>>>,
+    decls: DeclCache,
 }
 
 /// A file's blob id and path (the same bytes resolve paths differently

@@ -345,6 +345,9 @@ pub struct AgenixRules {
     /// inside an attribute set binding: `systems.alpha` -> `alpha`). A name
     /// equal to a host's is taken as that host's key.
     pub named_keys: BTreeMap<String, Vec<String>>,
+    /// Other files the rules were computed from (imported key files,
+    /// `readFile`d `.pub` files), sorted.
+    pub inputs: Vec<String>,
 }
 
 /// A statically known value in `secrets.nix`.
