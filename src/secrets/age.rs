@@ -23,6 +23,7 @@ pub mod header;
 pub mod keys;
 pub mod model;
 pub mod nixfacts;
+pub mod rekey;
 
 use std::collections::BTreeSet;
 

@@ -137,6 +137,20 @@ pub fn rule_infos() -> Vec<RuleInfo> {
             "Run agenix --rekey.",
         ),
         rule(
+            "agenix-rekey-orphaned",
+            Severity::Warning,
+            "Rekeyed secrets of a host that no longer exists",
+            "agenix-rekey's storage directory holds files rekeyed for a node no host configuration defines and no key file names.",
+            "Delete the node's directory if the host is gone.",
+        ),
+        rule(
+            "agenix-rekey-temporary-file",
+            Severity::Warning,
+            "Committed temporary file of agenix-rekey",
+            "A .tmp.* file of an interrupted agenix edit or rekey is tracked.",
+            "git rm it.",
+        ),
+        rule(
             "age-decrypt-failed",
             Severity::Error,
             "The identity cannot decrypt the secret",
@@ -253,12 +267,27 @@ impl Checker<'_> {
         let owners = self.owners();
         let mut out = Vec::new();
         let mut counts = Counts::default();
-        let mut stale = Stale::new();
+        let mut groups = Groups::default();
         for path in secrets {
-            self.check_one(path, &owners, &mut out, &mut stale, &mut counts)?;
+            self.check_one(path, &owners, &mut out, &mut groups, &mut counts)?;
         }
-        for ((kind, tag, whose), files) in stale {
-            out.push(self.stale_finding(&kind, &tag, &whose, &files));
+        for ((kind, tag, whose), files) in &groups.stale {
+            out.push(self.stale_finding(kind, tag, whose, files));
+        }
+        if let Some(rk) = &self.model.rekey {
+            for (node, files) in &groups.orphans {
+                out.push(self.orphan_finding(rk, node, files));
+            }
+            for p in &self.model.temporary {
+                out.push(self.mk(
+                    "agenix-rekey-temporary-file",
+                    Severity::Warning,
+                    p,
+                    1,
+                    "tmp",
+                    "a temporary file of an interrupted agenix edit/rekey is committed; delete it (git rm) and check that the secret it shadows is current".into(),
+                ));
+            }
         }
         out.sort_by(|a, b| {
             (&a.path, a.line, &a.rule, &a.message).cmp(&(&b.path, b.line, &b.rule, &b.message))
@@ -292,7 +321,7 @@ impl Checker<'_> {
         path: &str,
         owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
         out: &mut Vec<Finding>,
-        stale: &mut Stale,
+        groups: &mut Groups,
         counts: &mut Counts,
     ) -> Result<(), GitError> {
         let m = self.model;
@@ -363,7 +392,17 @@ impl Checker<'_> {
             ));
             return Ok(());
         }
-        self.check_recipients(path, &h, owners, out, stale);
+        if let Some(rk) = &m.rekey {
+            if let Some(node) = rk.config.node_of(path) {
+                self.check_rekeyed(path, node, &h, owners, out, groups);
+                return Ok(());
+            }
+            if m.is_rekey_source(path) {
+                self.check_source(path, rk, &h, owners, out, groups);
+                return Ok(());
+            }
+        }
+        self.check_recipients(path, &h, owners, out, groups);
         Ok(())
     }
 
@@ -412,7 +451,7 @@ impl Checker<'_> {
         h: &Header,
         owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
         out: &mut Vec<Finding>,
-        stale: &mut Stale,
+        groups: &mut Groups,
     ) {
         let m = self.model;
         let users = m.users_of(path);
@@ -578,7 +617,8 @@ impl Checker<'_> {
                 } else {
                     Whose::Unknown
                 };
-            stale
+            groups
+                .stale
                 .entry((s.tag.clone(), tag.to_string(), whose))
                 .or_default()
                 .push((path.to_string(), s.line));
@@ -720,6 +760,14 @@ enum Whose {
 /// files (with the stanza's line) it is a recipient of.
 type Stale = BTreeMap<(String, String, Whose), Vec<(String, usize)>>;
 
+/// Findings reported once per key or node rather than per file.
+#[derive(Default)]
+struct Groups {
+    stale: Stale,
+    /// agenix-rekey: node without a host or key -> its rekeyed files.
+    orphans: BTreeMap<String, Vec<(String, usize)>>,
+}
+
 /// "a.age", "a.age, b.age", "a.age, b.age, c.age and 4 more".
 fn list_files(files: &[(String, usize)]) -> String {
     const SHOWN: usize = 5;
@@ -732,6 +780,208 @@ fn list_files(files: &[(String, usize)]) -> String {
 }
 
 impl Checker<'_> {
+    /// A file under agenix-rekey's storage directory, rekeyed for `node`:
+    /// it must be encrypted to the node's host key.
+    fn check_rekeyed(
+        &self,
+        path: &str,
+        node: &str,
+        h: &Header,
+        owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
+        out: &mut Vec<Finding>,
+        groups: &mut Groups,
+    ) {
+        let m = self.model;
+        let recips: Vec<&header::Stanza> = h.recipients().collect();
+        let line = recips.first().map_or(1, |s| s.line);
+        let mut keys: Vec<(PublicKey, String)> = m
+            .host_keys
+            .get(node)
+            .map(|hk| {
+                hk.keys
+                    .iter()
+                    .map(|k| (k.key.clone(), k.source.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if keys.is_empty() {
+            keys = super::declared::keys_named(&m.declared, node)
+                .into_iter()
+                .map(|d| (d.key.clone(), format!("key named `{node}` in {}", d.source)))
+                .collect();
+        }
+        if keys.is_empty() {
+            groups
+                .orphans
+                .entry(node.to_string())
+                .or_default()
+                .push((path.to_string(), line));
+            return;
+        }
+        let matches = |k: &PublicKey| {
+            recips.iter().any(|s| match (&k.tag, s.ssh_tag()) {
+                (Some(t), Some(st)) => k.kind.stanza() == Some(s.kind()) && t == st,
+                (None, _) => {
+                    k.kind == super::keys::KeyKind::X25519 && s.kind() == StanzaKind::X25519
+                }
+                _ => false,
+            })
+        };
+        if !keys.iter().any(|(k, _)| matches(k)) {
+            let (k, source) = &keys[0];
+            out.push(self.mk(
+                "age-missing-recipient",
+                Severity::Error,
+                path,
+                line,
+                node,
+                format!(
+                    "rekeyed for {node} but not encrypted to its key ({k}, from {source}): host {node} cannot decrypt what it is deployed; its host key changed since the last rekey? Run agenix rekey"
+                ),
+            ));
+        }
+        // Other SSH recipients of a host's rekeyed copy.
+        for s in recips.iter().filter(|s| s.ssh_tag().is_some()) {
+            let tag = s.ssh_tag().unwrap_or_default();
+            if keys.iter().any(|(k, _)| k.tag.as_deref() == Some(tag)) {
+                continue;
+            }
+            let os = owners
+                .get(&(s.kind(), tag.to_string()))
+                .cloned()
+                .unwrap_or_default();
+            let whose = match os.iter().find_map(|o| match o {
+                Owner::Host(x) => Some(x.clone()),
+                _ => None,
+            }) {
+                Some(x) => Whose::DoesNotUse(x),
+                None if os.is_empty() => Whose::Unknown,
+                None => continue,
+            };
+            groups
+                .stale
+                .entry((s.tag.clone(), tag.to_string(), whose))
+                .or_default()
+                .push((path.to_string(), s.line));
+        }
+    }
+
+    /// A master-encrypted agenix-rekey source: some master identity must be
+    /// able to decrypt it, or nobody can rekey it.
+    fn check_source(
+        &self,
+        path: &str,
+        rk: &super::model::Rekey,
+        h: &Header,
+        owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
+        out: &mut Vec<Finding>,
+        groups: &mut Groups,
+    ) {
+        let m = self.model;
+        let recips: Vec<&header::Stanza> = h.recipients().collect();
+        let has = |tag: &str, arg: &str| {
+            recips
+                .iter()
+                .any(|s| s.tag == tag && s.args.first().map(String::as_str) == Some(arg))
+        };
+        let has_x25519 = recips.iter().any(|s| s.kind() == StanzaKind::X25519);
+        let mut described = Vec::new();
+        let mut matched = false;
+        for k in &rk.masters {
+            let (stanza, tag) = match (&k.key.tag, k.key.kind) {
+                (Some(t), kind) => (kind.name().to_string(), Some(t.clone())),
+                (None, super::keys::KeyKind::X25519) => ("X25519".to_string(), None),
+                (None, _) => match super::rekey::yubikey_tag(&k.key.key) {
+                    Some(t) => ("piv-p256".to_string(), Some(t)),
+                    None => continue,
+                },
+            };
+            matched |= match &tag {
+                Some(t) => has(&stanza, t),
+                None => has_x25519,
+            };
+            described.push(match tag {
+                Some(t) => format!("{stanza} tag {t} ({})", k.source),
+                None => format!("an X25519 key ({})", k.source),
+            });
+        }
+        let users = m.users_of(path);
+        if !described.is_empty() && !matched {
+            let who = if users.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " for {}",
+                    users.iter().copied().collect::<Vec<_>>().join(", ")
+                )
+            };
+            out.push(self.mk(
+                "age-missing-recipient",
+                Severity::Error,
+                path,
+                recips.first().map_or(1, |s| s.line),
+                "master",
+                format!(
+                    "no master identity can decrypt this agenix-rekey source (expected a stanza for {}): agenix rekey cannot rekey it{who}; re-encrypt it with agenix edit",
+                    described.join(" or ")
+                ),
+            ));
+        }
+        // SSH recipients no file of the repository declares.
+        for s in recips.iter().filter(|s| s.ssh_tag().is_some()) {
+            let tag = s.ssh_tag().unwrap_or_default();
+            if owners.contains_key(&(s.kind(), tag.to_string())) {
+                continue;
+            }
+            groups
+                .stale
+                .entry((s.tag.clone(), tag.to_string(), Whose::Unknown))
+                .or_default()
+                .push((path.to_string(), s.line));
+        }
+        let generated = rk
+            .config
+            .generated
+            .as_deref()
+            .is_some_and(|g| crate::nix::hosts::is_below(path, g));
+        if users.is_empty()
+            && !generated
+            && !m.maybe.contains_key(path)
+            && !m.wiring.contains_key(path)
+        {
+            out.push(self.mk(
+                "age-unused",
+                Severity::Info,
+                path,
+                1,
+                "unused",
+                "an agenix-rekey source no host configuration references (age.secrets.<name>.rekeyFile)".into(),
+            ));
+        }
+    }
+
+    /// One warning per agenix-rekey storage directory no host owns.
+    fn orphan_finding(
+        &self,
+        rk: &super::model::Rekey,
+        node: &str,
+        files: &[(String, usize)],
+    ) -> Finding {
+        let storage = rk.config.storage.as_deref().unwrap_or("");
+        let (path, line) = &files[0];
+        self.mk(
+            "agenix-rekey-orphaned",
+            Severity::Warning,
+            path,
+            *line,
+            node,
+            format!(
+                "{} file(s) in {storage}/{node}/ are rekeyed for node {node}, which no host configuration defines and no key file names: left behind by a removed or renamed host? Its key can still decrypt them; delete the directory if the host is gone",
+                files.len()
+            ),
+        )
+    }
+
     /// One warning per stale key, naming the files it can decrypt.
     fn stale_finding(
         &self,

@@ -34,6 +34,7 @@ use rayon::prelude::*;
 use super::declared::{DeclCache, Declared, declared_keys, keys_named};
 use super::keys::{PublicKey, parse_public_key};
 use super::nixfacts::{self, AgenixRules, KeyValue, NixFacts, SecretKind};
+use super::rekey::RekeyConfig;
 use crate::affected::Analysis;
 use crate::config::Config;
 use crate::git::{BStr, ByteSlice, GitError, ObjectId, Snapshot};
@@ -121,7 +122,21 @@ pub struct Model {
     pub agenix: BTreeMap<String, AgenixRules>,
     /// Every key declaration in the repository's tracked files.
     pub declared: Vec<Declared>,
+    /// agenix-rekey, when the repository uses it.
+    pub rekey: Option<Rekey>,
+    /// Tracked `.tmp.*` files (with agenix-rekey: interrupted edits).
+    pub temporary: Vec<String>,
     pub warnings: Vec<Warning>,
+}
+
+/// agenix-rekey's configuration with its keys read.
+#[derive(Debug, Default)]
+pub struct Rekey {
+    pub config: RekeyConfig,
+    /// Keys of `masterIdentities` (what every source must be readable by).
+    pub masters: Vec<SourcedKey>,
+    /// Keys of `extraEncryptionPubkeys` (legitimate source recipients).
+    pub extras: Vec<SourcedKey>,
 }
 
 /// File names that are never secrets themselves, even under a pattern such
@@ -182,6 +197,9 @@ impl Model {
 
         for path in entries.keys() {
             let p = path.to_str_lossy();
+            if p.rsplit('/').next().is_some_and(|n| n.starts_with(".tmp.")) {
+                m.temporary.push(p.to_string());
+            }
             if is_pattern(&p) {
                 m.tracked.insert(p.into_owned());
             } else if p == "secrets.nix" || p.ends_with("/secrets.nix") {
@@ -203,6 +221,8 @@ impl Model {
         let facts = file_facts(snapshot, analysis, cache)?;
         let empty = Arc::new(NixFacts::default());
         let facts_of = |f: &str| facts.get(f).cloned().unwrap_or_else(|| empty.clone());
+
+        m.rekey = m.read_rekey(snapshot, &facts)?;
 
         // Uses, per host.
         for host in analysis.hosts.hosts.keys() {
@@ -287,6 +307,11 @@ impl Model {
 
         // Other legitimate recipients.
         let mut others: Vec<(String, String)> = Vec::new();
+        if let Some(r) = &m.rekey {
+            for k in r.masters.iter().chain(&r.extras) {
+                others.push((k.key.key.clone(), k.source.clone()));
+            }
+        }
         for (i, k) in config.secrets.admin_keys.iter().enumerate() {
             others.push((k.clone(), format!("guard.toml [secrets] admin_keys[{i}]")));
         }
@@ -352,13 +377,109 @@ impl Model {
             .collect()
     }
 
-    /// The secrets `host` uses.
+    /// The secrets `host` uses (with agenix-rekey, also the files rekeyed
+    /// for it).
     pub fn used_by(&self, host: &str) -> BTreeSet<&str> {
-        self.uses
+        let mut out: BTreeSet<&str> = self
+            .uses
             .iter()
             .filter(|(_, u)| u.iter().any(|u| u.host == host))
             .map(|(p, _)| p.as_str())
-            .collect()
+            .collect();
+        if let Some(r) = &self.rekey {
+            out.extend(
+                self.tracked
+                    .iter()
+                    .filter(|p| r.config.node_of(p) == Some(host))
+                    .map(String::as_str),
+            );
+        }
+        out
+    }
+
+    /// With agenix-rekey: whether `path` is a master-encrypted source (any
+    /// secret outside the storage directory that no host uses as a plain
+    /// agenix `age.secrets.<n>.file`).
+    pub fn is_rekey_source(&self, path: &str) -> bool {
+        let Some(r) = &self.rekey else {
+            return false;
+        };
+        r.config.node_of(path).is_none()
+            && !self.uses.get(path).into_iter().flatten().any(|u| {
+                u.option.as_deref().and_then(nixfacts::secret_option_kind)
+                    == Some(SecretKind::Agenix)
+            })
+    }
+
+    /// The agenix-rekey settings of every Nix file, merged, with the keys
+    /// of the identity files read.
+    fn read_rekey(
+        &self,
+        snapshot: &Snapshot,
+        facts: &HashMap<String, Arc<NixFacts>>,
+    ) -> Result<Option<Rekey>, ModelError> {
+        let mut files: Vec<&String> = facts.keys().filter(|f| facts[*f].rekey.is_some()).collect();
+        if files.is_empty() {
+            return Ok(None);
+        }
+        files.sort();
+        let mut config = RekeyConfig::default();
+        for f in files {
+            let c = facts[f].rekey.as_ref().unwrap();
+            if config.source.is_empty() {
+                config.source = c.source.clone();
+            }
+            config.storage = config.storage.or(c.storage.clone());
+            config.generated = config.generated.or(c.generated.clone());
+            config.master_files.extend(c.master_files.iter().cloned());
+            config
+                .master_literals
+                .extend(c.master_literals.iter().cloned());
+            config.extra_files.extend(c.extra_files.iter().cloned());
+            config
+                .extra_literals
+                .extend(c.extra_literals.iter().cloned());
+        }
+        let read_keys = |files: &[String],
+                         literals: &[String],
+                         what: &str|
+         -> Result<Vec<SourcedKey>, ModelError> {
+            let mut out = Vec::new();
+            for f in files {
+                if let Some(text) = read_text(snapshot, f)? {
+                    for d in super::declared::declarations(f, &text) {
+                        out.push(SourcedKey {
+                            key: d.key,
+                            source: format!("{what} {}", d.source),
+                        });
+                    }
+                }
+            }
+            for l in literals {
+                if let Ok(key) = parse_public_key(l) {
+                    out.push(SourcedKey {
+                        key,
+                        source: format!("{what} in {}", config.source),
+                    });
+                }
+            }
+            Ok(out)
+        };
+        let masters = read_keys(
+            &config.master_files,
+            &config.master_literals,
+            "masterIdentities",
+        )?;
+        let extras = read_keys(
+            &config.extra_files,
+            &config.extra_literals,
+            "extraEncryptionPubkeys",
+        )?;
+        Ok(Some(Rekey {
+            config,
+            masters,
+            extras,
+        }))
     }
 
     /// The agenix rule for `secret`, with its rules file.
@@ -405,7 +526,7 @@ impl Model {
         if let Some(best) = defs.iter().map(|(_, d)| d.priority).min() {
             let mut out = HostKeys::default();
             for (file, d) in defs.iter().filter(|(_, d)| d.priority == best) {
-                let at = format!("secrix.hostPubKey in {file}:{}", d.line);
+                let at = format!("{} in {file}:{}", d.option, d.line);
                 let text = match &d.value {
                     KeyValue::Literal(s) => s.clone(),
                     KeyValue::File(p) => match read_text(snapshot, p)? {
@@ -552,11 +673,13 @@ fn secret_refs(
             .unwrap_or(1);
         match option.as_deref().and_then(nixfacts::secret_option_kind) {
             Some(SecretKind::Sops) => out.push(Ref::Sops(dep.path.clone())),
-            Some(SecretKind::Secrix | SecretKind::Agenix) => out.push(Ref::Secret {
-                path: dep.path.clone(),
-                line,
-                option,
-            }),
+            Some(SecretKind::Secrix | SecretKind::Agenix | SecretKind::Rekey) => {
+                out.push(Ref::Secret {
+                    path: dep.path.clone(),
+                    line,
+                    option,
+                })
+            }
             None if is_pattern(&dep.path) && !tree.is_dir(&dep.path) => out.push(Ref::Secret {
                 path: dep.path.clone(),
                 line,
@@ -611,7 +734,10 @@ fn file_facts(
             }
             let facts = read_text(snapshot, p)?.and_then(|text| {
                 let interesting = text.contains("hostPubKey")
+                    || text.contains("hostPubkey")
                     || text.contains("ncryptKeys")
+                    || text.contains("masterIdentities")
+                    || text.contains("localStorageDir")
                     || analysis.graph.nodes[*p].deps.iter().any(|d| {
                         matches!(d.kind, DepKind::File | DepKind::Copy) && !d.path.ends_with(".nix")
                     });

@@ -40,6 +40,8 @@ pub enum KeyValue {
 /// One `secrix.hostPubKey = …;` definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyDef {
+    /// `secrix.hostPubKey` or `age.rekey.hostPubkey`.
+    pub option: &'static str,
     pub value: KeyValue,
     /// NixOS priority: `mkForce` 50, plain 100, `mkDefault` 1000.
     pub priority: u32,
@@ -54,6 +56,8 @@ pub struct NixFacts {
     /// Key strings under `secrix.defaultEncryptKeys` / `…encryptKeys`:
     /// users who may legitimately be recipients of secrets.
     pub user_keys: Vec<String>,
+    /// agenix-rekey settings in this file.
+    pub rekey: Option<super::rekey::RekeyConfig>,
 }
 
 /// Reads the facts of the Nix file at repository path `path`.
@@ -83,10 +87,33 @@ pub fn facts(src: &str, path: &str) -> NixFacts {
                 if name == "secrix.hostPubKey" {
                     let (priority, inner) = strip_priority(&value);
                     out.host_keys.push(KeyDef {
+                        option: "secrix.hostPubKey",
                         value: key_value(&inner, &dir),
                         priority,
                         line: lines.line(&node),
                     });
+                } else if name == "age.rekey.hostPubkey" {
+                    // agenix-rekey takes a key string or a path to a .pub
+                    // file. A computed value (`secretsDir + "/host.pub"`)
+                    // is left to the key declarations named after the host.
+                    let (priority, inner) = strip_priority(&value);
+                    let value = match key_value(&inner, &dir) {
+                        KeyValue::Dynamic if inner.kind() == NODE_PATH_REL => {
+                            match const_path(&inner, &dir) {
+                                Some(p) => KeyValue::File(p),
+                                None => KeyValue::Dynamic,
+                            }
+                        }
+                        v => v,
+                    };
+                    if value != KeyValue::Dynamic {
+                        out.host_keys.push(KeyDef {
+                            option: "age.rekey.hostPubkey",
+                            value,
+                            priority,
+                            line: lines.line(&node),
+                        });
+                    }
                 } else if is_encrypt_keys_option(&name) {
                     for s in value.descendants().filter(|n| n.kind() == NODE_STRING) {
                         if let Some(text) = string_literal(&s)
@@ -99,6 +126,10 @@ pub fn facts(src: &str, path: &str) -> NixFacts {
             }
             _ => {}
         }
+    }
+    let mut rekey = super::rekey::RekeyConfig::default();
+    if super::rekey::read_config(src, path, &mut rekey) {
+        out.rekey = Some(rekey);
     }
     // A key is found once per enclosing binding (`defaultEncryptKeys` and
     // `defaultEncryptKeys.alice`).
@@ -130,9 +161,12 @@ pub fn secret_option_kind(option: &str) -> Option<SecretKind> {
     if let Some(i) = pos("age")
         && parts.get(i + 1) == Some(&"secrets")
         && parts.len() == i + 4
-        && parts[i + 3] == "file"
     {
-        return Some(SecretKind::Agenix);
+        match parts[i + 3] {
+            "file" => return Some(SecretKind::Agenix),
+            "rekeyFile" => return Some(SecretKind::Rekey),
+            _ => {}
+        }
     }
     if let Some(i) = pos("sops")
         && (parts[i + 1..] == ["defaultSopsFile"]
@@ -148,6 +182,9 @@ pub fn secret_option_kind(option: &str) -> Option<SecretKind> {
 pub enum SecretKind {
     Secrix,
     Agenix,
+    /// agenix-rekey's `age.secrets.<n>.rekeyFile`: a master-encrypted
+    /// source.
+    Rekey,
     Sops,
 }
 
