@@ -101,9 +101,29 @@ pub fn check_change(
             Err(e) => return Err(e.into()),
         },
     };
+    // sops files: every one with --all; else those the change touches,
+    // those an affected host uses, all when keys or rules changed.
+    let mut sops_scope: Option<BTreeSet<String>> = None;
     let (scope, old) = if let (Some(old_analysis), Some(old_model)) = (old_analysis, old_model) {
         let query = Query::of(changes, new_revision);
         let affected = affected_hosts(&new_analysis, &old_analysis.hosts, &query, config)?;
+        let keys_changed = query.paths.iter().any(|p| {
+            p.ends_with(".sops.yaml")
+                || p.ends_with(".pub")
+                || p.ends_with("key.json")
+                || p.ends_with(".nix")
+        });
+        if !keys_changed {
+            let mut s: BTreeSet<String> = query.paths.iter().cloned().collect();
+            for h in affected.hosts.iter().map(|h| h.name.as_str()) {
+                for (p, uses) in &model.sops_uses {
+                    if uses.iter().any(|u| u.host == h) {
+                        s.insert(p.clone());
+                    }
+                }
+            }
+            sops_scope = Some(s);
+        }
         let mut scope = BTreeSet::new();
         for p in &query.paths {
             if secrets.contains(p) {
@@ -139,6 +159,24 @@ pub fn check_change(
         commit: changes.new.commit().map(|c| c.to_string()),
     };
     let (findings, counts) = checker.check(&scope)?;
+    let in_scope = |p: &str| sops_scope.as_ref().is_none_or(|s| s.contains(p));
+    let sops = crate::secrets::sops::check(
+        &changes.new,
+        &model,
+        &in_scope,
+        changes.new.commit().map(|c| c.to_string()).as_deref(),
+    )?;
+    let mut findings = findings;
+    findings.extend(sops.findings);
+    findings.sort_by(|a, b| {
+        (&a.path, a.line, &a.rule, &a.message).cmp(&(&b.path, b.line, &b.rule, &b.message))
+    });
+    warnings.extend(sops.warnings);
+    let counts = Counts {
+        files: counts.files + sops.files,
+        bytes: counts.bytes + sops.bytes,
+        ..counts
+    };
     if counts.sops > 0 {
         warnings.push(Warning {
             path: None,

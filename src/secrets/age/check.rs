@@ -158,6 +158,9 @@ pub fn rule_infos() -> Vec<RuleInfo> {
             "Rekey or re-encrypt the secret.",
         ),
     ]
+    .into_iter()
+    .chain(crate::secrets::sops::rule_infos())
+    .collect()
 }
 
 /// First 128 bits of SHA-256 over the rule, path and subject, in hex.

@@ -72,6 +72,11 @@ pub fn names_from_path(path: &str) -> Vec<String> {
             .or_else(|| last.strip_suffix(".txt"))
             .or_else(|| last.strip_suffix(".nix"))
             .unwrap_or(last);
+        // `zeph.ssh.pub`, `zeph.age.pub`
+        *last = last
+            .strip_suffix(".ssh")
+            .or_else(|| last.strip_suffix(".age"))
+            .unwrap_or(last);
     }
     let specific: Vec<&str> = parts
         .into_iter()
@@ -211,12 +216,27 @@ pub fn declared_keys(snapshot: &Snapshot, cache: &DeclCache) -> Result<Vec<Decla
     Ok(out)
 }
 
+/// Whether a declared name names `host`: equal, or with a role prefix
+/// (`host_prime`, `server-alpha`, `machine_beta`).
+pub fn names_host(name: &str, host: &str) -> bool {
+    if name == host {
+        return true;
+    }
+    ["host", "hosts", "server", "machine", "system", "node"]
+        .iter()
+        .any(|p| {
+            name.strip_prefix(p)
+                .and_then(|r| r.strip_prefix(['_', '-', '.']))
+                == Some(host)
+        })
+}
+
 /// The declared keys a name gives to `host` (distinct keys, first source).
 pub fn keys_named<'a>(decls: &'a [Declared], host: &str) -> Vec<&'a Declared> {
     let mut seen = BTreeSet::new();
     decls
         .iter()
-        .filter(|d| d.names.iter().any(|n| n == host))
+        .filter(|d| d.names.iter().any(|n| names_host(n, host)))
         .filter(|d| seen.insert(d.key.clone()))
         .collect()
 }

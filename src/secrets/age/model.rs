@@ -113,6 +113,9 @@ pub struct Model {
     pub missing: BTreeSet<String>,
     /// Paths referenced through sops options.
     pub sops: BTreeSet<String>,
+    /// sops file -> the hosts' uses of it (`sops.defaultSopsFile`,
+    /// `sops.secrets.<n>.sopsFile`).
+    pub sops_uses: BTreeMap<String, Vec<SecretUse>>,
     /// Tracked files that must be age ciphertext (patterns, agenix rules).
     pub tracked: BTreeSet<String>,
     pub host_keys: BTreeMap<String, HostKeys>,
@@ -124,6 +127,9 @@ pub struct Model {
     pub declared: Vec<Declared>,
     /// agenix-rekey, when the repository uses it.
     pub rekey: Option<Rekey>,
+    /// Per host: whether sops-nix uses its SSH host key (see
+    /// [`Model::sops_uses_ssh_key`]); absent means the default.
+    pub sops_ssh: BTreeMap<String, bool>,
     /// Tracked `.tmp.*` files (with agenix-rekey: interrupted edits).
     pub temporary: Vec<String>,
     pub warnings: Vec<Warning>,
@@ -226,10 +232,20 @@ impl Model {
 
         // Uses, per host.
         for host in analysis.hosts.hosts.keys() {
-            for (file, chain) in analysis.closure(host) {
+            let closure = analysis.closure(host);
+            let certain = certain_files(analysis, host, &closure);
+            for (file, chain) in closure {
                 let refs = secret_refs(analysis, &tree, file, &facts_of(file), &is_pattern);
                 for r in refs {
                     match r {
+                        // Reached only through a computed path into another
+                        // host's files: a possible use, not a certain one.
+                        Ref::Secret { path, .. } if !certain.contains(file) => {
+                            m.maybe.entry(path).or_default().insert(host.clone());
+                        }
+                        Ref::Sops { path, .. } if !certain.contains(file) => {
+                            m.sops.insert(path);
+                        }
                         Ref::Secret { path, line, option } => {
                             if !tree.is_file(&path) {
                                 m.missing.insert(path.clone());
@@ -242,8 +258,15 @@ impl Model {
                                 option,
                             });
                         }
-                        Ref::Sops(p) => {
-                            m.sops.insert(p);
+                        Ref::Sops { path, line, option } => {
+                            m.sops.insert(path.clone());
+                            m.sops_uses.entry(path).or_default().push(SecretUse {
+                                host: host.clone(),
+                                file: file.to_string(),
+                                line,
+                                chain: chain.iter().map(|s| s.to_string()).collect(),
+                                option,
+                            });
                         }
                         Ref::Under(dir) => {
                             for p in m.tracked.iter().filter(|p| is_below(p, &dir)) {
@@ -254,7 +277,7 @@ impl Model {
                 }
             }
         }
-        for uses in m.uses.values_mut() {
+        for uses in m.uses.values_mut().chain(m.sops_uses.values_mut()) {
             // One use per (host, file, line): a host reaching a module on
             // two chains uses the secret once.
             let mut seen = BTreeSet::new();
@@ -275,8 +298,8 @@ impl Model {
                             option,
                         });
                     }
-                    Ref::Sops(p) => {
-                        m.sops.insert(p);
+                    Ref::Sops { path, .. } => {
+                        m.sops.insert(path);
                     }
                     // The wiring's `./. + "/${name}"` into the hosts
                     // directory reaches each host's own entry, not every
@@ -297,6 +320,21 @@ impl Model {
         }
         for p in &m.sops {
             m.tracked.remove(p);
+        }
+
+        // sops-nix: which key each host decrypts with.
+        for host in analysis.hosts.hosts.keys() {
+            let (mut key_file, mut ssh) = (false, None::<bool>);
+            for (file, _) in analysis.closure(host) {
+                let f = facts_of(file);
+                key_file |= f.sops_key_file;
+                if let Some(x) = f.sops_ssh_paths {
+                    ssh = Some(ssh.unwrap_or(false) || x);
+                }
+            }
+            if let Some(x) = ssh.or((key_file).then_some(false)) {
+                m.sops_ssh.insert(host.clone(), x);
+            }
         }
 
         // Host keys.
@@ -482,6 +520,12 @@ impl Model {
         }))
     }
 
+    /// Whether sops-nix on `host` decrypts with its SSH host key (the
+    /// default), rather than an age key file only.
+    pub fn sops_uses_ssh_key(&self, host: &str) -> bool {
+        self.sops_ssh.get(host).copied().unwrap_or(true)
+    }
+
     /// The agenix rule for `secret`, with its rules file.
     pub fn agenix_rule(&self, secret: &str) -> Option<(&str, &nixfacts::AgenixRule)> {
         self.agenix.iter().find_map(|(path, rules)| {
@@ -631,6 +675,43 @@ impl Model {
     }
 }
 
+/// The files of `host`'s closure it certainly evaluates: those reached
+/// without a computed path into another host's files
+/// (`../hosts + "/${hostName}-facter.json"` reaches every host's entry in
+/// the import graph, which is right for "what can a change affect" but
+/// does not make the other hosts' secrets this host's).
+fn certain_files<'a>(
+    analysis: &'a Analysis,
+    host: &str,
+    closure: &[(&'a str, Vec<&'a str>)],
+) -> std::collections::HashSet<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    let mut queue: std::collections::VecDeque<&str> = closure
+        .iter()
+        .filter(|(_, chain)| chain.len() <= 1)
+        .map(|(f, _)| *f)
+        .collect();
+    while let Some(file) = queue.pop_front() {
+        if !seen.insert(file) {
+            continue;
+        }
+        let Some(node) = analysis.graph.nodes.get(file) else {
+            continue;
+        };
+        for (target, dep) in &node.edges {
+            let dynamic = node.deps[*dep]
+                .reference
+                .and_then(|i| node.refs.refs.get(i))
+                .is_some_and(|r| r.dynamic);
+            let other_host = analysis.hosts.owner(target).is_some_and(|o| o != host);
+            if !(dynamic && other_host) {
+                queue.push_back(target.as_str());
+            }
+        }
+    }
+    seen
+}
+
 /// A secret-relevant reference of one Nix file.
 enum Ref {
     Secret {
@@ -638,7 +719,11 @@ enum Ref {
         line: usize,
         option: Option<String>,
     },
-    Sops(String),
+    Sops {
+        path: String,
+        line: usize,
+        option: Option<String>,
+    },
     /// A computed path below this directory.
     Under(String),
 }
@@ -672,7 +757,11 @@ fn secret_refs(
             .or(reference.map(|r| r.line as usize))
             .unwrap_or(1);
         match option.as_deref().and_then(nixfacts::secret_option_kind) {
-            Some(SecretKind::Sops) => out.push(Ref::Sops(dep.path.clone())),
+            Some(SecretKind::Sops) => out.push(Ref::Sops {
+                path: dep.path.clone(),
+                line,
+                option,
+            }),
             Some(SecretKind::Secrix | SecretKind::Agenix | SecretKind::Rekey) => {
                 out.push(Ref::Secret {
                     path: dep.path.clone(),
@@ -737,6 +826,8 @@ fn file_facts(
                     || text.contains("hostPubkey")
                     || text.contains("ncryptKeys")
                     || text.contains("masterIdentities")
+                    || text.contains("sshKeyPaths")
+                    || text.contains("keyFile")
                     || text.contains("localStorageDir")
                     || analysis.graph.nodes[*p].deps.iter().any(|d| {
                         matches!(d.kind, DepKind::File | DepKind::Copy) && !d.path.ends_with(".nix")

@@ -58,6 +58,11 @@ pub struct NixFacts {
     pub user_keys: Vec<String>,
     /// agenix-rekey settings in this file.
     pub rekey: Option<super::rekey::RekeyConfig>,
+    /// `sops.age.keyFile` is set: the host decrypts with an age key file.
+    pub sops_key_file: bool,
+    /// `sops.age.sshKeyPaths`: `Some(false)` for an empty list (no SSH
+    /// key used), `Some(true)` for anything else.
+    pub sops_ssh_paths: Option<bool>,
 }
 
 /// Reads the facts of the Nix file at repository path `path`.
@@ -92,6 +97,12 @@ pub fn facts(src: &str, path: &str) -> NixFacts {
                         priority,
                         line: lines.line(&node),
                     });
+                } else if name == "sops.age.keyFile" {
+                    out.sops_key_file = true;
+                } else if name == "sops.age.sshKeyPaths" {
+                    let v = unparen(&value);
+                    let empty = v.kind() == NODE_LIST && v.children().next().is_none();
+                    out.sops_ssh_paths = Some(out.sops_ssh_paths.unwrap_or(false) || !empty);
                 } else if name == "age.rekey.hostPubkey" {
                     // agenix-rekey takes a key string or a path to a .pub
                     // file. A computed value (`secretsDir + "/host.pub"`)
