@@ -194,7 +194,14 @@ pub fn declared_keys(snapshot: &Snapshot, cache: &DeclCache) -> Result<Vec<Decla
                 return Ok(hit.clone());
             }
             let decls = match snapshot.read(BStr::new(p.as_str()))? {
-                Some(b) if b.len() <= MAX_SIZE && memchr::memmem::find(&b, b"\0").is_none() => {
+                // A sops file lists its recipients: that is not a
+                // declaration (it is what the declarations are checked
+                // against).
+                Some(b)
+                    if b.len() <= MAX_SIZE
+                        && memchr::memmem::find(&b, b"\0").is_none()
+                        && !super::check::is_sops(&b) =>
+                {
                     let text = String::from_utf8_lossy(&b);
                     if text.contains("ssh-") || text.contains("age1") {
                         declarations(p, &text)
