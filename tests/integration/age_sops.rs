@@ -98,7 +98,7 @@ fn age_identity_of_ssh_private_key(path: &Path) -> String {
         .decode(b64)
         .unwrap();
     let mut rest = blob.strip_prefix(b"openssh-key-v1\0").unwrap();
-    let mut take = |rest: &mut &[u8]| -> Vec<u8> {
+    let take = |rest: &mut &[u8]| -> Vec<u8> {
         let n = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
         let v = rest[4..4 + n].to_vec();
         *rest = &rest[4 + n..];
