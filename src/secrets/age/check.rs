@@ -274,6 +274,30 @@ impl Checker<'_> {
         for path in secrets {
             self.check_one(path, &owners, &mut out, &mut groups, &mut counts)?;
         }
+        for (host, (problem, uses)) in &groups.unknown_hosts {
+            let (path, via) = &uses[0];
+            let msg = if uses.len() == 1 {
+                format!(
+                    "used by host {host}, but guard does not know its public key ({problem}); {via}"
+                )
+            } else {
+                let files: Vec<(String, usize)> =
+                    uses.iter().map(|(p, _)| (p.clone(), 1)).collect();
+                format!(
+                    "host {host} uses {} secrets ({}), but guard does not know its public key ({problem}); for {path}: {via}",
+                    uses.len(),
+                    list_files(&files)
+                )
+            };
+            out.push(self.mk(
+                "age-host-key-unknown",
+                Severity::Warning,
+                path,
+                1,
+                host,
+                msg,
+            ));
+        }
         for ((kind, tag, whose), files) in &groups.stale {
             out.push(self.stale_finding(kind, tag, whose, files));
         }
@@ -497,17 +521,17 @@ impl Checker<'_> {
             );
             let hk = m.host_keys.get(*host).cloned().unwrap_or_default();
             if hk.keys.is_empty() {
-                out.push(self.mk(
-                    "age-host-key-unknown",
-                    Severity::Warning,
-                    path,
-                    1,
-                    host,
-                    format!(
-                        "used by host {host}, but guard does not know its public key ({}); {via}",
-                        hk.problem.as_deref().unwrap_or("no key found")
-                    ),
-                ));
+                groups
+                    .unknown_hosts
+                    .entry(host.to_string())
+                    .or_insert_with(|| {
+                        (
+                            hk.problem.clone().unwrap_or_else(|| "no key found".into()),
+                            Vec::new(),
+                        )
+                    })
+                    .1
+                    .push((path.to_string(), via));
                 continue;
             }
             if scrypt_only {
@@ -769,6 +793,8 @@ struct Groups {
     stale: Stale,
     /// agenix-rekey: node without a host or key -> its rekeyed files.
     orphans: BTreeMap<String, Vec<(String, usize)>>,
+    /// Hosts whose key guard does not know -> (why, [(secret, how used)]).
+    unknown_hosts: BTreeMap<String, (String, Vec<(String, String)>)>,
 }
 
 /// "a.age", "a.age, b.age", "a.age, b.age, c.age and 4 more".
