@@ -802,8 +802,13 @@ fn example_fleet_breaks_each_rule() {
     let out = fleet_json(&repo, &[]);
     out.assert_code(0);
     let fs = findings(&out);
-    let w = find(&fs, "age-host-key-unknown", "secrets/wg-monitor.age");
-    assert!(w["message"].as_str().unwrap().contains("is computed"));
+    // One warning for the host, naming every secret it uses.
+    let w = find(&fs, "age-host-key-unknown", "secrets/grafana-admin.age");
+    let msg = w["message"].as_str().unwrap();
+    assert!(
+        msg.contains("is computed") && msg.contains("secrets/wg-monitor.age"),
+        "{msg}"
+    );
     reset();
 
     // age-unverifiable: linda also decrypts with an age key (guard.toml),

@@ -14,7 +14,13 @@ use crate::real_fleets::{fleet, fleet_head, scratch_clone};
 use crate::support::{GuardOutput, TempRepo, guard_in};
 
 /// (fleet, pinned commit, the warnings at that commit: (rule, path)).
-const PINNED: &[(&str, &str, &[(&str, &str)])] = &[
+type Pin = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+const PINNED: &[Pin] = &[
     (
         "oddlama+nix-config",
         "d406dd8d472c95f4e085b6c3e585aa62db47a1d7",
