@@ -178,13 +178,18 @@ pub struct DeclCache {
 /// A file's blob id and path (names come from the path).
 type DeclKey = (ObjectId, String);
 
-/// Every key declaration in the snapshot's tracked files.
-pub fn declared_keys(snapshot: &Snapshot, cache: &DeclCache) -> Result<Vec<Declared>, GitError> {
+/// Every key declaration in the snapshot's tracked files, except those
+/// `skip` says are read elsewhere (the import graph's Nix files).
+pub fn declared_keys(
+    snapshot: &Snapshot,
+    cache: &DeclCache,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Declared>, GitError> {
     let entries = snapshot.try_entries()?;
     let paths: Vec<(String, ObjectId)> = entries
         .iter()
         .map(|(p, e)| (p.to_str_lossy().into_owned(), e.id))
-        .filter(|(p, _)| candidate(p))
+        .filter(|(p, _)| candidate(p) && !skip(p))
         .collect();
     let results: Vec<Result<Arc<Vec<Declared>>, GitError>> = paths
         .par_iter()

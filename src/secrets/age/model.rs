@@ -223,8 +223,16 @@ impl Model {
             }
         }
 
-        m.declared = declared_keys(snapshot, &cache.decls)?;
         let facts = file_facts(snapshot, analysis, cache)?;
+        let mut graph_files: Vec<&String> = facts.keys().collect();
+        graph_files.sort();
+        for f in graph_files {
+            m.declared.extend(facts[f].declared.iter().cloned());
+        }
+        m.declared
+            .extend(declared_keys(snapshot, &cache.decls, &|p| {
+                analysis.graph.nodes.contains_key(p)
+            })?);
         let empty = Arc::new(NixFacts::default());
         let facts_of = |f: &str| facts.get(f).cloned().unwrap_or_else(|| empty.clone());
 
@@ -822,6 +830,13 @@ fn file_facts(
                 return Ok(hit.clone().map(|f| ((*p).clone(), f)));
             }
             let facts = read_text(snapshot, p)?.and_then(|text| {
+                // Key declarations are read here for the graph's files
+                // (one read per file), the rest by `declared_keys`.
+                let declared = if text.contains("ssh-") || text.contains("age1") {
+                    super::declared::declarations(p, &text)
+                } else {
+                    Vec::new()
+                };
                 let interesting = text.contains("hostPubKey")
                     || text.contains("hostPubkey")
                     || text.contains("ncryptKeys")
@@ -832,7 +847,18 @@ fn file_facts(
                     || analysis.graph.nodes[*p].deps.iter().any(|d| {
                         matches!(d.kind, DepKind::File | DepKind::Copy) && !d.path.ends_with(".nix")
                     });
-                interesting.then(|| Arc::new(nixfacts::facts(&text, p)))
+                if interesting {
+                    let mut f = nixfacts::facts(&text, p);
+                    f.declared = declared;
+                    Some(Arc::new(f))
+                } else if !declared.is_empty() {
+                    Some(Arc::new(NixFacts {
+                        declared,
+                        ..NixFacts::default()
+                    }))
+                } else {
+                    None
+                }
             });
             if let Some(k) = key {
                 cache.map.lock().unwrap().insert(k, facts.clone());

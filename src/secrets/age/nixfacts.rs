@@ -63,6 +63,8 @@ pub struct NixFacts {
     /// `sops.age.sshKeyPaths`: `Some(false)` for an empty list (no SSH
     /// key used), `Some(true)` for anything else.
     pub sops_ssh_paths: Option<bool>,
+    /// Public keys the file declares (see `declared`).
+    pub declared: Vec<super::declared::Declared>,
 }
 
 /// Reads the facts of the Nix file at repository path `path`.
