@@ -291,7 +291,18 @@ fn agenix_rekey_rekeyed_file_and_source_mutations_are_caught() {
     // backup key).
     let source = "hosts/envoy/secrets/acme-cloudflare-dns-token.age";
     repo.write(source, age_encrypt(&[&stranger]));
-    repo.commit_all("re-encrypt two files");
+    // envoy's rekeyed copy of another source deleted (agenix rekey not
+    // run), and a temporary file of an interrupted edit committed.
+    repo.git(&[
+        "rm",
+        "-q",
+        "secrets/rekeyed/envoy/c583a37b083c678b72ad79a9b31633a2-acme-cloudflare-zone-token.age",
+    ]);
+    repo.write(
+        "hosts/envoy/secrets/.tmp.acme-cloudflare-zone-token.age",
+        "x",
+    );
+    repo.commit_all("re-encrypt two files, drop a rekeyed one");
     for args in [
         &["secrets", "--all", "--format", "json"][..],
         &["secrets", "--commit", "HEAD", "--format", "json"][..],
@@ -315,6 +326,24 @@ fn agenix_rekey_rekeyed_file_and_source_mutations_are_caught() {
                 && msg.contains("secrets/yk1-nix-rage.pub")
                 && msg.contains("for envoy"),
             "{msg}"
+        );
+        let m = with_rule(&fs, "agenix-rekey-not-rekeyed");
+        assert_eq!(m.len(), 1, "{fs:#?}");
+        let msg = m[0]["message"].as_str().unwrap();
+        assert!(
+            m[0]["path"] == "hosts/envoy/secrets/acme-cloudflare-zone-token.age"
+                && msg.contains(
+                    "host envoy uses this source as age.secrets.acme-cloudflare-zone-token"
+                )
+                && msg.contains("chain: hosts/envoy/acme.nix")
+                && msg.contains("secrets/rekeyed/envoy/"),
+            "{msg}"
+        );
+        let t = with_rule(&fs, "agenix-rekey-temporary-file");
+        assert_eq!(t.len(), 1, "{fs:#?}");
+        assert_eq!(
+            t[0]["path"],
+            "hosts/envoy/secrets/.tmp.acme-cloudflare-zone-token.age"
         );
         // The stranger's key: one grouped warning for both files.
         let stale = with_rule(&fs, "age-stale-recipient");

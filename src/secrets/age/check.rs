@@ -144,6 +144,13 @@ pub fn rule_infos() -> Vec<RuleInfo> {
             "Delete the node's directory if the host is gone.",
         ),
         rule(
+            "agenix-rekey-not-rekeyed",
+            Severity::Error,
+            "A host's rekeyed copy of a secret is missing",
+            "agenix-rekey's local storage holds no file rekeyed for the host that uses the source: the build fails.",
+            "Run agenix rekey and commit its output.",
+        ),
+        rule(
             "agenix-rekey-temporary-file",
             Severity::Warning,
             "Committed temporary file of agenix-rekey",
@@ -967,6 +974,50 @@ impl Checker<'_> {
                 .entry((s.tag.clone(), tag.to_string(), Whose::Unknown))
                 .or_default()
                 .push((path.to_string(), s.line));
+        }
+        // Each host that uses it through rekeyFile needs its rekeyed copy
+        // (`<storage>/<host>/<hash>-<name>.age`; a guest's copy sits in
+        // `<storage>/<host>-<guest>/`), else agenix-rekey fails the build.
+        if rk.config.storage.is_some() {
+            let mut seen = BTreeSet::new();
+            for u in m.uses.get(path).into_iter().flatten() {
+                let Some(name) = u
+                    .option
+                    .as_deref()
+                    .and_then(|o| o.rsplit_once("age.secrets.").map(|(_, r)| r))
+                    .and_then(|r| r.strip_suffix(".rekeyFile"))
+                else {
+                    continue;
+                };
+                if !seen.insert((u.host.as_str(), name)) {
+                    continue;
+                }
+                let suffix = format!("-{name}.age");
+                let guest = format!("{}-", u.host);
+                let rekeyed = m.tracked.iter().any(|p| {
+                    rk.config
+                        .node_of(p)
+                        .is_some_and(|n| n == u.host || n.starts_with(&guest))
+                        && p.rsplit('/').next().is_some_and(|f| f.ends_with(&suffix))
+                });
+                if !rekeyed {
+                    out.push(self.mk(
+                        "agenix-rekey-not-rekeyed",
+                        Severity::Error,
+                        path,
+                        1,
+                        &format!("{}:{name}", u.host),
+                        format!(
+                            "host {} uses this source as age.secrets.{name} ({}; chain: {}), but {}/{}/ holds no rekeyed copy (…{suffix}): the build fails until agenix rekey is run and its output committed",
+                            u.host,
+                            u.describe(),
+                            u.chain.join(" → "),
+                            rk.config.storage.as_deref().unwrap_or(""),
+                            u.host
+                        ),
+                    ));
+                }
+            }
         }
         let generated = rk
             .config
