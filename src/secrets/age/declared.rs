@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use regex::Regex;
 
 use super::keys::{PublicKey, parse_public_key};
-use crate::git::{BStr, ByteSlice, GitError, ObjectId, Snapshot};
+use crate::git::{BStr, ByteSlice, FileMode, GitError, ObjectId, Snapshot};
 
 /// One declaration of a public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,17 +93,31 @@ pub fn names_from_path(path: &str) -> Vec<String> {
 }
 
 /// Whether a tracked file may declare keys (by name; content decides).
+/// JSON is read only when its name says keys or hosts (dashboards and
+/// hardware reports are large and never do); clan's `secret` files are
+/// sops files, read by the sops check.
 fn candidate(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
-    if name.ends_with(".age") || name.ends_with(".lock") {
+    if name.ends_with(".age") || name.ends_with(".lock") || name == "secret" {
         return false;
     }
-    let ext = name.rsplit_once('.').map(|(_, e)| e);
-    matches!(
-        ext,
-        None | Some("pub" | "nix" | "yaml" | "yml" | "json" | "toml" | "txt" | "keys")
-    ) || name.contains("key")
-        || name.contains("recipient")
+    let keyish = [
+        "key",
+        "pub",
+        "recipient",
+        "ssh",
+        "host",
+        "machine",
+        "user",
+        "age",
+    ]
+    .iter()
+    .any(|k| name.contains(k));
+    match name.rsplit_once('.').map(|(_, e)| e) {
+        None | Some("pub" | "nix" | "yaml" | "yml" | "toml" | "txt" | "keys") => true,
+        Some("json") => keyish,
+        _ => name.contains("key") || name.contains("recipient"),
+    }
 }
 
 struct Patterns {
@@ -188,6 +202,7 @@ pub fn declared_keys(
     let entries = snapshot.try_entries()?;
     let paths: Vec<(String, ObjectId)> = entries
         .iter()
+        .filter(|(_, e)| matches!(e.mode, FileMode::Regular | FileMode::Executable))
         .map(|(p, e)| (p.to_str_lossy().into_owned(), e.id))
         .filter(|(p, _)| candidate(p) && !skip(p))
         .collect();
