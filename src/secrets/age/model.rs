@@ -841,8 +841,8 @@ fn file_facts(
                     || text.contains("hostPubkey")
                     || text.contains("ncryptKeys")
                     || text.contains("masterIdentities")
-                    || text.contains("sshKeyPaths")
-                    || text.contains("keyFile")
+                    || (text.contains("sops")
+                        && (text.contains("sshKeyPaths") || text.contains("keyFile")))
                     || text.contains("localStorageDir")
                     || analysis.graph.nodes[*p].deps.iter().any(|d| {
                         matches!(d.kind, DepKind::File | DepKind::Copy) && !d.path.ends_with(".nix")
