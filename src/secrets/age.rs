@@ -5,11 +5,17 @@
 //! header (to whom a file is encrypted, `header`) together:
 //!
 //! * `header`: strict age v1 parser (binary and armored), pure.
-//! * `keys`: recipient keys as text, and the SSH stanza tag.
-//! * `nixfacts`: options, `secrix.hostPubKey`, agenix rules, read with rnix.
+//! * `keys`: recipient keys as text, the SSH stanza tag, ed25519 -> X25519.
+//! * `nixfacts`: options, host keys, sops-nix key settings, read with rnix.
+//! * `agenix`: `secrets.nix` rules evaluated with `crate::nix::eval`.
+//! * `rekey`: agenix-rekey's configuration, YubiKey stanza tags.
+//! * `declared`: every key the repository declares, with its names.
 //! * `model`: hosts -> secrets they use, hosts -> keys.
 //! * `check`: the findings (rule ids listed there).
 //! * `decrypt`: the optional decrypt proof with an identity.
+//!
+//! sops-nix and clan vars files are checked by `crate::secrets::sops`
+//! from the same model.
 //!
 //! [`check_change`] is the entry point: a change, the configuration, and
 //! whether to check everything; it returns the findings plus the model the

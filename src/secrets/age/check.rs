@@ -20,6 +20,14 @@
 //! * `age-legacy-encoding` (warning): a stanza in the pre-1.0 body encoding.
 //! * `agenix-rules-mismatch` (warning): the SSH recipients differ from the
 //!   file's rule in `secrets.nix`.
+//! * `agenix-rekey-not-rekeyed` (error): a host uses a source through
+//!   `rekeyFile` and no copy is rekeyed for it.
+//! * `agenix-rekey-orphaned` (warning): rekeyed files of a node no host
+//!   defines (one per node).
+//! * `agenix-rekey-temporary-file` (warning): a committed `.tmp.*` file.
+//!
+//! Stale recipients and unknown host keys are reported once per key and
+//! per host, naming the files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
