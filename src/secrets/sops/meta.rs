@@ -197,6 +197,44 @@ mod tests {
         assert_eq!((m.format, m.age.len()), ("dotenv", 1));
     }
 
+    /// Every truncation and a sweep of byte flips of valid files (each
+    /// format) and of a .sops.yaml: an error or a result, never a panic.
+    #[test]
+    fn garbage_and_mutations_never_panic() {
+        let yaml = format!(
+            "db: ENC[AES256_GCM,data:abc,iv:x,tag:y,type:str]\nsops:\n    age:\n        - recipient: {A}\n          enc: |\n            x\n    mac: ENC[AES256_GCM,data:z]\n"
+        );
+        let json = format!(
+            r#"{{"data": "ENC[x]", "sops": {{"age": [{{"recipient": "{A}"}}], "mac": "x"}}}}"#
+        );
+        let env = format!("A=ENC[x]\nsops_age__list_0__map_recipient={A}\nsops_mac=ENC[y]\n");
+        let cfg = format!(
+            "keys:\n  - &a {A}\ncreation_rules:\n  - path_regex: s/.*\\.yaml$\n    key_groups:\n      - age: [*a]\n"
+        );
+        for text in [&yaml, &json, &env, &cfg] {
+            let b = text.as_bytes();
+            for i in 0..=b.len() {
+                let _ = parse(&b[..i]);
+                let _ =
+                    super::super::config::parse(&String::from_utf8_lossy(&b[..i]), ".sops.yaml");
+                let _ = crate::secrets::age::declared::declarations(
+                    "k.pub",
+                    &String::from_utf8_lossy(&b[..i]),
+                );
+            }
+            for i in 0..b.len() {
+                for x in [0u8, b'\n', b'"', b'{', b':', b'&', b'*', 0xff] {
+                    let mut m = b.to_vec();
+                    m[i] = x;
+                    let _ = parse(&m);
+                    let t = String::from_utf8_lossy(&m);
+                    let _ = super::super::config::parse(&t, "d/.sops.yaml");
+                    let _ = crate::secrets::age::rekey::bech32_decode(&t);
+                }
+            }
+        }
+    }
+
     #[test]
     fn broken_files_are_errors_without_content() {
         assert_eq!(parse(b"password: hunter2\n"), Err(SopsError::NotSops));
