@@ -785,6 +785,29 @@ fn secret_refs(
             None => {}
         }
     }
+    // Paths from the flake's root (`self + /secrets/x.age`) are not in the
+    // graph's dependencies.
+    for u in facts.paths.iter().filter(|u| u.rooted) {
+        let option = u.option.clone();
+        match option.as_deref().and_then(nixfacts::secret_option_kind) {
+            Some(SecretKind::Sops) => out.push(Ref::Sops {
+                path: u.path.clone(),
+                line: u.line,
+                option,
+            }),
+            Some(_) => out.push(Ref::Secret {
+                path: u.path.clone(),
+                line: u.line,
+                option,
+            }),
+            None if is_pattern(&u.path) && !tree.is_dir(&u.path) => out.push(Ref::Secret {
+                path: u.path.clone(),
+                line: u.line,
+                option,
+            }),
+            None => {}
+        }
+    }
     out
 }
 
@@ -837,7 +860,8 @@ fn file_facts(
                 } else {
                     Vec::new()
                 };
-                let interesting = text.contains("hostPubKey")
+                let interesting = text.contains("self + /")
+                    || text.contains("hostPubKey")
                     || text.contains("hostPubkey")
                     || text.contains("ncryptKeys")
                     || text.contains("masterIdentities")

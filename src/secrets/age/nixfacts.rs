@@ -24,6 +24,9 @@ pub struct PathUse {
     pub option: Option<String>,
     /// 1-based line of the literal.
     pub line: usize,
+    /// `self + /secrets/x.age`: a path from the flake's root, which the
+    /// import graph does not list (the use is read from here).
+    pub rooted: bool,
 }
 
 /// The value of a key definition.
@@ -81,6 +84,17 @@ pub fn facts(src: &str, path: &str) -> NixFacts {
                         path: p,
                         option: option_of(&node),
                         line: lines.line(&node),
+                        rooted: false,
+                    });
+                }
+            }
+            NODE_BIN_OP => {
+                if let Some(p) = self_rooted(&node) {
+                    out.paths.push(PathUse {
+                        path: p,
+                        option: option_of(&node),
+                        line: lines.line(&node),
+                        rooted: true,
                     });
                 }
             }
@@ -199,6 +213,31 @@ pub enum SecretKind {
     /// source.
     Rekey,
     Sops,
+}
+
+/// `self + /secrets/x.age` (also `inputs.self`, `….outPath`): the
+/// repository path `secrets/x.age`.
+fn self_rooted(node: &SyntaxNode) -> Option<String> {
+    let kids: Vec<SyntaxNode> = node.children().collect();
+    let is_add = node.children_with_tokens().any(|t| t.kind() == TOKEN_ADD);
+    if !is_add || kids.len() != 2 || kids[1].kind() != NODE_PATH_ABS {
+        return None;
+    }
+    let lhs = kids[0].text().to_string();
+    if !matches!(
+        lhs.as_str(),
+        "self" | "inputs.self" | "self.outPath" | "inputs.self.outPath"
+    ) {
+        return None;
+    }
+    let mut text = String::new();
+    for child in kids[1].children_with_tokens() {
+        match child {
+            rnix::NodeOrToken::Token(t) => text.push_str(t.text()),
+            rnix::NodeOrToken::Node(_) => return None,
+        }
+    }
+    normalize(text.trim_start_matches('/'))
 }
 
 /// A path literal without interpolation, resolved against the file's
@@ -676,6 +715,18 @@ mod tests {
             Some(SecretKind::Sops)
         );
         assert_eq!(secret_option_kind("services.x.keyFile"), None);
+    }
+
+    #[test]
+    fn paths_from_the_flake_root() {
+        let src = "{ self, ... }: { age.secrets.h = { file = self + /secrets/h.age; }; x = inputs.self + /a/${n}.age; }";
+        let f = facts(src, "modules/nixos/h.nix");
+        let got: Vec<(&str, Option<&str>, bool)> = f
+            .paths
+            .iter()
+            .map(|p| (p.path.as_str(), p.option.as_deref(), p.rooted))
+            .collect();
+        assert_eq!(got, [("secrets/h.age", Some("age.secrets.h.file"), true)]);
     }
 
     #[test]
