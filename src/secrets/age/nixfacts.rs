@@ -718,6 +718,42 @@ mod tests {
     }
 
     #[test]
+    fn agenix_rekey_host_keys_and_sops_key_settings() {
+        let src = r#"{ config, ... }: {
+  age.rekey.hostPubkey = ./host.pub;
+  age.rekey.hostPubkey = lib.mkDefault "ssh-ed25519 AAAA";
+  age.rekey.hostPubkey = config.node.secretsDir + "/host.pub";
+  sops.age.sshKeyPaths = [ ];
+  sops.age.keyFile = "/var/lib/sops/key.txt";
+}"#;
+        let f = facts(src, "hosts/a/default.nix");
+        let got: Vec<(&str, KeyValue, u32)> = f
+            .host_keys
+            .iter()
+            .map(|k| (k.option, k.value.clone(), k.priority))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "age.rekey.hostPubkey",
+                    KeyValue::File("hosts/a/host.pub".into()),
+                    100
+                ),
+                (
+                    "age.rekey.hostPubkey",
+                    KeyValue::Literal("ssh-ed25519 AAAA".into()),
+                    1000
+                ),
+            ]
+        );
+        assert!(f.sops_key_file);
+        assert_eq!(f.sops_ssh_paths, Some(false));
+        let g = facts("{ sops.age.sshKeyPaths = [ \"/etc/ssh/k\" ]; }", "x.nix");
+        assert_eq!((g.sops_key_file, g.sops_ssh_paths), (false, Some(true)));
+    }
+
+    #[test]
     fn paths_from_the_flake_root() {
         let src = "{ self, ... }: { age.secrets.h = { file = self + /secrets/h.age; }; x = inputs.self + /a/${n}.age; }";
         let f = facts(src, "modules/nixos/h.nix");
