@@ -18,7 +18,9 @@
 //!   host's key), `sops-unverifiable` (info, once per host).
 //! * `.sops.yaml` creation rules that disagree with a file's recipients:
 //!   `sops-rules-mismatch` (warning, once per rule): the file was not
-//!   re-encrypted after the rule changed (`sops updatekeys`).
+//!   re-encrypted after the rule changed (`sops updatekeys`); likewise a
+//!   clan user (`users/<u>`, `groups/<g>`) missing from a clan secret
+//!   (once per user).
 //! * Files a host or clan uses that are not readable sops files:
 //!   `sops-malformed` (error); referenced but untracked: `sops-missing-file`.
 
@@ -106,6 +108,9 @@ struct Role {
     referenced: bool,
     /// clan machines that own or share it (with the entry naming them).
     clan: Vec<(String, String)>,
+    /// clan users granted access (`users/<u>`, or through `groups/<g>`),
+    /// with the entry naming them.
+    clan_users: Vec<(String, String)>,
     /// Covered by a `.sops.yaml` creation rule.
     covered: bool,
 }
@@ -211,6 +216,22 @@ pub fn check(
             for m in clan_members(&entries, dir, "machines") {
                 r.clan.push((m.clone(), format!("{dir}/machines/{m}")));
             }
+            for u in clan_members(&entries, dir, "users") {
+                r.clan_users.push((u.clone(), format!("{dir}/users/{u}")));
+            }
+            for g in clan_members(&entries, dir, "groups") {
+                let group = format!("sops/groups/{g}");
+                for u in clan_members(&entries, &group, "users") {
+                    r.clan_users
+                        .push((u.clone(), format!("{dir}/groups/{g} ({group}/users/{u})")));
+                }
+                for m in clan_members(&entries, &group, "machines") {
+                    r.clan.push((
+                        m.clone(),
+                        format!("{dir}/groups/{g} ({group}/machines/{m})"),
+                    ));
+                }
+            }
         }
         let name = p.rsplit('/').next().unwrap_or(p);
         if name != ".sops.yaml"
@@ -242,6 +263,7 @@ pub fn check(
         }
     }
     let mut clan_machine_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut clan_user_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in &entries {
         let parts: Vec<&str> = p.split('/').collect();
         if let ["sops", kind @ ("machines" | "users"), who, "key.json"] = parts.as_slice()
@@ -255,6 +277,8 @@ pub fn check(
                         .entry(who.to_string())
                         .or_default()
                         .push(k);
+                } else {
+                    clan_user_keys.entry(who.to_string()).or_default().push(k);
                 }
             }
         }
@@ -329,6 +353,7 @@ pub fn check(
 
     let mut unverifiable: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     let mut mismatches: BTreeMap<(String, usize, String), Vec<String>> = BTreeMap::new();
+    let mut user_gaps: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for (path, res) in parsed {
         let role = &roles[&path];
         let Some((len, meta)) = res? else {
@@ -453,6 +478,20 @@ pub fn check(
             ));
         }
 
+        // clan users (directly or through a group) must be recipients too;
+        // one warning per user.
+        for (u, entry) in &role.clan_users {
+            if let Some(keys) = clan_user_keys.get(u)
+                && !keys.iter().any(|k| meta.age.contains(k))
+            {
+                let gaps = user_gaps.entry(u.clone()).or_default();
+                // Named directly and through a group: one gap.
+                if gaps.last().is_none_or(|(p, _)| *p != path) {
+                    gaps.push((path.clone(), entry.clone()));
+                }
+            }
+        }
+
         // 2. The creation rule that covers it.
         if role.clan.is_empty()
             && let Some((c, rule)) = configs
@@ -500,6 +539,23 @@ pub fn check(
                 "cannot verify that host {host} can decrypt {} sops file(s) it uses ({}): {why}",
                 files.len(),
                 list(&files)
+            ),
+            commit,
+        ));
+    }
+    for (u, gaps) in user_gaps {
+        let files: Vec<String> = gaps.iter().map(|(p, _)| p.clone()).collect();
+        out.findings.push(finding(
+            "sops-rules-mismatch",
+            Severity::Warning,
+            &files[0],
+            1,
+            &format!("clan-user:{u}"),
+            format!(
+                "clan grants user {u} access to {} secret(s) ({}), but they are not encrypted to sops/users/{u}/key.json (e.g. {}): re-encrypt them with clan (clan vars fix)",
+                files.len(),
+                list(&files),
+                gaps[0].1
             ),
             commit,
         ));

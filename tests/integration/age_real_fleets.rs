@@ -428,6 +428,31 @@ fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
         "{msg}"
     );
 
+    // A user clan grants access (users/dave) missing from another secret.
+    let repo = scratch_clone("clan-lol+clan-infra");
+    let file = "vars/per-machine/build-x86-01/initrd-ssh/id_ed25519/secret";
+    let dave: serde_json::Value =
+        serde_json::from_str(&read(&repo, "sops/users/dave/key.json")).unwrap();
+    let dave = dave["publickey"]
+        .as_str()
+        .or(dave[0]["publickey"].as_str())
+        .unwrap()
+        .to_string();
+    sops_reencrypt_without(&repo, file, &dave, true);
+    let out = repo.guard(&["secrets", "--worktree", "--format", "json"]);
+    out.assert_code(0);
+    let fs = findings(&out);
+    let w: Vec<_> = with_rule(&fs, "sops-rules-mismatch")
+        .into_iter()
+        .filter(|f| f["message"].as_str().unwrap().contains("user dave"))
+        .collect();
+    assert_eq!(w.len(), 1, "{fs:#?}");
+    let msg = w[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("access to 1 secret(s)") && msg.contains("sops/users/dave/key.json"),
+        "{msg}"
+    );
+
     // sops-nix: astrid's k3s token file, without astrid's age key
     // (pubkeys.json names it; .sops.yaml is generated from it).
     let repo = scratch_clone("TUM-DSE+doctor-cluster-config");
