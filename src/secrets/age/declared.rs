@@ -34,6 +34,7 @@ const GENERIC: &[&str] = &[
     "",
     ".",
     "age",
+    "default",
     "authorized_keys",
     "host",
     "host_key",
@@ -161,14 +162,22 @@ pub fn declarations(path: &str, text: &str) -> Vec<Declared> {
             }
             // A recipients-file or .pub comment: `… root@alpha`, `… alpha`.
             let after = line[m.end()..].trim();
+            // `root@alpha` names host alpha; `alice@laptop` names alice
+            // (a user's key, not laptop's host key).
             if !after.is_empty() && !after.contains(['"', ';', '=', ',', ']']) {
                 let c = after.split_whitespace().next().unwrap_or("");
-                let c = c.rsplit('@').next().unwrap_or(c);
+                let c = match c.split_once('@') {
+                    Some(("root", host)) => host,
+                    Some((user, _)) => user,
+                    None => c,
+                };
                 if !c.is_empty() {
                     names.push(c.to_string());
                 }
             }
-            if is_pub || names.is_empty() {
+            // A .pub file is named for its key; any other file (a host's
+            // module listing authorized keys) is not.
+            if is_pub {
                 names.extend(path_names.iter().cloned());
             }
             names.retain(|n| !GENERIC.contains(&n.to_ascii_lowercase().as_str()));
