@@ -52,6 +52,10 @@ const GENERIC: &[&str] = &[
     "public",
     "public-keys",
     "public_keys",
+    "publickey",
+    "hostkey",
+    "authorizedkeys",
+    "openssh",
     "recipient",
     "recipients",
     "secrets",
@@ -157,8 +161,14 @@ pub fn declarations(path: &str, text: &str) -> Vec<Declared> {
             if let Some(c) = p.anchor.captures(before) {
                 names.push(c[1].to_string());
             } else if let Some(c) = p.before.captures(&line[..m.start()]) {
-                let n = c[1].rsplit('.').next().unwrap_or(&c[1]);
-                names.push(n.trim_matches('"').to_string());
+                // The last specific segment: `knownHosts.alpha.publicKey`
+                // names alpha.
+                let n = c[1]
+                    .rsplit('.')
+                    .map(|x| x.trim_matches('"'))
+                    .find(|x| !GENERIC.contains(&x.to_ascii_lowercase().as_str()))
+                    .unwrap_or("");
+                names.push(n.to_string());
             }
             // A recipients-file or .pub comment: `… root@alpha`, `… alpha`.
             let after = line[m.end()..].trim();
