@@ -205,6 +205,11 @@ pub fn check(
         }
     }
 
+    // sops uses the nearest .sops.yaml above a file: deepest first.
+    configs.sort_by_key(|c| {
+        std::cmp::Reverse(c.dir.matches('/').count() + usize::from(!c.dir.is_empty()))
+    });
+
     // The files to check, and why.
     let mut roles: BTreeMap<String, Role> = BTreeMap::new();
     for p in model.sops_uses.keys() {
@@ -237,7 +242,9 @@ pub fn check(
         if name != ".sops.yaml"
             && configs
                 .iter()
-                .any(|c| c.rule_for(p).is_some_and(|r| r.path_regex.is_some()))
+                .find(|c| c.covers(p))
+                .and_then(|c| c.rule_for(p))
+                .is_some_and(|r| r.path_regex.is_some())
         {
             roles.entry(p.clone()).or_default().covered = true;
         }
@@ -494,9 +501,8 @@ pub fn check(
 
         // 2. The creation rule that covers it.
         if role.clan.is_empty()
-            && let Some((c, rule)) = configs
-                .iter()
-                .find_map(|c| c.rule_for(&path).map(|r| (c, r)))
+            && let Some(c) = configs.iter().find(|c| c.covers(&path))
+            && let Some(rule) = c.rule_for(&path)
             && !rule.other
             && (!rule.age.is_empty() || !rule.pgp.is_empty())
         {

@@ -34,6 +34,14 @@ pub struct SopsConfig {
 }
 
 impl SopsConfig {
+    /// Whether `file` is below this configuration's directory.
+    pub fn covers(&self, file: &str) -> bool {
+        self.dir.is_empty()
+            || file
+                .strip_prefix(&self.dir)
+                .is_some_and(|r| r.starts_with('/'))
+    }
+
     /// The rule sops applies to the repository path `file`, when the file
     /// is below this configuration's directory.
     pub fn rule_for(&self, file: &str) -> Option<&CreationRule> {
@@ -155,6 +163,7 @@ mod tests {
             ["8A94ED58A476A13AE0D6E85E9758078DE5308308"]
         );
         assert!(c.rule_for("elsewhere/x.yaml").is_none());
+        assert!(c.covers("nix/secrets/a.yaml") && !c.covers("nixos/a.yaml"));
         assert!(parse("creation_rules:\n  - path_regex: '('\n", ".sops.yaml").is_err());
         assert!(parse("a: [\n", ".sops.yaml").unwrap_err().contains("line"));
     }
