@@ -485,6 +485,49 @@ fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
         "{w:#?}"
     );
 
+    // sops-nix with keys committed as <host>.age.pub (colemickens), and
+    // clan vars on another clan fleet (badele): one file each.
+    let repo = scratch_clone("colemickens+nixcfg");
+    let file = "secrets/encrypted/nix-access-tokens";
+    let raisin = read(&repo, "secrets/keys/raisin.age.pub")
+        .trim()
+        .to_string();
+    sops_reencrypt_without(&repo, file, &raisin, true);
+    let out = repo.guard(&["secrets", "--worktree", "--format", "json"]);
+    out.assert_code(1);
+    let fs = findings(&out);
+    let m = with_rule(&fs, "sops-missing-recipient");
+    assert_eq!(m.len(), 1, "{fs:#?}");
+    let msg = m[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("host raisin cannot decrypt")
+            && msg.contains("sops.secrets.nix-access-tokens.sopsFile in mixins/nix.nix")
+            && msg.contains("chain: hosts/raisin/"),
+        "{msg}"
+    );
+    let repo = scratch_clone("badele+nix-homelab");
+    let file = "vars/per-machine/airlock/openssh/ssh.id_ed25519/secret";
+    let key: serde_json::Value =
+        serde_json::from_str(&read(&repo, "sops/machines/airlock/key.json")).unwrap();
+    let key = key["publickey"]
+        .as_str()
+        .or(key[0]["publickey"].as_str())
+        .unwrap()
+        .to_string();
+    sops_reencrypt_without(&repo, file, &key, true);
+    let out = repo.guard(&["secrets", "--worktree", "--format", "json"]);
+    out.assert_code(1);
+    let fs = findings(&out);
+    let m = with_rule(&fs, "sops-missing-recipient");
+    assert_eq!(m.len(), 1, "{fs:#?}");
+    assert!(
+        m[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("host airlock cannot decrypt"),
+        "{m:#?}"
+    );
+
     // Only a creation rule covers it (no host is known to use it):
     // wimpysworld's act.yaml without host_prime.
     let repo = scratch_clone("wimpysworld+nix-config");
