@@ -5,22 +5,31 @@
 //! header (to whom a file is encrypted, `header`) together:
 //!
 //! * `header`: strict age v1 parser (binary and armored), pure.
-//! * `keys`: recipient keys as text, and the SSH stanza tag.
-//! * `nixfacts`: options, `secrix.hostPubKey`, agenix rules, read with rnix.
+//! * `keys`: recipient keys as text, the SSH stanza tag, ed25519 -> X25519.
+//! * `nixfacts`: options, host keys, sops-nix key settings, read with rnix.
+//! * `agenix`: `secrets.nix` rules evaluated with `crate::nix::eval`.
+//! * `rekey`: agenix-rekey's configuration, YubiKey stanza tags.
+//! * `declared`: every key the repository declares, with its names.
 //! * `model`: hosts -> secrets they use, hosts -> keys.
 //! * `check`: the findings (rule ids listed there).
 //! * `decrypt`: the optional decrypt proof with an identity.
+//!
+//! sops-nix and clan vars files are checked by `crate::secrets::sops`
+//! from the same model.
 //!
 //! [`check_change`] is the entry point: a change, its analyses and affected
 //! set (computed once by the caller), the configuration; it returns the
 //! findings plus the model the decrypt proof needs.
 
+pub mod agenix;
 pub mod check;
+pub mod declared;
 pub mod decrypt;
 pub mod header;
 pub mod keys;
 pub mod model;
 pub mod nixfacts;
+pub mod rekey;
 
 use std::collections::BTreeSet;
 
@@ -91,7 +100,27 @@ pub fn check_change(
             Err(e) => return Err(e.into()),
         },
     };
+    // sops files: every one with --all; else those the change touches,
+    // those an affected host uses, all when keys or rules changed.
+    let mut sops_scope: Option<BTreeSet<String>> = None;
     let (scope, old) = if let Some((old_model, affected)) = old_model {
+        let keys_changed = affected.changed_paths.iter().any(|p| {
+            p.ends_with(".sops.yaml")
+                || p.ends_with(".pub")
+                || p.ends_with("key.json")
+                || p.ends_with(".nix")
+        });
+        if !keys_changed {
+            let mut s: BTreeSet<String> = affected.changed_paths.iter().cloned().collect();
+            for h in affected.hosts.iter().map(|h| h.name.as_str()) {
+                for (p, uses) in &model.sops_uses {
+                    if uses.iter().any(|u| u.host == h) {
+                        s.insert(p.clone());
+                    }
+                }
+            }
+            sops_scope = Some(s);
+        }
         let mut scope = BTreeSet::new();
         for p in &affected.changed_paths {
             if secrets.contains(p) {
@@ -99,8 +128,10 @@ pub fn check_change(
             }
             // A changed agenix rules file concerns all the files it lists.
             for m in [&model, &old_model] {
-                if let Some(rules) = m.agenix.get(p) {
-                    scope.extend(rules.rules.iter().map(|r| r.file.clone()));
+                for (path, rules) in &m.agenix {
+                    if path == p || rules.inputs.binary_search(p).is_ok() {
+                        scope.extend(rules.rules.iter().map(|r| r.file.clone()));
+                    }
                 }
             }
         }
@@ -125,6 +156,24 @@ pub fn check_change(
         commit: changes.new.commit().map(|c| c.to_string()),
     };
     let (findings, counts) = checker.check(&scope)?;
+    let in_scope = |p: &str| sops_scope.as_ref().is_none_or(|s| s.contains(p));
+    let sops = crate::secrets::sops::check(
+        &changes.new,
+        &model,
+        &in_scope,
+        changes.new.commit().map(|c| c.to_string()).as_deref(),
+    )?;
+    let mut findings = findings;
+    findings.extend(sops.findings);
+    findings.sort_by(|a, b| {
+        (&a.path, a.line, &a.rule, &a.message).cmp(&(&b.path, b.line, &b.rule, &b.message))
+    });
+    warnings.extend(sops.warnings);
+    let counts = Counts {
+        files: counts.files + sops.files,
+        bytes: counts.bytes + sops.bytes,
+        ..counts
+    };
     if counts.sops > 0 {
         warnings.push(Warning {
             path: None,

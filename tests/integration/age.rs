@@ -448,12 +448,19 @@ fn rotated_host_key_is_missing_and_the_old_key_is_stale() {
     let fs = findings(&out);
     for s in ["secrets/shared.age", "secrets/wg-alpha.age"] {
         find(&fs, "age-missing-recipient", s);
-        let msg = find(&fs, "age-stale-recipient", s)["message"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        assert!(msg.contains("previous key of host alpha"), "{msg}");
     }
+    // One warning for the old key, naming every file it can still decrypt.
+    let stale: Vec<&serde_json::Value> = fs
+        .iter()
+        .filter(|f| f["rule"] == "age-stale-recipient")
+        .collect();
+    assert_eq!(stale.len(), 1, "{stale:#?}");
+    let msg = stale[0]["message"].as_str().unwrap();
+    assert!(msg.contains("previous key of host alpha"), "{msg}");
+    assert!(
+        msg.contains("secrets/shared.age, secrets/wg-alpha.age"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -772,11 +779,13 @@ fn example_fleet_breaks_each_rule() {
     let out = fleet_json(&repo, &["--commit", "HEAD"]);
     out.assert_code(0);
     let fs = findings(&out);
-    let msg = find(&fs, "age-stale-recipient", "secrets/wifi-psk.age")["message"]
+    // One warning for display-2's key, naming the files it can decrypt.
+    let msg = find(&fs, "age-stale-recipient", "secrets/wg-display-2.age")["message"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(msg.contains("removed host display-2"), "{msg}");
+    assert!(msg.contains("secrets/wifi-psk.age"), "{msg}");
     find(&fs, "age-unused", "secrets/wg-display-2.age");
     repo.git(&["reset", "-q", "--hard", "HEAD~1"]);
 
@@ -793,8 +802,13 @@ fn example_fleet_breaks_each_rule() {
     let out = fleet_json(&repo, &[]);
     out.assert_code(0);
     let fs = findings(&out);
-    let w = find(&fs, "age-host-key-unknown", "secrets/wg-monitor.age");
-    assert!(w["message"].as_str().unwrap().contains("is computed"));
+    // One warning for the host, naming every secret it uses.
+    let w = find(&fs, "age-host-key-unknown", "secrets/grafana-admin.age");
+    let msg = w["message"].as_str().unwrap();
+    assert!(
+        msg.contains("is computed") && msg.contains("secrets/wg-monitor.age"),
+        "{msg}"
+    );
     reset();
 
     // age-unverifiable: linda also decrypts with an age key (guard.toml),

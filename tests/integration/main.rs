@@ -3,6 +3,8 @@
 
 mod affected;
 mod age;
+mod age_real_fleets;
+mod age_sops;
 mod bisect;
 mod build;
 mod check_sections;

@@ -20,6 +20,14 @@
 //! * `age-legacy-encoding` (warning): a stanza in the pre-1.0 body encoding.
 //! * `agenix-rules-mismatch` (warning): the SSH recipients differ from the
 //!   file's rule in `secrets.nix`.
+//! * `agenix-rekey-not-rekeyed` (error): a host uses a source through
+//!   `rekeyFile` and no copy is rekeyed for it.
+//! * `agenix-rekey-orphaned` (warning): rekeyed files of a node no host
+//!   defines (one per node).
+//! * `agenix-rekey-temporary-file` (warning): a committed `.tmp.*` file.
+//!
+//! Stale recipients and unknown host keys are reported once per key and
+//! per host, naming the files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -138,6 +146,27 @@ pub fn rule_infos() -> Vec<RuleInfo> {
             "Run agenix --rekey.",
         ),
         rule(
+            "agenix-rekey-orphaned",
+            Severity::Warning,
+            "Rekeyed secrets of a host that no longer exists",
+            "agenix-rekey's storage directory holds files rekeyed for a node no host configuration defines and no key file names.",
+            "Delete the node's directory if the host is gone.",
+        ),
+        rule(
+            "agenix-rekey-not-rekeyed",
+            Severity::Error,
+            "A host's rekeyed copy of a secret is missing",
+            "agenix-rekey's local storage holds no file rekeyed for the host that uses the source: the build fails.",
+            "Run agenix rekey and commit its output.",
+        ),
+        rule(
+            "agenix-rekey-temporary-file",
+            Severity::Warning,
+            "Committed temporary file of agenix-rekey",
+            "A .tmp.* file of an interrupted agenix edit or rekey is tracked.",
+            "git rm it.",
+        ),
+        rule(
             "age-decrypt-failed",
             Severity::Error,
             "The identity cannot decrypt the secret",
@@ -145,6 +174,9 @@ pub fn rule_infos() -> Vec<RuleInfo> {
             "Rekey or re-encrypt the secret.",
         ),
     ]
+    .into_iter()
+    .chain(crate::secrets::sops::rule_infos())
+    .collect()
 }
 
 /// First 128 bits of SHA-256 over the rule, path and subject, in hex.
@@ -254,8 +286,51 @@ impl Checker<'_> {
         let owners = self.owners();
         let mut out = Vec::new();
         let mut counts = Counts::default();
+        let mut groups = Groups::default();
         for path in secrets {
-            self.check_one(path, &owners, &mut out, &mut counts)?;
+            self.check_one(path, &owners, &mut out, &mut groups, &mut counts)?;
+        }
+        for (host, (problem, uses)) in &groups.unknown_hosts {
+            let (path, via) = &uses[0];
+            let msg = if uses.len() == 1 {
+                format!(
+                    "used by host {host}, but guard does not know its public key ({problem}); {via}"
+                )
+            } else {
+                let files: Vec<(String, usize)> =
+                    uses.iter().map(|(p, _)| (p.clone(), 1)).collect();
+                format!(
+                    "host {host} uses {} secrets ({}), but guard does not know its public key ({problem}); for {path}: {via}",
+                    uses.len(),
+                    list_files(&files)
+                )
+            };
+            out.push(self.mk(
+                "age-host-key-unknown",
+                Severity::Warning,
+                path,
+                1,
+                host,
+                msg,
+            ));
+        }
+        for ((kind, tag, whose), files) in &groups.stale {
+            out.push(self.stale_finding(kind, tag, whose, files));
+        }
+        if let Some(rk) = &self.model.rekey {
+            for (node, files) in &groups.orphans {
+                out.push(self.orphan_finding(rk, node, files));
+            }
+            for p in &self.model.temporary {
+                out.push(self.mk(
+                    "agenix-rekey-temporary-file",
+                    Severity::Warning,
+                    p,
+                    1,
+                    "tmp",
+                    "a temporary file of an interrupted agenix edit/rekey is committed; delete it (git rm) and check that the secret it shadows is current".into(),
+                ));
+            }
         }
         out.sort_by(|a, b| {
             (&a.path, a.line, &a.rule, &a.message).cmp(&(&b.path, b.line, &b.rule, &b.message))
@@ -289,6 +364,7 @@ impl Checker<'_> {
         path: &str,
         owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
         out: &mut Vec<Finding>,
+        groups: &mut Groups,
         counts: &mut Counts,
     ) -> Result<(), GitError> {
         let m = self.model;
@@ -359,7 +435,17 @@ impl Checker<'_> {
             ));
             return Ok(());
         }
-        self.check_recipients(path, &h, owners, out);
+        if let Some(rk) = &m.rekey {
+            if let Some(node) = rk.config.node_of(path) {
+                self.check_rekeyed(path, node, &h, owners, out, groups);
+                return Ok(());
+            }
+            if m.is_rekey_source(path) {
+                self.check_source(path, rk, &h, owners, out, groups);
+                return Ok(());
+            }
+        }
+        self.check_recipients(path, &h, owners, out, groups);
         Ok(())
     }
 
@@ -408,6 +494,7 @@ impl Checker<'_> {
         h: &Header,
         owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
         out: &mut Vec<Finding>,
+        groups: &mut Groups,
     ) {
         let m = self.model;
         let users = m.users_of(path);
@@ -450,17 +537,17 @@ impl Checker<'_> {
             );
             let hk = m.host_keys.get(*host).cloned().unwrap_or_default();
             if hk.keys.is_empty() {
-                out.push(self.mk(
-                    "age-host-key-unknown",
-                    Severity::Warning,
-                    path,
-                    1,
-                    host,
-                    format!(
-                        "used by host {host}, but guard does not know its public key ({}); {via}",
-                        hk.problem.as_deref().unwrap_or("no key found")
-                    ),
-                ));
+                groups
+                    .unknown_hosts
+                    .entry(host.to_string())
+                    .or_insert_with(|| {
+                        (
+                            hk.problem.clone().unwrap_or_else(|| "no key found".into()),
+                            Vec::new(),
+                        )
+                    })
+                    .1
+                    .push((path.to_string(), via));
                 continue;
             }
             if scrypt_only {
@@ -555,47 +642,29 @@ impl Checker<'_> {
             }
             let old_users: BTreeSet<&str> =
                 self.old.map(|(_, o)| o.users_of(path)).unwrap_or_default();
-            let msg = if let Some(Owner::Host(h)) = os.iter().find(|o| matches!(o, Owner::Host(_)))
-            {
-                if old_users.contains(h.as_str()) {
-                    format!(
-                        "stale recipient: host {h} no longer uses this secret but can still decrypt it ({} tag {tag}); rekey without it to revoke its access",
-                        s.tag
-                    )
+            let whose =
+                if let Some(Owner::Host(h)) = os.iter().find(|o| matches!(o, Owner::Host(_))) {
+                    if old_users.contains(h.as_str()) {
+                        Whose::NoLongerUses(h.clone())
+                    } else {
+                        Whose::DoesNotUse(h.clone())
+                    }
+                } else if let Some(Owner::Removed(h)) =
+                    os.iter().find(|o| matches!(o, Owner::Removed(_)))
+                {
+                    Whose::Removed(h.clone())
+                } else if let Some(Owner::Previous(h)) =
+                    os.iter().find(|o| matches!(o, Owner::Previous(_)))
+                {
+                    Whose::Previous(h.clone())
                 } else {
-                    format!(
-                        "stale recipient: host {h} can decrypt this secret but does not use it ({} tag {tag}); rekey without it to revoke its access",
-                        s.tag
-                    )
-                }
-            } else if let Some(Owner::Removed(h)) =
-                os.iter().find(|o| matches!(o, Owner::Removed(_)))
-            {
-                format!(
-                    "stale recipient: still encrypted to removed host {h} ({} tag {tag}); rekey to revoke its access",
-                    s.tag
-                )
-            } else if let Some(Owner::Previous(h)) =
-                os.iter().find(|o| matches!(o, Owner::Previous(_)))
-            {
-                format!(
-                    "stale recipient: encrypted to a previous key of host {h} ({} tag {tag}, replaced in this change); rekey it",
-                    s.tag
-                )
-            } else {
-                format!(
-                    "stale recipient: encrypted to an unknown {} key (tag {tag}) that is no host's key, secrix user key, agenix publicKeys entry or guard.toml admin_keys entry; a stale or rotated key? (list legitimate keys in [secrets] admin_keys)",
-                    s.tag
-                )
-            };
-            out.push(self.mk(
-                "age-stale-recipient",
-                Severity::Warning,
-                path,
-                s.line,
-                tag,
-                msg,
-            ));
+                    Whose::Unknown
+                };
+            groups
+                .stale
+                .entry((s.tag.clone(), tag.to_string(), whose))
+                .or_default()
+                .push((path.to_string(), s.line));
         }
 
         // 3. What cannot be verified from the header.
@@ -713,6 +782,341 @@ impl Checker<'_> {
                 ));
             }
         }
+    }
+}
+
+/// Whose a stale recipient key is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Whose {
+    /// A current host that does not use the files.
+    DoesNotUse(String),
+    /// A current host that used the files before the change.
+    NoLongerUses(String),
+    Removed(String),
+    /// A key the host had before the change.
+    Previous(String),
+    /// No file of the repository declares it.
+    Unknown,
+}
+
+/// Stale recipients grouped per key: (stanza type, tag, whose) -> the
+/// files (with the stanza's line) it is a recipient of.
+type Stale = BTreeMap<(String, String, Whose), Vec<(String, usize)>>;
+
+/// Findings reported once per key or node rather than per file.
+#[derive(Default)]
+struct Groups {
+    stale: Stale,
+    /// agenix-rekey: node without a host or key -> its rekeyed files.
+    orphans: BTreeMap<String, Vec<(String, usize)>>,
+    /// Hosts whose key guard does not know -> (why, [(secret, how used)]).
+    unknown_hosts: BTreeMap<String, (String, Vec<(String, String)>)>,
+}
+
+/// "a.age", "a.age, b.age", "a.age, b.age, c.age and 4 more".
+fn list_files(files: &[(String, usize)]) -> String {
+    const SHOWN: usize = 5;
+    let names: Vec<&str> = files.iter().take(SHOWN).map(|(p, _)| p.as_str()).collect();
+    if files.len() > SHOWN {
+        format!("{} and {} more", names.join(", "), files.len() - SHOWN)
+    } else {
+        names.join(", ")
+    }
+}
+
+impl Checker<'_> {
+    /// A file under agenix-rekey's storage directory, rekeyed for `node`:
+    /// it must be encrypted to the node's host key.
+    fn check_rekeyed(
+        &self,
+        path: &str,
+        node: &str,
+        h: &Header,
+        owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
+        out: &mut Vec<Finding>,
+        groups: &mut Groups,
+    ) {
+        let m = self.model;
+        let recips: Vec<&header::Stanza> = h.recipients().collect();
+        let line = recips.first().map_or(1, |s| s.line);
+        let mut keys: Vec<(PublicKey, String)> = m
+            .host_keys
+            .get(node)
+            .map(|hk| {
+                hk.keys
+                    .iter()
+                    .map(|k| (k.key.clone(), k.source.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if keys.is_empty() {
+            keys = super::declared::keys_named(&m.declared, node)
+                .into_iter()
+                .map(|d| (d.key.clone(), format!("key named `{node}` in {}", d.source)))
+                .collect();
+        }
+        if keys.is_empty() {
+            groups
+                .orphans
+                .entry(node.to_string())
+                .or_default()
+                .push((path.to_string(), line));
+            return;
+        }
+        let matches = |k: &PublicKey| {
+            recips.iter().any(|s| match (&k.tag, s.ssh_tag()) {
+                (Some(t), Some(st)) => k.kind.stanza() == Some(s.kind()) && t == st,
+                (None, _) => {
+                    k.kind == super::keys::KeyKind::X25519 && s.kind() == StanzaKind::X25519
+                }
+                _ => false,
+            })
+        };
+        if !keys.iter().any(|(k, _)| matches(k)) {
+            let (k, source) = &keys[0];
+            out.push(self.mk(
+                "age-missing-recipient",
+                Severity::Error,
+                path,
+                line,
+                node,
+                format!(
+                    "rekeyed for {node} but not encrypted to its key ({k}, from {source}): host {node} cannot decrypt what it is deployed; its host key changed since the last rekey? Run agenix rekey"
+                ),
+            ));
+        }
+        // Other SSH recipients of a host's rekeyed copy.
+        for s in recips.iter().filter(|s| s.ssh_tag().is_some()) {
+            let tag = s.ssh_tag().unwrap_or_default();
+            if keys.iter().any(|(k, _)| k.tag.as_deref() == Some(tag)) {
+                continue;
+            }
+            let os = owners
+                .get(&(s.kind(), tag.to_string()))
+                .cloned()
+                .unwrap_or_default();
+            let whose = match os.iter().find_map(|o| match o {
+                Owner::Host(x) => Some(x.clone()),
+                _ => None,
+            }) {
+                Some(x) => Whose::DoesNotUse(x),
+                None if os.is_empty() => Whose::Unknown,
+                None => continue,
+            };
+            groups
+                .stale
+                .entry((s.tag.clone(), tag.to_string(), whose))
+                .or_default()
+                .push((path.to_string(), s.line));
+        }
+    }
+
+    /// A master-encrypted agenix-rekey source: some master identity must be
+    /// able to decrypt it, or nobody can rekey it.
+    fn check_source(
+        &self,
+        path: &str,
+        rk: &super::model::Rekey,
+        h: &Header,
+        owners: &HashMap<(StanzaKind, String), Vec<Owner>>,
+        out: &mut Vec<Finding>,
+        groups: &mut Groups,
+    ) {
+        let m = self.model;
+        let recips: Vec<&header::Stanza> = h.recipients().collect();
+        let has = |tag: &str, arg: &str| {
+            recips
+                .iter()
+                .any(|s| s.tag == tag && s.args.first().map(String::as_str) == Some(arg))
+        };
+        let has_x25519 = recips.iter().any(|s| s.kind() == StanzaKind::X25519);
+        let mut described = Vec::new();
+        let mut matched = false;
+        for k in &rk.masters {
+            let (stanza, tag) = match (&k.key.tag, k.key.kind) {
+                (Some(t), kind) => (kind.name().to_string(), Some(t.clone())),
+                (None, super::keys::KeyKind::X25519) => ("X25519".to_string(), None),
+                (None, _) => match super::rekey::yubikey_tag(&k.key.key) {
+                    Some(t) => ("piv-p256".to_string(), Some(t)),
+                    None => continue,
+                },
+            };
+            matched |= match &tag {
+                Some(t) => has(&stanza, t),
+                None => has_x25519,
+            };
+            described.push(match tag {
+                Some(t) => format!("{stanza} tag {t} ({})", k.source),
+                None => format!("an X25519 key ({})", k.source),
+            });
+        }
+        let users = m.users_of(path);
+        if !described.is_empty() && !matched {
+            let who = if users.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " for {}",
+                    users.iter().copied().collect::<Vec<_>>().join(", ")
+                )
+            };
+            out.push(self.mk(
+                "age-missing-recipient",
+                Severity::Error,
+                path,
+                recips.first().map_or(1, |s| s.line),
+                "master",
+                format!(
+                    "no master identity can decrypt this agenix-rekey source (expected a stanza for {}): agenix rekey cannot rekey it{who}; re-encrypt it with agenix edit",
+                    described.join(" or ")
+                ),
+            ));
+        }
+        // SSH recipients no file of the repository declares.
+        for s in recips.iter().filter(|s| s.ssh_tag().is_some()) {
+            let tag = s.ssh_tag().unwrap_or_default();
+            if owners.contains_key(&(s.kind(), tag.to_string())) {
+                continue;
+            }
+            groups
+                .stale
+                .entry((s.tag.clone(), tag.to_string(), Whose::Unknown))
+                .or_default()
+                .push((path.to_string(), s.line));
+        }
+        // Each host that uses it through rekeyFile needs its rekeyed copy
+        // (`<storage>/<host>/<hash>-<name>.age`; a guest's copy sits in
+        // `<storage>/<host>-<guest>/`), else agenix-rekey fails the build.
+        if rk.config.storage.is_some() {
+            let mut seen = BTreeSet::new();
+            for u in m.uses.get(path).into_iter().flatten() {
+                let Some(name) = u
+                    .option
+                    .as_deref()
+                    .and_then(|o| o.rsplit_once("age.secrets.").map(|(_, r)| r))
+                    .and_then(|r| r.strip_suffix(".rekeyFile"))
+                else {
+                    continue;
+                };
+                if !seen.insert((u.host.as_str(), name)) {
+                    continue;
+                }
+                let suffix = format!("-{name}.age");
+                let guest = format!("{}-", u.host);
+                let rekeyed = m.tracked.iter().any(|p| {
+                    rk.config
+                        .node_of(p)
+                        .is_some_and(|n| n == u.host || n.starts_with(&guest))
+                        && p.rsplit('/').next().is_some_and(|f| f.ends_with(&suffix))
+                });
+                if !rekeyed {
+                    out.push(self.mk(
+                        "agenix-rekey-not-rekeyed",
+                        Severity::Error,
+                        path,
+                        1,
+                        &format!("{}:{name}", u.host),
+                        format!(
+                            "host {} uses this source as age.secrets.{name} ({}; chain: {}), but {}/{}/ holds no rekeyed copy (…{suffix}): the build fails until agenix rekey is run and its output committed",
+                            u.host,
+                            u.describe(),
+                            u.chain.join(" → "),
+                            rk.config.storage.as_deref().unwrap_or(""),
+                            u.host
+                        ),
+                    ));
+                }
+            }
+        }
+        let generated = rk
+            .config
+            .generated
+            .as_deref()
+            .is_some_and(|g| crate::nix::hosts::is_below(path, g));
+        if users.is_empty()
+            && !generated
+            && !m.maybe.contains_key(path)
+            && !m.wiring.contains_key(path)
+        {
+            out.push(self.mk(
+                "age-unused",
+                Severity::Info,
+                path,
+                1,
+                "unused",
+                "an agenix-rekey source no host configuration references (age.secrets.<name>.rekeyFile)".into(),
+            ));
+        }
+    }
+
+    /// One warning per agenix-rekey storage directory no host owns.
+    fn orphan_finding(
+        &self,
+        rk: &super::model::Rekey,
+        node: &str,
+        files: &[(String, usize)],
+    ) -> Finding {
+        let storage = rk.config.storage.as_deref().unwrap_or("");
+        let (path, line) = &files[0];
+        self.mk(
+            "agenix-rekey-orphaned",
+            Severity::Warning,
+            path,
+            *line,
+            node,
+            format!(
+                "{} file(s) in {storage}/{node}/ are rekeyed for node {node}, which no host configuration defines and no key file names: left behind by a removed or renamed host? Its key can still decrypt them; delete the directory if the host is gone",
+                files.len()
+            ),
+        )
+    }
+
+    /// One warning per stale key, naming the files it can decrypt.
+    fn stale_finding(
+        &self,
+        kind: &str,
+        tag: &str,
+        whose: &Whose,
+        files: &[(String, usize)],
+    ) -> Finding {
+        let n = files.len();
+        let one = n == 1;
+        let key = format!("{kind} tag {tag}");
+        let list = list_files(files);
+        let msg = match whose {
+            Whose::DoesNotUse(h) if one => format!(
+                "stale recipient: host {h} can decrypt this secret but does not use it ({key}); rekey without it to revoke its access"
+            ),
+            Whose::DoesNotUse(h) => format!(
+                "stale recipient: host {h} can decrypt {n} secrets it does not use ({key}): {list}; rekey them without it to revoke its access"
+            ),
+            Whose::NoLongerUses(h) if one => format!(
+                "stale recipient: host {h} no longer uses this secret but can still decrypt it ({key}); rekey without it to revoke its access"
+            ),
+            Whose::NoLongerUses(h) => format!(
+                "stale recipient: host {h} no longer uses {n} secrets but can still decrypt them ({key}): {list}; rekey them without it to revoke its access"
+            ),
+            Whose::Removed(h) => format!(
+                "stale recipient: {} still encrypted to removed host {h} ({key}): {list}; rekey to revoke its access",
+                if one { "this secret is" } else { "secrets are" }
+            ),
+            Whose::Previous(h) => format!(
+                "stale recipient: encrypted to a previous key of host {h} ({key}, replaced in this change): {list}; rekey {}",
+                if one { "it" } else { "them" }
+            ),
+            Whose::Unknown => format!(
+                "stale recipient: encrypted to an unknown {kind} key (tag {tag}) that no file of the repository declares (no host key, .pub file, key attribute, recipients file, agenix publicKeys, .sops.yaml or guard.toml admin_keys entry); a stale or rotated key? It can decrypt {n} file(s): {list} (list legitimate keys in [secrets] admin_keys)"
+            ),
+        };
+        let (path, line) = &files[0];
+        self.mk(
+            "age-stale-recipient",
+            Severity::Warning,
+            path,
+            *line,
+            tag,
+            msg,
+        )
     }
 }
 

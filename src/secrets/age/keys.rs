@@ -144,6 +144,85 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, KeyError> {
     })
 }
 
+/// The age X25519 recipient (`age1…`) of an SSH ed25519 key: its Edwards
+/// point converted to Montgomery form, u = (1 + y) / (1 - y) mod 2^255 - 19,
+/// what `ssh-to-age` computes and what sops-nix decrypts with when it uses
+/// the host's SSH key (`sops.age.sshKeyPaths`). `None` for other keys or a
+/// point that is not on the curve.
+pub fn ssh_to_age(key: &PublicKey) -> Option<String> {
+    if key.kind != KeyKind::SshEd25519 {
+        return None;
+    }
+    let b64 = key.key.split_whitespace().nth(1)?;
+    let wire = STANDARD
+        .decode(b64)
+        .or_else(|_| STANDARD_NO_PAD.decode(b64))
+        .ok()?;
+    // string "ssh-ed25519" (4 + 11 bytes), then string key (4 + 32 bytes).
+    let point: [u8; 32] = wire.get(19..51)?.try_into().ok()?;
+    let edwards = curve25519_dalek::edwards::CompressedEdwardsY(point).decompress()?;
+    Some(bech32_encode("age", &edwards.to_montgomery().to_bytes()))
+}
+
+/// Bech32 (BIP 173) encoding of `data` under `hrp`, lowercase.
+pub fn bech32_encode(hrp: &str, data: &[u8]) -> String {
+    let charset = BECH32.as_bytes();
+    let mut values = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in data {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            values.push(((acc >> bits) & 31) as u8);
+        }
+    }
+    if bits > 0 {
+        values.push(((acc << (5 - bits)) & 31) as u8);
+    }
+    let mut chk: u32 = 1;
+    let mut step = |v: u8| {
+        let top = chk >> 25;
+        chk = ((chk & 0x1ff_ffff) << 5) ^ u32::from(v);
+        for (i, g) in [
+            0x3b6a_57b2u32,
+            0x2650_8e6d,
+            0x1ea1_19fa,
+            0x3d42_33dd,
+            0x2a14_62b3,
+        ]
+        .iter()
+        .enumerate()
+        {
+            if (top >> i) & 1 == 1 {
+                chk ^= g;
+            }
+        }
+    };
+    for b in hrp.bytes() {
+        step(b >> 5);
+    }
+    step(0);
+    for b in hrp.bytes() {
+        step(b & 31);
+    }
+    for &v in &values {
+        step(v);
+    }
+    for _ in 0..6 {
+        step(0);
+    }
+    chk ^= 1;
+    let mut out = format!("{hrp}1");
+    for &v in &values {
+        out.push(charset[v as usize] as char);
+    }
+    for i in 0..6 {
+        out.push(charset[((chk >> (5 * (5 - i))) & 31) as usize] as char);
+    }
+    out
+}
+
 /// Whether a string plausibly is a recipient key (for picking keys out of
 /// Nix lists without warning about every other string).
 pub fn looks_like_key(text: &str) -> bool {
@@ -177,6 +256,37 @@ mod tests {
         let y = "age1yubikey1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t";
         assert_eq!(parse_public_key(y).unwrap().kind, KeyKind::OtherAge);
         assert_eq!(parse_public_key("age1UPPER"), Err(KeyError::AgeRecipient));
+    }
+
+    #[test]
+    fn ssh_ed25519_to_age_matches_ssh_to_age() {
+        // Pairs from a public fleet repository (colemickens/nixcfg at
+        // 2e6fc424, secrets/keys/<host>.ssh.pub and <host>.age.pub): the
+        // age keys were written by ssh-to-age, the reference
+        // implementation sops-nix documents.
+        let pairs = [
+            (
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJpP69tlr2HsBIEoadX2tnpPHmdrYEltPRuJI2E9UWUG",
+                "age13kughael3jqxry5wkc62cutysm9h9lvswsu7zkrml98m3y6625esl5ke7u",
+            ),
+            (
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICFL0c9gNJWpGPyyQgWLbao6zSNMAMFDmwQQGHeOcVCU root@raisin",
+                "age15pfzj764rps90cp9y23plctcpgtsyndtcf05gd2xcj8r224tng5qmj3hyg",
+            ),
+            (
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGlCrUqJQSML1IzeLNlxVRwpYRC8xmokJVZmZ/nlJLUj root@zeph",
+                "age17jn9szrg49cxlz5hu7lsvcjtdevxjrqfjflacevypgasdqjd4elq3xnyy7",
+            ),
+        ];
+        for (ssh, age) in pairs {
+            let k = parse_public_key(ssh).unwrap();
+            assert_eq!(ssh_to_age(&k).as_deref(), Some(age), "{ssh}");
+        }
+        let x = parse_public_key(pairs[0].1).unwrap();
+        assert_eq!(ssh_to_age(&x), None);
+        // Round trip of the encoding with the decoder agenix-rekey uses.
+        let (hrp, data) = super::super::rekey::bech32_decode(pairs[0].1).unwrap();
+        assert_eq!(bech32_encode(&hrp, &data), pairs[0].1);
     }
 
     #[test]

@@ -31,8 +31,10 @@ use std::sync::{Arc, Mutex};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
+use super::declared::{DeclCache, Declared, declared_keys, keys_named};
 use super::keys::{PublicKey, parse_public_key};
 use super::nixfacts::{self, AgenixRules, KeyValue, NixFacts, SecretKind};
+use super::rekey::RekeyConfig;
 use crate::affected::Analysis;
 use crate::config::Config;
 use crate::git::{BStr, ByteSlice, GitError, ObjectId, Snapshot};
@@ -111,6 +113,9 @@ pub struct Model {
     pub missing: BTreeSet<String>,
     /// Paths referenced through sops options.
     pub sops: BTreeSet<String>,
+    /// sops file -> the hosts' uses of it (`sops.defaultSopsFile`,
+    /// `sops.secrets.<n>.sopsFile`).
+    pub sops_uses: BTreeMap<String, Vec<SecretUse>>,
     /// Tracked files that must be age ciphertext (patterns, agenix rules).
     pub tracked: BTreeSet<String>,
     pub host_keys: BTreeMap<String, HostKeys>,
@@ -118,7 +123,26 @@ pub struct Model {
     pub other_keys: Vec<SourcedKey>,
     /// agenix rules files, by path.
     pub agenix: BTreeMap<String, AgenixRules>,
+    /// Every key declaration in the repository's tracked files.
+    pub declared: Vec<Declared>,
+    /// agenix-rekey, when the repository uses it.
+    pub rekey: Option<Rekey>,
+    /// Per host: whether sops-nix uses its SSH host key (see
+    /// [`Model::sops_uses_ssh_key`]); absent means the default.
+    pub sops_ssh: BTreeMap<String, bool>,
+    /// Tracked `.tmp.*` files (with agenix-rekey: interrupted edits).
+    pub temporary: Vec<String>,
     pub warnings: Vec<Warning>,
+}
+
+/// agenix-rekey's configuration with its keys read.
+#[derive(Debug, Default)]
+pub struct Rekey {
+    pub config: RekeyConfig,
+    /// Keys of `masterIdentities` (what every source must be readable by).
+    pub masters: Vec<SourcedKey>,
+    /// Keys of `extraEncryptionPubkeys` (legitimate source recipients).
+    pub extras: Vec<SourcedKey>,
 }
 
 /// File names that are never secrets themselves, even under a pattern such
@@ -179,12 +203,15 @@ impl Model {
 
         for path in entries.keys() {
             let p = path.to_str_lossy();
+            if p.rsplit('/').next().is_some_and(|n| n.starts_with(".tmp.")) {
+                m.temporary.push(p.to_string());
+            }
             if is_pattern(&p) {
                 m.tracked.insert(p.into_owned());
             } else if p == "secrets.nix" || p.ends_with("/secrets.nix") {
                 let p = p.into_owned();
                 if let Some(text) = read_text(snapshot, &p)?
-                    && let Some(rules) = nixfacts::agenix_rules(&text, &p)
+                    && let Some(rules) = super::agenix::rules(snapshot, &p, &text)
                 {
                     for r in &rules.rules {
                         if tree.is_file(&r.file) {
@@ -197,15 +224,36 @@ impl Model {
         }
 
         let facts = file_facts(snapshot, analysis, cache)?;
+        let mut graph_files: Vec<&String> = facts.keys().collect();
+        graph_files.sort();
+        for f in graph_files {
+            m.declared.extend(facts[f].declared.iter().cloned());
+        }
+        m.declared
+            .extend(declared_keys(snapshot, &cache.decls, &|p| {
+                analysis.graph.nodes.contains_key(p)
+            })?);
         let empty = Arc::new(NixFacts::default());
         let facts_of = |f: &str| facts.get(f).cloned().unwrap_or_else(|| empty.clone());
 
+        m.rekey = m.read_rekey(snapshot, &facts)?;
+
         // Uses, per host.
         for host in analysis.hosts.hosts.keys() {
-            for (file, chain) in analysis.closure(host) {
+            let closure = analysis.closure(host);
+            let certain = certain_files(analysis, host, &closure);
+            for (file, chain) in closure {
                 let refs = secret_refs(analysis, &tree, file, &facts_of(file), &is_pattern);
                 for r in refs {
                     match r {
+                        // Reached only through a computed path into another
+                        // host's files: a possible use, not a certain one.
+                        Ref::Secret { path, .. } if !certain.contains(file) => {
+                            m.maybe.entry(path).or_default().insert(host.clone());
+                        }
+                        Ref::Sops { path, .. } if !certain.contains(file) => {
+                            m.sops.insert(path);
+                        }
                         Ref::Secret { path, line, option } => {
                             if !tree.is_file(&path) {
                                 m.missing.insert(path.clone());
@@ -218,8 +266,15 @@ impl Model {
                                 option,
                             });
                         }
-                        Ref::Sops(p) => {
-                            m.sops.insert(p);
+                        Ref::Sops { path, line, option } => {
+                            m.sops.insert(path.clone());
+                            m.sops_uses.entry(path).or_default().push(SecretUse {
+                                host: host.clone(),
+                                file: file.to_string(),
+                                line,
+                                chain: chain.iter().map(|s| s.to_string()).collect(),
+                                option,
+                            });
                         }
                         Ref::Under(dir) => {
                             for p in m.tracked.iter().filter(|p| is_below(p, &dir)) {
@@ -230,7 +285,7 @@ impl Model {
                 }
             }
         }
-        for uses in m.uses.values_mut() {
+        for uses in m.uses.values_mut().chain(m.sops_uses.values_mut()) {
             // One use per (host, file, line): a host reaching a module on
             // two chains uses the secret once.
             let mut seen = BTreeSet::new();
@@ -251,8 +306,8 @@ impl Model {
                             option,
                         });
                     }
-                    Ref::Sops(p) => {
-                        m.sops.insert(p);
+                    Ref::Sops { path, .. } => {
+                        m.sops.insert(path);
                     }
                     // The wiring's `./. + "/${name}"` into the hosts
                     // directory reaches each host's own entry, not every
@@ -275,6 +330,21 @@ impl Model {
             m.tracked.remove(p);
         }
 
+        // sops-nix: which key each host decrypts with.
+        for host in analysis.hosts.hosts.keys() {
+            let (mut key_file, mut ssh) = (false, None::<bool>);
+            for (file, _) in analysis.closure(host) {
+                let f = facts_of(file);
+                key_file |= f.sops_key_file;
+                if let Some(x) = f.sops_ssh_paths {
+                    ssh = Some(ssh.unwrap_or(false) || x);
+                }
+            }
+            if let Some(x) = ssh.or((key_file).then_some(false)) {
+                m.sops_ssh.insert(host.clone(), x);
+            }
+        }
+
         // Host keys.
         for host in analysis.hosts.hosts.keys() {
             let keys = m.host_keys_of(host, snapshot, analysis, config, &facts_of)?;
@@ -283,6 +353,11 @@ impl Model {
 
         // Other legitimate recipients.
         let mut others: Vec<(String, String)> = Vec::new();
+        if let Some(r) = &m.rekey {
+            for k in r.masters.iter().chain(&r.extras) {
+                others.push((k.key.key.clone(), k.source.clone()));
+            }
+        }
         for (i, k) in config.secrets.admin_keys.iter().enumerate() {
             others.push((k.clone(), format!("guard.toml [secrets] admin_keys[{i}]")));
         }
@@ -296,6 +371,19 @@ impl Model {
                 for k in &r.keys {
                     others.push((k.clone(), format!("publicKeys in {rules_path}:{}", r.line)));
                 }
+            }
+        }
+        // Keys declared anywhere in the repository are known, legitimate
+        // recipients, except those named after a host: those are that
+        // host's (and stale where it does not use a secret).
+        let host_owned: BTreeSet<&PublicKey> = m
+            .host_keys
+            .values()
+            .flat_map(|h| h.keys.iter().map(|k| &k.key))
+            .collect();
+        for d in &m.declared {
+            if !host_owned.contains(&d.key) {
+                others.push((d.key.key.clone(), format!("declared in {}", d.source)));
             }
         }
         let mut seen = BTreeSet::new();
@@ -335,13 +423,115 @@ impl Model {
             .collect()
     }
 
-    /// The secrets `host` uses.
+    /// The secrets `host` uses (with agenix-rekey, also the files rekeyed
+    /// for it).
     pub fn used_by(&self, host: &str) -> BTreeSet<&str> {
-        self.uses
+        let mut out: BTreeSet<&str> = self
+            .uses
             .iter()
             .filter(|(_, u)| u.iter().any(|u| u.host == host))
             .map(|(p, _)| p.as_str())
-            .collect()
+            .collect();
+        if let Some(r) = &self.rekey {
+            out.extend(
+                self.tracked
+                    .iter()
+                    .filter(|p| r.config.node_of(p) == Some(host))
+                    .map(String::as_str),
+            );
+        }
+        out
+    }
+
+    /// With agenix-rekey: whether `path` is a master-encrypted source (any
+    /// secret outside the storage directory that no host uses as a plain
+    /// agenix `age.secrets.<n>.file`).
+    pub fn is_rekey_source(&self, path: &str) -> bool {
+        let Some(r) = &self.rekey else {
+            return false;
+        };
+        r.config.node_of(path).is_none()
+            && !self.uses.get(path).into_iter().flatten().any(|u| {
+                u.option.as_deref().and_then(nixfacts::secret_option_kind)
+                    == Some(SecretKind::Agenix)
+            })
+    }
+
+    /// The agenix-rekey settings of every Nix file, merged, with the keys
+    /// of the identity files read.
+    fn read_rekey(
+        &self,
+        snapshot: &Snapshot,
+        facts: &HashMap<String, Arc<NixFacts>>,
+    ) -> Result<Option<Rekey>, ModelError> {
+        let mut files: Vec<&String> = facts.keys().filter(|f| facts[*f].rekey.is_some()).collect();
+        if files.is_empty() {
+            return Ok(None);
+        }
+        files.sort();
+        let mut config = RekeyConfig::default();
+        for f in files {
+            let c = facts[f].rekey.as_ref().unwrap();
+            if config.source.is_empty() {
+                config.source = c.source.clone();
+            }
+            config.storage = config.storage.or(c.storage.clone());
+            config.generated = config.generated.or(c.generated.clone());
+            config.master_files.extend(c.master_files.iter().cloned());
+            config
+                .master_literals
+                .extend(c.master_literals.iter().cloned());
+            config.extra_files.extend(c.extra_files.iter().cloned());
+            config
+                .extra_literals
+                .extend(c.extra_literals.iter().cloned());
+        }
+        let read_keys = |files: &[String],
+                         literals: &[String],
+                         what: &str|
+         -> Result<Vec<SourcedKey>, ModelError> {
+            let mut out = Vec::new();
+            for f in files {
+                if let Some(text) = read_text(snapshot, f)? {
+                    for d in super::declared::declarations(f, &text) {
+                        out.push(SourcedKey {
+                            key: d.key,
+                            source: format!("{what} {}", d.source),
+                        });
+                    }
+                }
+            }
+            for l in literals {
+                if let Ok(key) = parse_public_key(l) {
+                    out.push(SourcedKey {
+                        key,
+                        source: format!("{what} in {}", config.source),
+                    });
+                }
+            }
+            Ok(out)
+        };
+        let masters = read_keys(
+            &config.master_files,
+            &config.master_literals,
+            "masterIdentities",
+        )?;
+        let extras = read_keys(
+            &config.extra_files,
+            &config.extra_literals,
+            "extraEncryptionPubkeys",
+        )?;
+        Ok(Some(Rekey {
+            config,
+            masters,
+            extras,
+        }))
+    }
+
+    /// Whether sops-nix on `host` decrypts with its SSH host key (the
+    /// default), rather than an age key file only.
+    pub fn sops_uses_ssh_key(&self, host: &str) -> bool {
+        self.sops_ssh.get(host).copied().unwrap_or(true)
     }
 
     /// The agenix rule for `secret`, with its rules file.
@@ -388,7 +578,7 @@ impl Model {
         if let Some(best) = defs.iter().map(|(_, d)| d.priority).min() {
             let mut out = HostKeys::default();
             for (file, d) in defs.iter().filter(|(_, d)| d.priority == best) {
-                let at = format!("secrix.hostPubKey in {file}:{}", d.line);
+                let at = format!("{} in {file}:{}", d.option, d.line);
                 let text = match &d.value {
                     KeyValue::Literal(s) => s.clone(),
                     KeyValue::File(p) => match read_text(snapshot, p)? {
@@ -451,6 +641,7 @@ impl Model {
             }
         }
         // Convention: the host's own directory holds its public host key.
+        // (Also found below, as a declaration named after the host.)
         if let Some(own) = analysis
             .hosts
             .hosts
@@ -467,13 +658,66 @@ impl Model {
                 });
             }
         }
+        // A key the repository declares under the host's name (`alpha =
+        // "ssh-ed25519 …";`, `hosts/alpha/host.pub`, a recipients-file
+        // comment, a `.sops.yaml` anchor).
+        let named: Vec<SourcedKey> = keys_named(&self.declared, host)
+            .into_iter()
+            .map(|d| SourcedKey {
+                key: d.key.clone(),
+                source: format!("key named `{host}` in {}", d.source),
+            })
+            .collect();
+        if !named.is_empty() {
+            return Ok(HostKeys {
+                keys: named,
+                problem: None,
+            });
+        }
         Ok(HostKeys {
             keys: Vec::new(),
             problem: Some(
-                "no secrix.hostPubKey in its modules, no [secrets.recipients] entry in guard.toml, no agenix secrets.nix binding named after it".into(),
+                "no secrix.hostPubKey in its modules, no [secrets.recipients] entry in guard.toml, no agenix secrets.nix binding, .pub file or key declaration named after it".into(),
             ),
         })
     }
+}
+
+/// The files of `host`'s closure it certainly evaluates: those reached
+/// without a computed path into another host's files
+/// (`../hosts + "/${hostName}-facter.json"` reaches every host's entry in
+/// the import graph, which is right for "what can a change affect" but
+/// does not make the other hosts' secrets this host's).
+fn certain_files<'a>(
+    analysis: &'a Analysis,
+    host: &str,
+    closure: &[(&'a str, Vec<&'a str>)],
+) -> std::collections::HashSet<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    let mut queue: std::collections::VecDeque<&str> = closure
+        .iter()
+        .filter(|(_, chain)| chain.len() <= 1)
+        .map(|(f, _)| *f)
+        .collect();
+    while let Some(file) = queue.pop_front() {
+        if !seen.insert(file) {
+            continue;
+        }
+        let Some(node) = analysis.graph.nodes.get(file) else {
+            continue;
+        };
+        for (target, dep) in &node.edges {
+            let dynamic = node.deps[*dep]
+                .reference
+                .and_then(|i| node.refs.refs.get(i))
+                .is_some_and(|r| r.dynamic);
+            let other_host = analysis.hosts.owner(target).is_some_and(|o| o != host);
+            if !(dynamic && other_host) {
+                queue.push_back(target.as_str());
+            }
+        }
+    }
+    seen
 }
 
 /// A secret-relevant reference of one Nix file.
@@ -483,7 +727,11 @@ enum Ref {
         line: usize,
         option: Option<String>,
     },
-    Sops(String),
+    Sops {
+        path: String,
+        line: usize,
+        option: Option<String>,
+    },
     /// A computed path below this directory.
     Under(String),
 }
@@ -517,15 +765,44 @@ fn secret_refs(
             .or(reference.map(|r| r.line as usize))
             .unwrap_or(1);
         match option.as_deref().and_then(nixfacts::secret_option_kind) {
-            Some(SecretKind::Sops) => out.push(Ref::Sops(dep.path.clone())),
-            Some(SecretKind::Secrix | SecretKind::Agenix) => out.push(Ref::Secret {
+            Some(SecretKind::Sops) => out.push(Ref::Sops {
                 path: dep.path.clone(),
                 line,
                 option,
             }),
+            Some(SecretKind::Secrix | SecretKind::Agenix | SecretKind::Rekey) => {
+                out.push(Ref::Secret {
+                    path: dep.path.clone(),
+                    line,
+                    option,
+                })
+            }
             None if is_pattern(&dep.path) && !tree.is_dir(&dep.path) => out.push(Ref::Secret {
                 path: dep.path.clone(),
                 line,
+                option,
+            }),
+            None => {}
+        }
+    }
+    // Paths from the flake's root (`self + /secrets/x.age`) are not in the
+    // graph's dependencies.
+    for u in facts.paths.iter().filter(|u| u.rooted) {
+        let option = u.option.clone();
+        match option.as_deref().and_then(nixfacts::secret_option_kind) {
+            Some(SecretKind::Sops) => out.push(Ref::Sops {
+                path: u.path.clone(),
+                line: u.line,
+                option,
+            }),
+            Some(_) => out.push(Ref::Secret {
+                path: u.path.clone(),
+                line: u.line,
+                option,
+            }),
+            None if is_pattern(&u.path) && !tree.is_dir(&u.path) => out.push(Ref::Secret {
+                path: u.path.clone(),
+                line: u.line,
                 option,
             }),
             None => {}
@@ -539,6 +816,7 @@ fn secret_refs(
 #[derive(Default)]
 pub struct FactsCache {
     map: Mutex<HashMap<FactsKey, Option<Arc<NixFacts>>>>,
+    decls: DeclCache,
 }
 
 /// A file's blob id and path (the same bytes resolve paths differently
@@ -575,12 +853,36 @@ fn file_facts(
                 return Ok(hit.clone().map(|f| ((*p).clone(), f)));
             }
             let facts = read_text(snapshot, p)?.and_then(|text| {
-                let interesting = text.contains("hostPubKey")
+                // Key declarations are read here for the graph's files
+                // (one read per file), the rest by `declared_keys`.
+                let declared = if text.contains("ssh-") || text.contains("age1") {
+                    super::declared::declarations(p, &text)
+                } else {
+                    Vec::new()
+                };
+                let interesting = text.contains("self + /")
+                    || text.contains("hostPubKey")
+                    || text.contains("hostPubkey")
                     || text.contains("ncryptKeys")
+                    || text.contains("masterIdentities")
+                    || (text.contains("sops")
+                        && (text.contains("sshKeyPaths") || text.contains("keyFile")))
+                    || text.contains("localStorageDir")
                     || analysis.graph.nodes[*p].deps.iter().any(|d| {
                         matches!(d.kind, DepKind::File | DepKind::Copy) && !d.path.ends_with(".nix")
                     });
-                interesting.then(|| Arc::new(nixfacts::facts(&text, p)))
+                if interesting {
+                    let mut f = nixfacts::facts(&text, p);
+                    f.declared = declared;
+                    Some(Arc::new(f))
+                } else if !declared.is_empty() {
+                    Some(Arc::new(NixFacts {
+                        declared,
+                        ..NixFacts::default()
+                    }))
+                } else {
+                    None
+                }
             });
             if let Some(k) = key {
                 cache.map.lock().unwrap().insert(k, facts.clone());

@@ -24,6 +24,9 @@ pub struct PathUse {
     pub option: Option<String>,
     /// 1-based line of the literal.
     pub line: usize,
+    /// `self + /secrets/x.age`: a path from the flake's root, which the
+    /// import graph does not list (the use is read from here).
+    pub rooted: bool,
 }
 
 /// The value of a key definition.
@@ -40,6 +43,8 @@ pub enum KeyValue {
 /// One `secrix.hostPubKey = …;` definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyDef {
+    /// `secrix.hostPubKey` or `age.rekey.hostPubkey`.
+    pub option: &'static str,
     pub value: KeyValue,
     /// NixOS priority: `mkForce` 50, plain 100, `mkDefault` 1000.
     pub priority: u32,
@@ -54,6 +59,15 @@ pub struct NixFacts {
     /// Key strings under `secrix.defaultEncryptKeys` / `…encryptKeys`:
     /// users who may legitimately be recipients of secrets.
     pub user_keys: Vec<String>,
+    /// agenix-rekey settings in this file.
+    pub rekey: Option<super::rekey::RekeyConfig>,
+    /// `sops.age.keyFile` is set: the host decrypts with an age key file.
+    pub sops_key_file: bool,
+    /// `sops.age.sshKeyPaths`: `Some(false)` for an empty list (no SSH
+    /// key used), `Some(true)` for anything else.
+    pub sops_ssh_paths: Option<bool>,
+    /// Public keys the file declares (see `declared`).
+    pub declared: Vec<super::declared::Declared>,
 }
 
 /// Reads the facts of the Nix file at repository path `path`.
@@ -70,6 +84,17 @@ pub fn facts(src: &str, path: &str) -> NixFacts {
                         path: p,
                         option: option_of(&node),
                         line: lines.line(&node),
+                        rooted: false,
+                    });
+                }
+            }
+            NODE_BIN_OP => {
+                if let Some(p) = self_rooted(&node) {
+                    out.paths.push(PathUse {
+                        path: p,
+                        option: option_of(&node),
+                        line: lines.line(&node),
+                        rooted: true,
                     });
                 }
             }
@@ -83,10 +108,39 @@ pub fn facts(src: &str, path: &str) -> NixFacts {
                 if name == "secrix.hostPubKey" {
                     let (priority, inner) = strip_priority(&value);
                     out.host_keys.push(KeyDef {
+                        option: "secrix.hostPubKey",
                         value: key_value(&inner, &dir),
                         priority,
                         line: lines.line(&node),
                     });
+                } else if name == "sops.age.keyFile" {
+                    out.sops_key_file = true;
+                } else if name == "sops.age.sshKeyPaths" {
+                    let v = unparen(&value);
+                    let empty = v.kind() == NODE_LIST && v.children().next().is_none();
+                    out.sops_ssh_paths = Some(out.sops_ssh_paths.unwrap_or(false) || !empty);
+                } else if name == "age.rekey.hostPubkey" {
+                    // agenix-rekey takes a key string or a path to a .pub
+                    // file. A computed value (`secretsDir + "/host.pub"`)
+                    // is left to the key declarations named after the host.
+                    let (priority, inner) = strip_priority(&value);
+                    let value = match key_value(&inner, &dir) {
+                        KeyValue::Dynamic if inner.kind() == NODE_PATH_REL => {
+                            match const_path(&inner, &dir) {
+                                Some(p) => KeyValue::File(p),
+                                None => KeyValue::Dynamic,
+                            }
+                        }
+                        v => v,
+                    };
+                    if value != KeyValue::Dynamic {
+                        out.host_keys.push(KeyDef {
+                            option: "age.rekey.hostPubkey",
+                            value,
+                            priority,
+                            line: lines.line(&node),
+                        });
+                    }
                 } else if is_encrypt_keys_option(&name) {
                     for s in value.descendants().filter(|n| n.kind() == NODE_STRING) {
                         if let Some(text) = string_literal(&s)
@@ -99,6 +153,10 @@ pub fn facts(src: &str, path: &str) -> NixFacts {
             }
             _ => {}
         }
+    }
+    let mut rekey = super::rekey::RekeyConfig::default();
+    if super::rekey::read_config(src, path, &mut rekey) {
+        out.rekey = Some(rekey);
     }
     // A key is found once per enclosing binding (`defaultEncryptKeys` and
     // `defaultEncryptKeys.alice`).
@@ -130,9 +188,12 @@ pub fn secret_option_kind(option: &str) -> Option<SecretKind> {
     if let Some(i) = pos("age")
         && parts.get(i + 1) == Some(&"secrets")
         && parts.len() == i + 4
-        && parts[i + 3] == "file"
     {
-        return Some(SecretKind::Agenix);
+        match parts[i + 3] {
+            "file" => return Some(SecretKind::Agenix),
+            "rekeyFile" => return Some(SecretKind::Rekey),
+            _ => {}
+        }
     }
     if let Some(i) = pos("sops")
         && (parts[i + 1..] == ["defaultSopsFile"]
@@ -148,7 +209,35 @@ pub fn secret_option_kind(option: &str) -> Option<SecretKind> {
 pub enum SecretKind {
     Secrix,
     Agenix,
+    /// agenix-rekey's `age.secrets.<n>.rekeyFile`: a master-encrypted
+    /// source.
+    Rekey,
     Sops,
+}
+
+/// `self + /secrets/x.age` (also `inputs.self`, `….outPath`): the
+/// repository path `secrets/x.age`.
+fn self_rooted(node: &SyntaxNode) -> Option<String> {
+    let kids: Vec<SyntaxNode> = node.children().collect();
+    let is_add = node.children_with_tokens().any(|t| t.kind() == TOKEN_ADD);
+    if !is_add || kids.len() != 2 || kids[1].kind() != NODE_PATH_ABS {
+        return None;
+    }
+    let lhs = kids[0].text().to_string();
+    if !matches!(
+        lhs.as_str(),
+        "self" | "inputs.self" | "self.outPath" | "inputs.self.outPath"
+    ) {
+        return None;
+    }
+    let mut text = String::new();
+    for child in kids[1].children_with_tokens() {
+        match child {
+            rnix::NodeOrToken::Token(t) => text.push_str(t.text()),
+            rnix::NodeOrToken::Node(_) => return None,
+        }
+    }
+    normalize(text.trim_start_matches('/'))
 }
 
 /// A path literal without interpolation, resolved against the file's
@@ -345,6 +434,9 @@ pub struct AgenixRules {
     /// inside an attribute set binding: `systems.alpha` -> `alpha`). A name
     /// equal to a host's is taken as that host's key.
     pub named_keys: BTreeMap<String, Vec<String>>,
+    /// Other files the rules were computed from (imported key files,
+    /// `readFile`d `.pub` files), sorted.
+    pub inputs: Vec<String>,
 }
 
 /// A statically known value in `secrets.nix`.
@@ -623,6 +715,54 @@ mod tests {
             Some(SecretKind::Sops)
         );
         assert_eq!(secret_option_kind("services.x.keyFile"), None);
+    }
+
+    #[test]
+    fn agenix_rekey_host_keys_and_sops_key_settings() {
+        let src = r#"{ config, ... }: {
+  age.rekey.hostPubkey = ./host.pub;
+  age.rekey.hostPubkey = lib.mkDefault "ssh-ed25519 AAAA";
+  age.rekey.hostPubkey = config.node.secretsDir + "/host.pub";
+  sops.age.sshKeyPaths = [ ];
+  sops.age.keyFile = "/var/lib/sops/key.txt";
+}"#;
+        let f = facts(src, "hosts/a/default.nix");
+        let got: Vec<(&str, KeyValue, u32)> = f
+            .host_keys
+            .iter()
+            .map(|k| (k.option, k.value.clone(), k.priority))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "age.rekey.hostPubkey",
+                    KeyValue::File("hosts/a/host.pub".into()),
+                    100
+                ),
+                (
+                    "age.rekey.hostPubkey",
+                    KeyValue::Literal("ssh-ed25519 AAAA".into()),
+                    1000
+                ),
+            ]
+        );
+        assert!(f.sops_key_file);
+        assert_eq!(f.sops_ssh_paths, Some(false));
+        let g = facts("{ sops.age.sshKeyPaths = [ \"/etc/ssh/k\" ]; }", "x.nix");
+        assert_eq!((g.sops_key_file, g.sops_ssh_paths), (false, Some(true)));
+    }
+
+    #[test]
+    fn paths_from_the_flake_root() {
+        let src = "{ self, ... }: { age.secrets.h = { file = self + /secrets/h.age; }; x = inputs.self + /a/${n}.age; }";
+        let f = facts(src, "modules/nixos/h.nix");
+        let got: Vec<(&str, Option<&str>, bool)> = f
+            .paths
+            .iter()
+            .map(|p| (p.path.as_str(), p.option.as_deref(), p.rooted))
+            .collect();
+        assert_eq!(got, [("secrets/h.age", Some("age.secrets.h.file"), true)]);
     }
 
     #[test]

@@ -1,0 +1,388 @@
+//! `guard secrets` on sops-nix: real SSH host keys (ssh-keygen), real age
+//! keys (age-keygen), files encrypted by the real `sops` (installed by
+//! scripts/install-nix), in a small generated fleet. Every run also checks
+//! that guard left the repository as it found it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use sha2::{Digest, Sha512};
+
+use crate::support::{GuardOutput, TempRepo};
+
+/// The sops binary: on PATH, or where scripts/install-nix puts it.
+fn sops_bin() -> PathBuf {
+    let private = Path::new("/opt/guard-sops/bin/sops");
+    if let Some(p) = std::env::var_os("GUARD_SOPS") {
+        return PathBuf::from(p);
+    }
+    if private.is_file() {
+        return private.to_path_buf();
+    }
+    let found = Command::new("sh")
+        .args(["-c", "command -v sops"])
+        .output()
+        .expect("sh");
+    assert!(
+        found.status.success(),
+        "sops must be installed (scripts/install-nix puts it in /opt/guard-sops); tests never skip"
+    );
+    PathBuf::from(String::from_utf8(found.stdout).unwrap().trim())
+}
+
+/// `sops encrypt` of a dummy YAML document to `recipients` (age1… or
+/// ssh-ed25519), run outside any repository so no .sops.yaml applies.
+fn sops_encrypt(recipients: &[&str], plaintext: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(&plain, plaintext).unwrap();
+    let out = Command::new(sops_bin())
+        .current_dir(dir.path())
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .args([
+            "encrypt",
+            "--input-type",
+            "yaml",
+            "--output-type",
+            "yaml",
+            "--age",
+        ])
+        .arg(recipients.join(","))
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sops encrypt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// An ed25519 key made with ssh-keygen: (private key path, public line).
+fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let private = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+        .arg(format!("root@{name}"))
+        .arg("-f")
+        .arg(&private)
+        .output()
+        .expect("ssh-keygen must be installed (scripts/install-nix)");
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(private.with_extension("pub")).unwrap();
+    (private, public.trim().to_string())
+}
+
+/// An X25519 identity from age-keygen: (identity file text, recipient).
+fn age_key() -> (String, String) {
+    let out = Command::new("age-keygen").output().expect("age-keygen");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let recipient = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    (text, recipient)
+}
+
+/// The X25519 identity of an unencrypted OpenSSH ed25519 private key, as
+/// ssh-to-age -private-key derives it: the clamped first half of
+/// SHA-512(seed), Bech32 with the `AGE-SECRET-KEY-` prefix.
+fn age_identity_of_ssh_private_key(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let mut rest = blob.strip_prefix(b"openssh-key-v1\0").unwrap();
+    let take = |rest: &mut &[u8]| -> Vec<u8> {
+        let n = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let v = rest[4..4 + n].to_vec();
+        *rest = &rest[4 + n..];
+        v
+    };
+    assert_eq!(take(&mut rest), b"none", "unencrypted key");
+    take(&mut rest); // kdf name
+    take(&mut rest); // kdf options
+    rest = &rest[4..]; // number of keys
+    take(&mut rest); // public key
+    let mut private = &take(&mut rest)[8..]; // after the two check words
+    assert_eq!(take(&mut private), b"ssh-ed25519");
+    take(&mut private); // public point
+    let secret = take(&mut private); // seed ‖ public
+    let digest = Sha512::digest(&secret[..32]);
+    let mut scalar: [u8; 32] = digest[..32].try_into().unwrap();
+    scalar[0] &= 248;
+    scalar[31] &= 127;
+    scalar[31] |= 64;
+    guard::secrets::age::keys::bech32_encode("age-secret-key-", &scalar).to_uppercase()
+}
+
+#[test]
+fn ssh_host_key_converts_to_the_age_recipient_age_itself_derives() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["alpha", "beta", "gamma"] {
+        let (private, public) = ssh_key(dir.path(), name);
+        let key = guard::secrets::age::keys::parse_public_key(&public).unwrap();
+        let ours = guard::secrets::age::keys::ssh_to_age(&key).unwrap();
+        // age-keygen -y computes the recipient of the identity the private
+        // key converts to: an independent path to the same point.
+        let identity = age_identity_of_ssh_private_key(&private);
+        let mut child = Command::new("age-keygen")
+            .arg("-y")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(identity.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().trim(),
+            ours,
+            "{name}"
+        );
+    }
+}
+
+/// Runs guard and checks it modified nothing.
+fn guard(repo: &TempRepo, args: &[&str]) -> GuardOutput {
+    let before = repo.state();
+    let out = repo.guard(args);
+    assert_eq!(
+        before,
+        repo.state(),
+        "guard {args:?} modified the repository"
+    );
+    out
+}
+
+fn findings(out: &GuardOutput) -> Vec<serde_json::Value> {
+    out.json()["findings"].as_array().unwrap().clone()
+}
+
+fn find<'a>(fs: &'a [serde_json::Value], rule: &str, path: &str) -> &'a serde_json::Value {
+    fs.iter()
+        .find(|f| f["rule"] == rule && f["path"] == path)
+        .unwrap_or_else(|| panic!("no {rule} finding for {path} in {fs:#?}"))
+}
+
+const FLAKE: &str = r#"{
+  inputs = { };
+  outputs = { self }: {
+    nixosConfigurations = builtins.mapAttrs
+      (name: entry: import ./lib/eval.nix { inherit name; modules = [ entry ]; })
+      (import ./machines);
+  };
+}
+"#;
+
+const MACHINES: &str = r#"let
+  entries = builtins.readDir ./.;
+  names = builtins.filter (n: entries.${n} == "directory") (builtins.attrNames entries);
+in
+builtins.listToAttrs (map (n: { name = n; value = ./. + "/${n}"; }) names)
+"#;
+
+const SHARED: &str = r#"{ config, ... }:
+{
+  sops.secrets.db = { sopsFile = ../secrets/shared.yaml; };
+  services.db.passwordFile = config.sops.secrets.db.path;
+}
+"#;
+
+/// A sops-nix fleet: alpha and beta decrypt with their SSH host keys
+/// (committed next to their modules), each has its own default sops file
+/// and both use `secrets/shared.yaml` through `modules/shared.nix`. An
+/// admin age key is a recipient of everything; `.sops.yaml` names them.
+struct SopsFleet {
+    repo: TempRepo,
+    _keys: tempfile::TempDir,
+    admin: String,
+    alpha: String,
+    beta: String,
+}
+
+fn host(name: &str) -> String {
+    format!(
+        r#"{{ ... }}:
+{{
+  imports = [ ../../modules/shared.nix ];
+  sops.defaultSopsFile = ../../secrets/{name}.yaml;
+  sops.secrets.wifi = {{ }};
+}}
+"#
+    )
+}
+
+impl SopsFleet {
+    fn new() -> SopsFleet {
+        let repo = TempRepo::new();
+        let keys = tempfile::tempdir().unwrap();
+        let admin = age_key().1;
+        let mut recipients = Vec::new();
+        repo.write("flake.nix", FLAKE);
+        repo.write(
+            "lib/eval.nix",
+            std::fs::read(crate::support::example_fleet().join("lib/eval.nix")).unwrap(),
+        );
+        repo.write("machines/default.nix", MACHINES);
+        repo.write("modules/shared.nix", SHARED);
+        for name in ["alpha", "beta"] {
+            let (_, public) = ssh_key(keys.path(), name);
+            let key = guard::secrets::age::keys::parse_public_key(&public).unwrap();
+            let age = guard::secrets::age::keys::ssh_to_age(&key).unwrap();
+            repo.write(&format!("machines/{name}/default.nix"), host(name));
+            repo.write(
+                &format!("machines/{name}/ssh_host_ed25519_key.pub"),
+                format!("{public}\n"),
+            );
+            repo.write(
+                &format!("secrets/{name}.yaml"),
+                sops_encrypt(&[&admin, &age], "wifi: dummy-psk\n"),
+            );
+            recipients.push(age);
+        }
+        let (alpha, beta) = (recipients[0].clone(), recipients[1].clone());
+        repo.write(
+            "secrets/shared.yaml",
+            sops_encrypt(&[&admin, &alpha, &beta], "db: dummy-password\n"),
+        );
+        repo.write(
+            ".sops.yaml",
+            format!(
+                "keys:\n  - &admin {admin}\n  - &host_alpha {alpha}\n  - &host_beta {beta}\ncreation_rules:\n  - path_regex: secrets/alpha\\.yaml$\n    key_groups:\n      - age: [*admin, *host_alpha]\n  - path_regex: secrets/beta\\.yaml$\n    key_groups:\n      - age: [*admin, *host_beta]\n  - path_regex: secrets/[^/]+\\.yaml$\n    key_groups:\n      - age:\n          - *admin\n          - *host_alpha\n          - *host_beta\n"
+            ),
+        );
+        repo.commit_all("sops fleet");
+        SopsFleet {
+            repo,
+            _keys: keys,
+            admin,
+            alpha,
+            beta,
+        }
+    }
+}
+
+#[test]
+fn sops_nix_fleet_passes_then_each_break_is_caught() {
+    let f = SopsFleet::new();
+    let out = guard(&f.repo, &["secrets", "--all", "--format", "json"]);
+    out.assert_code(0);
+    assert!(findings(&out).is_empty(), "{}", out.stdout);
+    assert_eq!(out.json()["scanned"]["files"], 3, "{}", out.stdout);
+
+    // shared.yaml re-encrypted without beta (dummy plaintext, real sops).
+    f.repo.write(
+        "secrets/shared.yaml",
+        sops_encrypt(&[&f.admin, &f.alpha], "db: another-dummy\n"),
+    );
+    f.repo.commit_all("rotate the db password, forget beta");
+    for args in [
+        &["secrets", "--all", "--format", "json"][..],
+        &["secrets", "--commit", "HEAD", "--format", "json"][..],
+    ] {
+        let out = guard(&f.repo, args);
+        out.assert_code(1);
+        let fs = findings(&out);
+        let missing: Vec<_> = fs
+            .iter()
+            .filter(|x| x["rule"] == "sops-missing-recipient")
+            .collect();
+        assert_eq!(missing.len(), 1, "{args:?}: {fs:#?}");
+        let msg = find(&fs, "sops-missing-recipient", "secrets/shared.yaml")["message"]
+            .as_str()
+            .unwrap();
+        assert!(msg.contains("host beta cannot decrypt"), "{msg}");
+        assert!(
+            msg.contains("sops.secrets.db.sopsFile in modules/shared.nix:3"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("machines/beta/default.nix → modules/shared.nix"),
+            "{msg}"
+        );
+        assert!(msg.contains("ssh-to-age of"), "{msg}");
+        // The creation rule still lists beta: sops updatekeys.
+        let w = find(&fs, "sops-rules-mismatch", "secrets/shared.yaml");
+        assert_eq!(w["severity"], "warning");
+        let msg = w["message"].as_str().unwrap();
+        assert!(
+            msg.contains(".sops.yaml:12")
+                && msg.contains("host_beta")
+                && msg.contains("updatekeys"),
+            "{msg}"
+        );
+        assert!(!out.stdout.contains("dummy"), "{}", out.stdout);
+    }
+
+    // beta decrypts with an age key file of its own that no file declares:
+    // guard cannot tell, so it says so once, as info (no error, no noise).
+    f.repo.write(
+        "machines/beta/default.nix",
+        host("beta").replace(
+            "sops.secrets.wifi = { };",
+            "sops.secrets.wifi = { };\n  sops.age.keyFile = \"/var/lib/sops-nix/key.txt\";\n  sops.age.sshKeyPaths = [ ];",
+        ),
+    );
+    let beta_own = age_key().1;
+    f.repo.write(
+        "secrets/shared.yaml",
+        sops_encrypt(&[&f.admin, &f.alpha, &beta_own], "db: dummy\n"),
+    );
+    f.repo.write(
+        "secrets/beta.yaml",
+        sops_encrypt(&[&f.admin, &beta_own], "wifi: dummy\n"),
+    );
+    f.repo.commit_all("beta decrypts with an age key file");
+    let out = guard(&f.repo, &["secrets", "--all", "--format", "json"]);
+    out.assert_code(0);
+    let fs = findings(&out);
+    let info = find(&fs, "sops-unverifiable", "secrets/beta.yaml");
+    assert_eq!(info["severity"], "info");
+    assert!(
+        info["message"].as_str().unwrap().contains("host beta"),
+        "{info:#?}"
+    );
+    assert!(
+        !fs.iter().any(|x| x["rule"] == "sops-missing-recipient"),
+        "{fs:#?}"
+    );
+    f.repo.git(&["reset", "-q", "--hard", "HEAD~1"]);
+
+    // Corrupt and plaintext files: clear errors, never content, no panic.
+    let good = std::fs::read(f.repo.path().join("secrets/alpha.yaml")).unwrap();
+    for (bytes, expect) in [
+        (good[..good.len() / 2].to_vec(), ""),
+        (
+            b"wifi: hunter2-plain\n".to_vec(),
+            "not a sops-encrypted file",
+        ),
+        ([b"<<<<<<< HEAD\n".as_slice(), &good].concat(), ""),
+    ] {
+        f.repo.write("secrets/alpha.yaml", &bytes);
+        let out = guard(&f.repo, &["secrets", "--worktree", "--format", "json"]);
+        out.assert_code(1);
+        let fs = findings(&out);
+        let msg = find(&fs, "sops-malformed", "secrets/alpha.yaml")["message"]
+            .as_str()
+            .unwrap();
+        assert!(
+            msg.contains(expect) && msg.contains("used by alpha"),
+            "{msg}"
+        );
+        assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    let _ = &f.beta;
+}
