@@ -196,6 +196,19 @@ impl Analysis {
             && host.is_none_or(|h| self.module_of(node, dep).is_none_or(|o| o == h))
     }
 
+    /// A computed path that stands for each host's own files (a hosts
+    /// directory, a module template): per host, not a widening.
+    pub fn is_host_template(&self, r: &crate::nix::parse::Reference) -> bool {
+        match &r.target {
+            Target::Under(d) => {
+                self.hosts.hosts_dir.as_deref() == Some(d.as_str())
+                    || self.hosts.owner(d).is_some()
+                    || self.host_templates.contains(&(d.clone(), r.suffix.clone()))
+            }
+            _ => false,
+        }
+    }
+
     /// The host whose definition names this dependency in its modules list.
     fn module_of<'a>(&'a self, node: &'a Node, dep: &Dep) -> Option<&'a str> {
         let r = &node.refs.refs[dep.reference?];

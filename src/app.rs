@@ -303,7 +303,6 @@ fn check_format(command: &Command, name: &str) -> Result<()> {
         | Command::Build { format, .. }
         | Command::Check { format, .. }
         | Command::Bisect { format, .. } => (*format, NO_SARIF),
-        Command::Doctor { format } => (*format, &[Human, Json][..]),
         _ => return Ok(()),
     };
     if writes.contains(&format) {

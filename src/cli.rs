@@ -168,9 +168,8 @@ pub enum Command {
     /// (`self.nixosConfigurations`), computed paths, `<nixpkgs>` lookups and
     /// files outside the repository. Advice only: exit 0.
     Doctor {
-        /// human, or json for CI.
-        #[arg(long, value_enum, default_value_t = Format::Human)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = DoctorFormat::Human)]
+        format: DoctorFormat,
     },
 
     /// Print the import graph.
@@ -413,6 +412,15 @@ pub enum HookAction {
     Install,
     Uninstall,
     Status,
+}
+
+/// `guard doctor` formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DoctorFormat {
+    /// Readable text on stdout.
+    Human,
+    /// One JSON document on stdout, for CI.
+    Json,
 }
 
 /// `guard graph` formats.

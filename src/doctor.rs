@@ -21,6 +21,9 @@ pub fn diagnose(analysis: &Analysis) -> Doctor {
         for (file, refs) in analysis.host_references(name) {
             for r in refs {
                 let Some(kind) = classify(r) else { continue };
+                if kind == AdviceKind::ComputedPath && analysis.is_host_template(r) {
+                    continue;
+                }
                 let key = (file.to_string(), r.line, kind);
                 found
                     .entry(key)

@@ -15,7 +15,7 @@ use crate::cli::{Format, Level, Selector};
 use crate::config::is_valid_host_name;
 use crate::git::{self, ChangeSet, TempRef};
 use crate::nix::cli::{self as nixcli, Nix};
-use crate::report::{self, Affected, BuildReport, Report, Warning};
+use crate::report::{self, Affected, BuildHost, BuildReport, BuildStatus, Report, Warning};
 
 /// Options of `guard build` beyond the selector.
 pub struct BuildArgs<'a> {
@@ -44,6 +44,7 @@ pub fn build(ctx: &Context, selector: &Selector, args: BuildArgs<'_>) -> Result<
         let affected = p.take_affected()?;
         let names: Vec<String> = affected.hosts.iter().map(|h| h.name.clone()).collect();
         let mut r = run(ctx, &p.sel, &p.changes, &names, &opts)?;
+        r.0.hosts.extend(restamped_skips(&affected, opts.level));
         // The static analysis' warnings explain why hosts were selected.
         let mut warnings = affected.warnings;
         warnings.append(&mut r.0.warnings);
@@ -71,6 +72,38 @@ pub fn build(ctx: &Context, selector: &Selector, args: BuildArgs<'_>) -> Result<
     } else {
         report.exit_code()
     })
+}
+
+/// The restamped hosts, listed as skipped with the stamp that restamps
+/// them: their drvPath changes, but no byte their build reads does (see
+/// README, "changed and restamped"); `[affected] stamps = "build"` makes
+/// them changed hosts instead.
+fn restamped_skips(affected: &Affected, level: Level) -> Vec<BuildHost> {
+    affected
+        .restamped
+        .iter()
+        .map(|h| {
+            let stamp = h
+                .reasons
+                .first()
+                .and_then(|r| r.chain.last())
+                .map(|c| c.trim_matches(|c| c == '(' || c == ')').to_string())
+                .unwrap_or_else(|| "a stamp".into());
+            BuildHost {
+                name: h.name.clone(),
+                status: BuildStatus::Skipped,
+                level: build::level_name(level).to_string(),
+                drv_path: None,
+                out_path: None,
+                duration_ms: 0,
+                log: None,
+                reason: Some(format!(
+                    "restamped only ({stamp}): its build reads the same bytes;                      [affected] stamps = \"build\" builds it"
+                )),
+                log_excerpt: Vec::new(),
+            }
+        })
+        .collect()
 }
 
 /// The build part of `check` for one change.
@@ -106,7 +139,8 @@ pub fn build_section(
         nix_args: &[],
         quiet,
     };
-    let (report, interrupted) = run(ctx, sel, changes, &names, &opts)?;
+    let (mut report, interrupted) = run(ctx, sel, changes, &names, &opts)?;
+    report.hosts.extend(restamped_skips(affected, level));
     Ok(BuildSection {
         report: Some(report),
         interrupted,

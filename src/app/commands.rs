@@ -123,7 +123,7 @@ const MERMAID_COLLAPSE: usize = 40;
 /// closure and the flake wiring that reaches it (what `affected` and
 /// `explain` use), and no other host's files.
 /// `guard doctor`: advice on the working tree's hosts (exit 0).
-pub fn doctor(ctx: &Context, format: Format) -> Result<i32> {
+pub fn doctor(ctx: &Context, format: crate::cli::DoctorFormat) -> Result<i32> {
     let snapshot = ctx.repo.snapshot(SnapshotSpec::Worktree)?;
     let analysis = pipeline::analysis_of(ctx, &snapshot, &ctx.parse_cache());
     if analysis.hosts.hosts.is_empty() {
@@ -136,8 +136,10 @@ pub fn doctor(ctx: &Context, format: Format) -> Result<i32> {
     let model = crate::doctor::diagnose(&analysis);
     let mut out = std::io::stdout().lock();
     match format {
-        Format::Json => report::doctor::write_json(&model, &mut out)?,
-        _ => report::doctor::write_human(&model, ctx.style, &mut out)?,
+        crate::cli::DoctorFormat::Json => report::doctor::write_json(&model, &mut out)?,
+        crate::cli::DoctorFormat::Human => {
+            report::doctor::write_human(&model, ctx.style, &mut out)?
+        }
     }
     Ok(exit::OK)
 }

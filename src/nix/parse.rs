@@ -625,11 +625,12 @@ impl Extractor<'_> {
         let skip = self_position(sel).map_or(0, |i| i + 1);
         let rest: Vec<&str> = attrs.iter().skip(skip).map(String::as_str).collect();
         match rest.first() {
+            // The select itself is shown (`self.rev`), at the same place.
             Some(a) if REV_ATTRS.contains(a) => {
-                self.push(anchor, RefKind::Rev, Target::None, false);
+                self.push(sel, RefKind::Rev, Target::None, false);
             }
             Some(&"sourceInfo") if rest.get(1).is_some_and(|a| REV_ATTRS.contains(a)) => {
-                self.push(anchor, RefKind::Rev, Target::None, false);
+                self.push(sel, RefKind::Rev, Target::None, false);
             }
             // `self.outPath + "/x"` is `self + "/x"`; used whole, as `self`.
             Some(&"outPath")

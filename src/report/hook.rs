@@ -96,6 +96,10 @@ fn summary_line(report: &Report, what: &str, built: &[&BuildHost], failed: usize
         hosts.len(),
         s(all)
     );
+    let restamped = affected.map_or(0, |a| a.restamped.len());
+    if restamped > 0 {
+        summary.push_str(&format!(" (+{restamped} restamped only)"));
+    }
     if let Some(b) = &report.build {
         let level = b.hosts.first().map_or("nix", |h| h.level.as_str());
         let ok = built.iter().filter(|h| h.status == BuildStatus::Ok).count();

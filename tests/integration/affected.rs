@@ -645,3 +645,119 @@ fn verify_hosts_compares_with_nix() {
         "{w}"
     );
 }
+
+/// A revision stamp in a module of three hosts: on a README-only commit
+/// nix changes exactly those hosts' drvPaths, guard lists them restamped
+/// (none changed), `guard check --level eval` skips them with the stamp,
+/// and `guard doctor` names the stamp with file:line and the fix.
+#[test]
+fn a_revision_stamp_restamps_without_changing() {
+    let repo = fleet_repo();
+    let root = repo.path();
+    let p = root.join("environments/display.nix");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let text = text.replacen(
+        "{ config, lib, name, ... }:\n{\n",
+        "{ config, lib, name, self, ... }:\n{\n  system.configurationRevision = self.rev or \"dirty\";\n",
+        1,
+    );
+    assert!(
+        text.contains("configurationRevision"),
+        "display.nix changed shape"
+    );
+    std::fs::write(&p, text).unwrap();
+    let base = repo.commit_all("stamp the displays");
+    let before = drv_paths(root, &base);
+    repo.write("README.md", "a README change\n");
+    let rev = repo.commit_all("readme");
+    let after = drv_paths(root, &rev);
+    let nix_changed: BTreeSet<String> = after
+        .iter()
+        .filter(|(h, d)| before.get(*h) != Some(*d))
+        .map(|(h, _)| h.clone())
+        .collect();
+    let displays: BTreeSet<String> = ["display-0", "display-1", "display-2"]
+        .map(String::from)
+        .into();
+    assert_eq!(nix_changed, displays, "nix: only the stamped hosts change");
+
+    let v = guard_in(root, &["affected", "--commit", &rev, "--format", "json"]).json();
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 0, "{v}");
+    let restamped: BTreeSet<String> = v["restamped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(restamped, displays);
+    let chain = v["restamped"][0]["reasons"][0]["chain"].to_string();
+    assert!(
+        chain.contains("revision stamp at environments/display.nix:"),
+        "{chain}"
+    );
+    let human = guard_in(root, &["affected", "--commit", &rev]);
+    assert!(
+        human
+            .stdout
+            .contains("+3 restamped only: revision stamp at environments/display.nix:"),
+        "{}",
+        human.stdout
+    );
+
+    let check = guard_in(
+        root,
+        &[
+            "check", "--commit", &rev, "--level", "eval", "--format", "json",
+        ],
+    );
+    check.assert_code(0);
+    let c = check.json();
+    let skipped: Vec<&serde_json::Value> = c["build"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["status"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 3, "{c}");
+    assert!(skipped.iter().all(|h| {
+        h["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("restamped only (revision stamp at environments/display.nix:")
+    }));
+
+    // [affected] stamps = "build": the same hosts are changed hosts.
+    repo.write("guard.toml", "[affected]\nstamps = \"build\"\n");
+    let v = guard_in(root, &["affected", "--commit", &rev, "--format", "json"]).json();
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["restamped"].as_array().unwrap().len(), 0);
+    std::fs::remove_file(root.join("guard.toml")).unwrap();
+
+    let doctor = guard_in(root, &["doctor"]);
+    doctor.assert_code(0);
+    assert!(
+        doctor
+            .stdout
+            .contains("revision stamp  environments/display.nix:5  `self.rev"),
+        "{}",
+        doctor.stdout
+    );
+    assert!(
+        doctor
+            .stdout
+            .contains("hosts: display-0, display-1, display-2")
+    );
+    assert!(doctor.stdout.contains("fix:"));
+}
+
+/// The shipped example has nothing for `guard doctor` to advise (its
+/// computed `./. + "/${n}"` is the hosts directory, per host).
+#[test]
+fn doctor_on_the_example_fleet_is_calm() {
+    let repo = fleet_repo();
+    let out = guard_in(repo.path(), &["doctor", "--format", "json"]);
+    out.assert_code(0);
+    let v = out.json();
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 17);
+    assert_eq!(v["advice"].as_array().unwrap().len(), 0, "{}", out.stdout);
+}

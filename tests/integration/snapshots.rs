@@ -122,6 +122,7 @@ fn help_of_guard_and_every_command() {
     for c in [
         "affected",
         "explain",
+        "doctor",
         "graph",
         "scan",
         "secrets",
