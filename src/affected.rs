@@ -57,6 +57,22 @@ pub struct Analysis {
     host_templates: HashSet<(String, Option<String>)>,
 }
 
+/// Whether a reference in the value of output `o` reaches a host that
+/// reads the outputs `read`: a host-optional output it reads, one attribute
+/// of a per-attribute output it reads (or all of them: "nixosModules.*"),
+/// a whole per-attribute set when it reads any attribute; any other output.
+fn output_is_read(o: &str, read: &BTreeSet<String>) -> bool {
+    use crate::nix::parse::PER_ATTR_OUTPUTS;
+    if let Some((m, _)) = o.split_once('.') {
+        return read.contains(o) || read.contains(&format!("{m}.*"));
+    }
+    if PER_ATTR_OUTPUTS.contains(&o) {
+        let prefix = format!("{o}.");
+        return read.iter().any(|r| r.starts_with(&prefix));
+    }
+    read.contains(o) || !HOST_OPTIONAL_OUTPUTS.contains(&o)
+}
+
 /// Per-system outputs: reading one of them reads what flake-parts'
 /// `perSystem` defines.
 const PER_SYSTEM_OUTPUTS: &[&str] = &[
@@ -126,7 +142,7 @@ impl Analysis {
                 .map(|(f, _)| f)
                 .collect()
         };
-        let mut read = BTreeSet::new();
+        let mut read = self.implicitly_read();
         loop {
             let wiring: Vec<&str> = self
                 .walk_wiring(&read, Some(host.name.as_str()))
@@ -134,12 +150,13 @@ impl Analysis {
                 .map(|(f, _)| f)
                 .collect();
             let mut next = read.clone();
+            next.extend(self.implicitly_read());
             for f in host_files.iter().chain(&wiring) {
                 let Some(node) = self.graph.nodes.get(*f) else {
                     continue;
                 };
                 for (output, within) in &node.refs.output_reads {
-                    if within.as_ref().is_none_or(|w| read.contains(w)) {
+                    if within.as_ref().is_none_or(|w| output_is_read(w, &read)) {
                         next.insert(output.clone());
                     }
                 }
@@ -168,7 +185,7 @@ impl Analysis {
             .and_then(|i| node.refs.refs[i].output.as_ref())
         {
             None => true,
-            Some(o) => read.contains(o) || !HOST_OPTIONAL_OUTPUTS.contains(&o.as_str()),
+            Some(o) => output_is_read(o, read),
         }
     }
 
@@ -318,6 +335,26 @@ impl Analysis {
                     .contains("nixosConfigurations")
                     && *f != self.hosts.flake_nix
             })
+            .collect()
+    }
+
+    /// Outputs every host reads without naming them: frameworks that add
+    /// the flake's own modules to every host (nixos-unified, ez-configs,
+    /// snowfall-lib) read them all.
+    fn implicitly_read(&self) -> BTreeSet<String> {
+        const WIRING_FRAMEWORKS: &[&str] = &["nixos-unified", "ez-configs", "snowfall-lib"];
+        let uses_framework = self
+            .graph
+            .nodes
+            .get(self.hosts.flake_nix.as_str())
+            .is_some_and(|n| WIRING_FRAMEWORKS.iter().any(|f| n.refs.idents.contains(*f)));
+        if !uses_framework {
+            return BTreeSet::new();
+        }
+        crate::nix::parse::PER_ATTR_OUTPUTS
+            .iter()
+            .chain(&["modules"])
+            .map(|m| format!("{m}.*"))
             .collect()
     }
 

@@ -257,6 +257,14 @@ impl Extractor<'_> {
         let Some(base) = first_child(sel) else { return };
         let mut chain = vec![base.text().to_string()];
         chain.extend(select_attrs(sel));
+        // `inherit (self.nixosModules) a b;` names its attributes itself.
+        if sel.parent().is_some_and(|p| p.kind() == NODE_INHERIT_FROM)
+            && chain.len() >= 2
+            && PER_ATTR_OUTPUTS.contains(&chain[chain.len() - 1].as_str())
+            && SELF_NAMES.contains(&chain[chain.len() - 2].as_str())
+        {
+            return;
+        }
         for (i, name) in chain.iter().enumerate() {
             if name == "self'" || name == "inputs'" && chain.get(i + 1).is_some_and(|n| n == "self")
             {
@@ -264,9 +272,19 @@ impl Extractor<'_> {
             }
             if SELF_NAMES.contains(&name.as_str())
                 && let Some(next) = chain.get(i + 1)
-                && HOST_OPTIONAL_OUTPUTS.contains(&next.as_str())
             {
-                self.read_output(sel, next);
+                if HOST_OPTIONAL_OUTPUTS.contains(&next.as_str()) {
+                    self.read_output(sel, next);
+                }
+                if PER_ATTR_OUTPUTS.contains(&next.as_str()) || next == "modules" {
+                    // `self.nixosModules.web01`; a dynamic or missing name
+                    // may be any of them.
+                    let attr = match chain.get(i + 2) {
+                        Some(a) if is_plain_name(a) => a.as_str(),
+                        _ => "*",
+                    };
+                    self.read_output(sel, &format!("{next}.{attr}"));
+                }
             }
         }
     }
@@ -414,6 +432,19 @@ impl Extractor<'_> {
         let inner = inner.trim_matches(|c| c == '(' || c == ')').trim();
         let from_self =
             SELF_NAMES.contains(&inner) || inner.ends_with(".self") || inner.ends_with(".flake");
+        // `inherit (self.nixosModules) web01 server;`
+        let per_attr = PER_ATTR_OUTPUTS.iter().find(|m| {
+            SELF_NAMES
+                .iter()
+                .any(|s| inner == format!("{s}.{m}") || inner.ends_with(&format!(".self.{m}")))
+        });
+        if let Some(m) = per_attr {
+            for attr in node.children().filter(|c| c.kind() != NODE_INHERIT_FROM) {
+                let name = attr.text().to_string();
+                self.read_output(node, &format!("{m}.{name}"));
+            }
+            return;
+        }
         if !from_self {
             return;
         }
@@ -421,6 +452,9 @@ impl Extractor<'_> {
             let name = attr.text().to_string();
             if HOST_OPTIONAL_OUTPUTS.contains(&name.as_str()) {
                 self.read_output(node, &name);
+            }
+            if PER_ATTR_OUTPUTS.contains(&name.as_str()) {
+                self.read_output(node, &format!("{name}.*"));
             }
         }
     }
@@ -944,17 +978,70 @@ fn output_region(node: &SyntaxNode, depth: usize) -> Option<String> {
             continue;
         }
         let names = attrpath_names(&a);
-        let name = match names.as_slice() {
-            [first, second, ..] if first == "flake" => second,
-            [first, ..] => first,
-            [] => continue,
+        let rest: &[String] = match names.as_slice() {
+            [first, rest @ ..] if first == "flake" && !rest.is_empty() => rest,
+            all => all,
         };
+        let Some(name) = rest.first() else { continue };
         if HOST_OPTIONAL_OUTPUTS.contains(&name.as_str()) && in_output_position(&a) {
             // The innermost: `checks` inside `perSystem` is `checks`.
             return Some(name.clone());
         }
+        // flake-parts' `flake.modules.<class>.<name>` (only so spelled:
+        // `modules` alone is every builder's module list).
+        if let [f, m, class, ..] = names.as_slice()
+            && f == "flake"
+            && m == "modules"
+            && is_plain_name(class)
+            && in_output_position(&a)
+        {
+            return Some(format!("modules.{class}"));
+        }
+        // `nixosModules.web01 = ...`, `flake.nixosModules = { web01 = ...; }`.
+        if PER_ATTR_OUTPUTS.contains(&name.as_str()) && in_output_position(&a) {
+            return Some(match rest.get(1) {
+                Some(attr) if is_plain_name(attr) => format!("{name}.{attr}"),
+                _ => name.clone(),
+            });
+        }
+        if let [attr, ..] = names.as_slice()
+            && is_plain_name(attr)
+            && let Some(m) = per_attr_set_of(&a)
+        {
+            return Some(format!("{m}.{attr}"));
+        }
     }
     None
+}
+
+/// Outputs hosts read by attribute (`self.nixosModules.web01`): a reference
+/// in one attribute's value counts for the hosts that read that attribute
+/// (or the whole set: `attrValues self.nixosModules`).
+pub const PER_ATTR_OUTPUTS: &[&str] = &[
+    "darwinModules",
+    "homeManagerModules",
+    "homeModules",
+    "nixosModules",
+];
+
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-'".contains(c))
+}
+
+/// For a binding `web01 = ...` directly in the set `nixosModules = { ... }`
+/// (or `flake.nixosModules = { ... }`) of an output position: the output.
+fn per_attr_set_of(binding: &SyntaxNode) -> Option<String> {
+    let set = binding.parent().filter(|p| p.kind() == NODE_ATTR_SET)?;
+    let outer = set.parent().filter(|p| p.kind() == NODE_ATTRPATH_VALUE)?;
+    let names = attrpath_names(&outer);
+    let m = match names.as_slice() {
+        [f, m] if f == "flake" => m,
+        [m] => m,
+        _ => return None,
+    };
+    (PER_ATTR_OUTPUTS.contains(&m.as_str()) && in_output_position(&outer)).then(|| m.clone())
 }
 
 /// The one host-optional output every use of a `let` binding lies in, if
@@ -1950,6 +2037,60 @@ mod precision_tests {
                 "{ outputs = { self }: let m = ./m.nix; in { apps.x = m; nixosConfigurations.a = m; }; }"
             ),
             vec![None]
+        );
+    }
+
+    #[test]
+    fn per_attribute_outputs_name_their_attribute() {
+        let outputs = |src: &str| -> Vec<Option<String>> {
+            references(src, "flake-module.nix", "")
+                .refs
+                .into_iter()
+                .map(|r| r.output)
+                .collect()
+        };
+        assert_eq!(
+            outputs(
+                "{ flake.nixosModules = { web01.imports = [ ./web01 ]; server = ./server.nix; }; flake.nixosModules.db = ./db.nix; flake.modules.terranix.x = ./t.nix; }"
+            ),
+            vec![
+                Some("nixosModules.web01".into()),
+                Some("nixosModules.server".into()),
+                Some("nixosModules.db".into()),
+                Some("modules.terranix".into())
+            ]
+        );
+        // A builder's `modules` list is no output.
+        assert_eq!(
+            outputs("{ system = \"x\"; modules = [ ./a.nix ]; }"),
+            vec![None]
+        );
+        let reads = |src: &str| -> Vec<String> {
+            references(src, "m.nix", "")
+                .output_reads
+                .into_iter()
+                .map(|(o, _)| o)
+                .collect()
+        };
+        assert_eq!(
+            reads("{ self, ... }: { imports = [ self.nixosModules.web01 ]; }"),
+            vec!["nixosModules.web01"]
+        );
+        assert_eq!(
+            reads("{ self, ... }: { imports = builtins.attrValues self.nixosModules; }"),
+            vec!["nixosModules.*"]
+        );
+        assert_eq!(
+            reads("{ self, name, ... }: { imports = [ self.nixosModules.${name} ]; }"),
+            vec!["nixosModules.*"]
+        );
+        assert_eq!(
+            reads("{ self, ... }: let inherit (self.nixosModules) a b; in { }"),
+            vec!["nixosModules.a", "nixosModules.b"]
+        );
+        assert_eq!(
+            reads("{ self, system, ... }: let inherit (self.packages.${system}) a; in { }"),
+            vec!["packages"]
         );
     }
 

@@ -98,6 +98,16 @@ const PINS: &[Pin] = &[
         changed: &[],
         restamped: None,
     },
+    // clan: a module of `flake.nixosModules.web01` (modules/flake-module.nix),
+    // which only machines/web01/configuration.nix imports
+    // (`self.nixosModules.web01`).
+    Pin {
+        fleet: "clan-lol+clan-infra",
+        commit: "fd6312e84d89241c1a075e550967c23e40b08968",
+        evidence: "reading",
+        changed: &["web01"],
+        restamped: None,
+    },
     // A CI workflow only.
     Pin {
         fleet: "colemickens+nixcfg",
