@@ -55,6 +55,9 @@ pub struct Analysis {
     /// in some host's own directory (`./hosts/${n}/configuration.nix`):
     /// like a hosts directory, for each host they stand for its own files.
     host_templates: HashSet<(String, Option<String>)>,
+    /// Hosts whose own definition names modules (`module_list_of`): only
+    /// for these does a walk's result depend on the host itself.
+    owning_hosts: BTreeSet<String>,
 }
 
 /// Whether a reference in the value of output `o` reaches a host that
@@ -72,6 +75,14 @@ fn output_is_read(o: &str, read: &BTreeSet<String>) -> bool {
     }
     read.contains(o) || !HOST_OPTIONAL_OUTPUTS.contains(&o)
 }
+
+/// The files of the wiring per (outputs read, owning host), shared by the
+/// hosts while their reads are computed.
+type WiringMemo = HashMap<WalkKey, Vec<String>>;
+
+/// What a per-host walk depends on: the outputs the host reads, and the
+/// host itself when it owns modules.
+type WalkKey = (BTreeSet<String>, Option<String>);
 
 /// Per-system outputs: reading one of them reads what flake-parts'
 /// `perSystem` defines.
@@ -117,13 +128,33 @@ impl Analysis {
             graph,
             host_read_outputs: BTreeMap::new(),
             host_templates,
+            owning_hosts: BTreeSet::new(),
         };
-        analysis.host_read_outputs = analysis
-            .hosts
-            .hosts
-            .iter()
-            .map(|(name, h)| (name.clone(), analysis.outputs_read_by(h)))
+        analysis.owning_hosts = analysis
+            .graph
+            .nodes
+            .values()
+            .flat_map(|n| n.refs.refs.iter())
+            .filter_map(|r| r.module_list_of.as_ref())
+            .filter(|o| analysis.hosts.hosts.contains_key(*o))
+            .cloned()
             .collect();
+        // Hosts starting at flake.nix that own no modules read the same
+        // outputs: computed once.
+        let mut shared: Option<BTreeSet<String>> = None;
+        let mut read = BTreeMap::new();
+        let mut memo = WiringMemo::new();
+        for (name, h) in &analysis.hosts.hosts {
+            let outputs = if analysis.entry_is_flake(h) && !analysis.owning_hosts.contains(name) {
+                shared
+                    .get_or_insert_with(|| analysis.outputs_read_by(h, &mut memo))
+                    .clone()
+            } else {
+                analysis.outputs_read_by(h, &mut memo)
+            };
+            read.insert(name.clone(), outputs);
+        }
+        analysis.host_read_outputs = read;
         analysis
     }
 
@@ -131,28 +162,39 @@ impl Analysis {
     /// closure and of the wiring, where the wiring grows with each output
     /// found read, and a read inside another host-optional output counts
     /// once that output is read (a fixpoint; a handful of rounds at most).
-    fn outputs_read_by(&self, host: &hosts::Host) -> BTreeSet<String> {
+    fn outputs_read_by(&self, host: &hosts::Host, memo: &mut WiringMemo) -> BTreeSet<String> {
         // A host whose entry is flake.nix itself has no files of its own:
         // its wiring is all of it.
         let host_files: Vec<&str> = if self.entry_is_flake(host) {
             Vec::new()
         } else {
-            self.walk(self.starts(host), |_, _| true)
-                .into_iter()
-                .map(|(f, _)| f)
-                .collect()
+            self.reach(self.starts(host), |_, _| true)
         };
+        let name = Some(host.name.as_str());
+        let own = self
+            .owning_hosts
+            .contains(&host.name)
+            .then(|| host.name.clone());
         let mut read = self.implicitly_read();
         loop {
-            let wiring: Vec<&str> = self
-                .walk_wiring(&read, Some(host.name.as_str()))
-                .into_iter()
-                .map(|(f, _)| f)
-                .collect();
+            let wiring = memo
+                .entry((read.clone(), own.clone()))
+                .or_insert_with(|| {
+                    self.reach(vec![self.hosts.flake_nix.as_str()], |node, dep| {
+                        self.wiring_dep_of(node, dep, &read, name)
+                    })
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+                })
+                .clone();
             let mut next = read.clone();
-            next.extend(self.implicitly_read());
-            for f in host_files.iter().chain(&wiring) {
-                let Some(node) = self.graph.nodes.get(*f) else {
+            for f in host_files
+                .iter()
+                .copied()
+                .chain(wiring.iter().map(String::as_str))
+            {
+                let Some(node) = self.graph.nodes.get(f) else {
                     continue;
                 };
                 for (output, within) in &node.refs.output_reads {
@@ -172,6 +214,33 @@ impl Analysis {
             }
             read = next;
         }
+    }
+
+    /// The files reached from `starts` along the edges `follow` accepts
+    /// (no chains: cheaper than [`Analysis::walk`]).
+    fn reach<'a>(
+        &'a self,
+        starts: Vec<&'a str>,
+        follow: impl Fn(&Node, &Dep) -> bool,
+    ) -> Vec<&'a str> {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut out = Vec::new();
+        let mut stack = starts;
+        while let Some(file) = stack.pop() {
+            if !seen.insert(file) {
+                continue;
+            }
+            let Some(node) = self.graph.nodes.get(file) else {
+                continue;
+            };
+            out.push(file);
+            for (target, dep) in &node.edges {
+                if !seen.contains(target.as_str()) && follow(node, &node.deps[*dep]) {
+                    stack.push(target.as_str());
+                }
+            }
+        }
+        out
     }
 
     /// The host-optional outputs any host reads.
@@ -338,6 +407,18 @@ impl Analysis {
             .collect()
     }
 
+    /// What a walk for `host` depends on besides the outputs it reads: the
+    /// host itself only when it owns modules (see `owning_hosts`).
+    pub(crate) fn walk_key(&self, host: &str) -> WalkKey {
+        let read = self
+            .host_read_outputs
+            .get(host)
+            .cloned()
+            .unwrap_or_default();
+        let own = self.owning_hosts.contains(host).then(|| host.to_string());
+        (read, own)
+    }
+
     /// Outputs every host reads without naming them: frameworks that add
     /// the flake's own modules to every host (nixos-unified, ez-configs,
     /// snowfall-lib) read them all.
@@ -375,7 +456,7 @@ impl Analysis {
 
     /// Discovery found no entry module of its own for the host (a builder
     /// guard could not follow): its evaluation starts at flake.nix.
-    fn entry_is_flake(&self, h: &hosts::Host) -> bool {
+    pub(crate) fn entry_is_flake(&self, h: &hosts::Host) -> bool {
         h.entry == self.hosts.flake_nix
     }
 
@@ -816,10 +897,18 @@ pub fn affected_hosts(
     let new_names: BTreeSet<&String> = new.hosts.hosts.keys().collect();
     let old_names: BTreeSet<&String> = old_hosts.hosts.keys().collect();
 
+    // Hosts with the same walk key share the wiring's reasons, and (when
+    // they start at flake.nix) their closure's.
+    let mut wiring_memo: HashMap<WalkKey, Vec<(Reason, bool)>> = HashMap::new();
+    let mut closure_memo: HashMap<WalkKey, Vec<(Reason, bool)>> = HashMap::new();
     for name in &new_names {
         let read = new.host_read_outputs.get(*name).unwrap_or(&no_outputs);
-        for r in wiring_reasons_for(read, name) {
-            add_dep(&mut result, &mut stamped, name, r);
+        let key = new.walk_key(name);
+        let reasons = wiring_memo
+            .entry(key.clone())
+            .or_insert_with(|| wiring_reasons_for(read, name));
+        for r in reasons.iter() {
+            add_dep(&mut result, &mut stamped, name, r.clone());
         }
         if !old_names.contains(name) {
             add(
@@ -834,26 +923,38 @@ pub fn affected_hosts(
         // 4. The host's own closure.
         let h = &new.hosts.hosts[*name];
         let hit = new.starts(h).iter().any(|f| tainted.contains(f));
-        for (file, chain) in if hit { new.closure(name) } else { Vec::new() } {
-            let node = &new.graph.nodes[file];
-            for (dep, changed) in direct.get(file).into_iter().flatten() {
-                if !new.closure_dep_of(node, &node.deps[*dep], name) {
-                    continue;
+        let closure_reasons = |name: &str| {
+            let mut out: Vec<(Reason, bool)> = Vec::new();
+            for (file, chain) in new.closure(name) {
+                let node = &new.graph.nodes[file];
+                for (dep, changed) in direct.get(file).into_iter().flatten() {
+                    if new.closure_dep_of(node, &node.deps[*dep], name) {
+                        out.push(reason(&chain, changed, node, &node.deps[*dep]));
+                    }
                 }
-                add_dep(
-                    &mut result,
-                    &mut stamped,
-                    name,
-                    reason(&chain, changed, node, &node.deps[*dep]),
-                );
+                if uses_changed_input(node) {
+                    out.push(content(lock_reason(
+                        &lock_path,
+                        &chain,
+                        node,
+                        &changed_inputs,
+                    )));
+                }
             }
-            if uses_changed_input(node) {
-                add(
-                    &mut result,
-                    name,
-                    lock_reason(&lock_path, &chain, node, &changed_inputs),
-                );
-            }
+            out
+        };
+        let reasons = if !hit {
+            Vec::new()
+        } else if new.entry_is_flake(h) {
+            closure_memo
+                .entry(key)
+                .or_insert_with(|| closure_reasons(name))
+                .clone()
+        } else {
+            closure_reasons(name)
+        };
+        for r in reasons {
+            add_dep(&mut result, &mut stamped, name, r);
         }
         // The entry itself and files of the host's own directory.
         if ch.paths.contains(&h.entry) {
