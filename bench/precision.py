@@ -56,6 +56,7 @@ HAND_CHECKED = {
     "EmergentMind+nix-config": [
         ("home/ta/", None, "hosts/common/users/ta: home-manager.users.ta = import (relativeToRoot \"home/${username}/${hostName}.nix\"), which imports home/ta/common/core (scanPaths)"),
         ("modules/home-manager/", None, "home/ta/common/core/default.nix: imports attrValues outputs.homeManagerModules"),
+        ("modules/nixos/", None, "hosts/common/core/default.nix: imports builtins.attrValues outputs.nixosModules, where nixosModules = import ./modules/nixos (each module an `import` value, not a path: the graph does not list it)"),
     ],
 }
 

@@ -55,7 +55,7 @@ pub struct Analysis {
     /// in some host's own directory (`./hosts/${n}/configuration.nix`):
     /// like a hosts directory, for each host they stand for its own files.
     host_templates: HashSet<(String, Option<String>)>,
-    /// Hosts whose own definition names modules (`module_list_of`): only
+    /// Hosts whose own definitions name modules (`module_list_of`): only
     /// for these does a walk's result depend on the host itself.
     owning_hosts: BTreeSet<String>,
 }
@@ -135,9 +135,13 @@ impl Analysis {
             .nodes
             .values()
             .flat_map(|n| n.refs.refs.iter())
-            .filter_map(|r| r.module_list_of.as_ref())
-            .filter(|o| analysis.hosts.hosts.contains_key(*o))
-            .cloned()
+            .filter(|r| {
+                !r.module_list_of.is_empty()
+                    && r.module_list_of
+                        .iter()
+                        .all(|o| analysis.hosts.hosts.contains_key(o))
+            })
+            .flat_map(|r| r.module_list_of.iter().cloned())
             .collect();
         // Hosts starting at flake.nix that own no modules read the same
         // outputs: computed once.
@@ -279,7 +283,10 @@ impl Analysis {
     ) -> bool {
         !self.is_host_edge(node, dep)
             && Self::in_read_output(node, dep, read)
-            && host.is_none_or(|h| self.module_of(node, dep).is_none_or(|o| o == h))
+            && host.is_none_or(|h| {
+                self.module_of(node, dep)
+                    .is_none_or(|o| o.iter().any(|x| x == h))
+            })
     }
 
     /// A computed path that stands for each host's own files (a hosts
@@ -296,10 +303,13 @@ impl Analysis {
     }
 
     /// The host whose definition names this dependency in its modules list.
-    fn module_of<'a>(&'a self, node: &'a Node, dep: &Dep) -> Option<&'a str> {
+    /// The hosts whose definitions name this dependency in their modules
+    /// lists, when all of them are hosts (None: every host's).
+    fn module_of<'a>(&'a self, node: &'a Node, dep: &Dep) -> Option<&'a [String]> {
         let r = &node.refs.refs[dep.reference?];
-        let owner = r.module_list_of.as_deref()?;
-        self.hosts.hosts.contains_key(owner).then_some(owner)
+        let owners = &r.module_list_of;
+        (!owners.is_empty() && owners.iter().all(|o| self.hosts.hosts.contains_key(o)))
+            .then_some(owners.as_slice())
     }
 
     /// The flake's wiring reaches host entries through these references; for
@@ -377,7 +387,9 @@ impl Analysis {
                         suffix: None,
                     };
                     Self::in_read_output(node, &dep, read)
-                        && self.module_of(node, &dep).is_none_or(|o| o == host)
+                        && self
+                            .module_of(node, &dep)
+                            .is_none_or(|o| o.iter().any(|x| x == host))
                 })
                 .map(|(_, r)| r)
                 .collect();
@@ -448,7 +460,9 @@ impl Analysis {
                 let none = BTreeSet::new();
                 let read = self.host_read_outputs.get(host).unwrap_or(&none);
                 Self::in_read_output(node, dep, read)
-                    && self.module_of(node, dep).is_none_or(|o| o == host)
+                    && self
+                        .module_of(node, dep)
+                        .is_none_or(|o| o.iter().any(|x| x == host))
             }
             _ => true,
         }
@@ -473,7 +487,9 @@ impl Analysis {
             let read = self.host_read_outputs.get(host).unwrap_or(&none);
             return self.walk(vec![self.hosts.flake_nix.as_str()], |node, dep| {
                 Self::in_read_output(node, dep, read)
-                    && self.module_of(node, dep).is_none_or(|o| o == host)
+                    && self
+                        .module_of(node, dep)
+                        .is_none_or(|o| o.iter().any(|x| x == host))
             });
         }
         self.walk(self.starts(h), |_, _| true)

@@ -99,7 +99,7 @@ struct CacheFile {
 const MAX_PERSISTED: usize = 50_000;
 
 fn cache_version() -> String {
-    format!("{}-refs-22", env!("CARGO_PKG_VERSION"))
+    format!("{}-refs-24", env!("CARGO_PKG_VERSION"))
 }
 
 impl ParseCache {
@@ -208,7 +208,7 @@ fn unparseable(path: &str, why: &str) -> FileRefs {
             text: "(file cannot be parsed)".into(),
             unreached: false,
             output: None,
-            module_list_of: None,
+            module_list_of: Vec::new(),
             suffix: None,
         }],
         errors: vec![why.to_string()],
@@ -427,7 +427,7 @@ fn with_path_calls(
                 text: call.text.clone(),
                 unreached: false,
                 output: call.output.clone(),
-                module_list_of: None,
+                module_list_of: Vec::new(),
                 suffix: if call.complete {
                     None
                 } else {
@@ -460,7 +460,7 @@ fn with_path_calls(
                     text: format!("({name} used other than with a constant path)"),
                     unreached: false,
                     output: None,
-                    module_list_of: None,
+                    module_list_of: Vec::new(),
                     suffix: None,
                 });
             }

@@ -80,12 +80,13 @@ pub struct Reference {
     /// `perSystem`, `checks`, `packages`, `darwinConfigurations`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
-    /// The binding that holds the `modules` (or `imports`) list the
-    /// expression is in: `garfield = nixosSystem { modules = [ ./x ]; }`
-    /// gives "garfield". When it names a host, the flake names `./x` for
-    /// that host alone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub module_list_of: Option<String>,
+    /// The configurations whose `modules` (or `imports`) list holds the
+    /// expression: `garfield = nixosSystem { modules = [ ./x ]; }` gives
+    /// ["garfield"]; a let-bound list (`computeModules = [ ./x ];`) gives
+    /// every configuration whose list uses it. Empty when unknown. When
+    /// all are hosts, the flake names `./x` for those hosts alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub module_list_of: Vec<String>,
     /// For a computed path (`./hosts/${name}.yml`), its constant end
     /// (".yml", "/configuration.nix"): only such paths below the directory
     /// can be meant ([`matches_suffix`]).
@@ -210,7 +211,7 @@ pub fn references(src: &str, path: &str, flake_dir: &str) -> FileRefs {
             text: "(file does not parse)".into(),
             unreached: false,
             output: None,
-            module_list_of: None,
+            module_list_of: Vec::new(),
             suffix: None,
         });
     }
@@ -895,7 +896,7 @@ impl Extractor<'_> {
             text,
             unreached,
             output: flake_output(node),
-            module_list_of: module_list_owner(node),
+            module_list_of: module_list_owners(node, 0),
             suffix: None,
         });
     }
@@ -1077,34 +1078,76 @@ fn let_binding_region(binding: &SyntaxNode, depth: usize) -> Option<String> {
     region
 }
 
-/// The name of the binding around the `modules = [ ... ]` (or `imports`)
-/// list that holds `node`, if `node` is an element of such a list.
-fn module_list_owner(node: &SyntaxNode) -> Option<String> {
-    let mut in_list = false;
-    for a in node.ancestors() {
-        match a.kind() {
-            NODE_LIST => in_list = true,
-            NODE_ATTRPATH_VALUE => {
-                let value = a.children().nth(1)?;
-                if !value.text_range().contains_range(node.text_range()) {
-                    continue;
-                }
-                let names = attrpath_names(&a);
-                let last = names.last()?;
-                if in_list && (last == "modules" || last == "imports") {
-                    // The next binding out names the configuration.
-                    return a
-                        .ancestors()
-                        .skip(1)
-                        .find(|b| b.kind() == NODE_ATTRPATH_VALUE)
-                        .and_then(|b| attrpath_names(&b).last().cloned());
-                }
-                return None;
-            }
-            _ => {}
-        }
+/// The names of the bindings around the `modules = [ ... ]` (or `imports`)
+/// lists that hold `node`: directly (`x = nixosSystem { modules = [ n ]; }`
+/// gives ["x"]), or through a `let` binding of a list every use of which is
+/// in such lists (`common = [ n ]; in { a.imports = common ++ [ ]; b... }`
+/// gives ["a", "b"]). Empty when any use is elsewhere (unknown).
+fn module_list_owners(node: &SyntaxNode, depth: usize) -> Vec<String> {
+    if depth > 6 {
+        return Vec::new();
     }
-    None
+    // Up through lists, `++` and parentheses only. A name (a let-bound
+    // list) stands in a list position as a list does.
+    let mut cur = node.clone();
+    let mut in_list = node.kind() == NODE_IDENT;
+    while let Some(p) = cur.parent() {
+        match p.kind() {
+            NODE_LIST => in_list = true,
+            NODE_PAREN => {}
+            NODE_BIN_OP if bin_op(&p) == Some(TOKEN_CONCAT) => {}
+            _ => break,
+        }
+        cur = p;
+    }
+    let Some(binding) = cur.parent().filter(|p| p.kind() == NODE_ATTRPATH_VALUE) else {
+        return Vec::new();
+    };
+    if binding.children().nth(1).as_ref() != Some(&cur) {
+        return Vec::new();
+    }
+    let names = attrpath_names(&binding);
+    let Some(last) = names.last() else {
+        return Vec::new();
+    };
+    if last == "modules" || last == "imports" {
+        if !in_list {
+            return Vec::new();
+        }
+        // The next binding out names the configuration.
+        return binding
+            .ancestors()
+            .skip(1)
+            .find(|b| b.kind() == NODE_ATTRPATH_VALUE)
+            .and_then(|b| attrpath_names(&b).last().cloned())
+            .into_iter()
+            .collect();
+    }
+    // A let-bound module list: the owners of every use.
+    if !in_list || names.len() != 1 || binding.parent().is_none_or(|p| p.kind() != NODE_LET_IN) {
+        return Vec::new();
+    }
+    let let_in = binding.parent().unwrap_or_else(|| binding.clone());
+    let mut owners: Vec<String> = Vec::new();
+    let mut uses = 0;
+    for u in let_in.descendants().filter(|n| {
+        n.kind() == NODE_IDENT
+            && n.text() == names[0].as_str()
+            && !matches!(
+                n.parent().map(|p| p.kind()),
+                Some(NODE_ATTRPATH | NODE_PAT_ENTRY | NODE_IDENT_PARAM | NODE_PAT_BIND)
+            )
+    }) {
+        uses += 1;
+        let o = module_list_owners(&u, depth + 1);
+        if o.is_empty() || uses > 64 {
+            return Vec::new();
+        }
+        owners.extend(o);
+    }
+    owners.sort();
+    owners.dedup();
+    owners
 }
 
 fn attrpath_names(binding: &SyntaxNode) -> Vec<String> {
@@ -1816,7 +1859,7 @@ mod tests {
             text: "(file does not parse)".into(),
             unreached: false,
             output: None,
-            module_list_of: None,
+            module_list_of: Vec::new(),
             suffix: None,
         }));
         assert!(r.refs.iter().any(|x| x.target == p("machines/alpha/a.nix")));
@@ -2118,11 +2161,25 @@ mod precision_tests {
             "flake.nix",
             "",
         );
-        let owners: Vec<Option<&str>> =
-            r.refs.iter().map(|r| r.module_list_of.as_deref()).collect();
-        assert_eq!(owners, vec![Some("garfield"), None]);
+        let owners: Vec<&[String]> = r.refs.iter().map(|r| r.module_list_of.as_slice()).collect();
+        assert_eq!(owners, vec![&["garfield".to_string()][..], &[][..]]);
         // modules lists are imported, not copied.
         assert_eq!(r.refs[0].kind, RefKind::Import);
+        // A let-bound list used by two configurations' imports.
+        let r = references(
+            "let common = [ ./users ]; more = common ++ [ ./x.nix ]; in { a = { imports = more ++ [ ./a.nix ]; }; b = { imports = more; }; c = { imports = [ ./c.nix ]; }; }",
+            "configurations.nix",
+            "",
+        );
+        let users = r.refs.iter().find(|r| r.text == "./users").unwrap();
+        assert_eq!(users.module_list_of, vec!["a".to_string(), "b".to_string()]);
+        // Used anywhere else: unknown.
+        let r = references(
+            "let common = [ ./users ]; in { a.imports = common; x = map f common; }",
+            "configurations.nix",
+            "",
+        );
+        assert!(r.refs[0].module_list_of.is_empty());
     }
 
     #[test]

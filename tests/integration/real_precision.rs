@@ -187,8 +187,9 @@ fn doctor_names_every_stamp_with_file_and_line_on_real_fleets() {
         fix.contains("../../../secrets/juspay-anthropic-api-key.age"),
         "{fix}"
     );
-    // TUM links the whole source into every system (`ln -s ${self}`):
-    // reported for all hosts, with the line.
+    // TUM links the whole source into every system that imports
+    // commonModules (`ln -s ${self}`): reported for those hosts, with the
+    // line; the two install ISOs (pkgs/install-iso) do not import it.
     let out = guard_in(
         &fleet("TUM-DSE+doctor-cluster-config"),
         &["doctor", "--format", "json"],
@@ -202,5 +203,13 @@ fn doctor_names_every_stamp_with_file_and_line_on_real_fleets() {
         .iter()
         .find(|a| a["file"] == "modules/register-flake.nix" && a["kind"] == "whole-tree-path")
         .unwrap_or_else(|| panic!("{}", out.stdout));
-    assert_eq!(link["hosts"].as_array().unwrap().len(), n_hosts);
+    let hosts: Vec<&str> = link["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(hosts.len(), n_hosts - 2, "{hosts:?}");
+    assert!(!hosts.iter().any(|h| h.starts_with("install-iso")));
+    assert!(link["line"].as_u64().is_some());
 }
