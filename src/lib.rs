@@ -11,5 +11,6 @@ pub mod config;
 pub mod git;
 pub mod github;
 pub mod nix;
+pub mod process;
 pub mod report;
 pub mod secrets;

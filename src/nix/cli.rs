@@ -7,19 +7,19 @@
 //! hook's `GIT_INDEX_FILE` would change what nix's own `git ls-files` sees;
 //! the repository is always passed explicitly in the flake URL.
 //!
-//! Every child runs in its own process group and is registered while it
-//! runs, so that Ctrl-C ([`interrupt_children`]) or a per-host timeout can
-//! stop nix together with the builders it started, and so that no new nix
-//! starts once guard is being interrupted.
+//! This layer says what to run and parses what comes back; every process
+//! is started, limited and stopped by [`crate::process`] (process groups,
+//! the registry Ctrl-C stops, timeouts, the subreaper).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::process::{Command, Stdio};
+
+use crate::process::{self, Finished, RunError};
+pub use crate::process::{
+    KILL_GRACE, become_subreaper, children_running, interrupt_children, is_interrupted,
+    kill_children, reap_orphans,
+};
 
 /// Errors running nix.
 #[derive(Debug, thiserror::Error)]
@@ -127,19 +127,7 @@ pub enum HostEval {
 }
 
 /// Limits for one nix process.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunLimits {
-    /// Stop the process (and its builders) after this long.
-    pub timeout: Option<Duration>,
-}
-
-/// What a finished nix process left.
-struct Finished {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    /// Every stderr line, in order (for error messages).
-    stderr: String,
-}
+pub use crate::process::Limits as RunLimits;
 
 impl Nix {
     /// Finds nix (`$GUARD_NIX`, else `nix` on PATH) and reads its version:
@@ -524,324 +512,23 @@ fn internal_json_error(stderr: &str) -> String {
     }
 }
 
-/// Children currently running, by process group, and whether guard is
-/// being interrupted (then no new child starts).
-struct Registry {
-    interrupted: bool,
-    groups: BTreeSet<i32>,
-}
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    interrupted: false,
-    groups: BTreeSet::new(),
-});
-
-fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    // A panic while holding the lock leaves the set consistent (inserts and
-    // removes are single operations), so a poisoned lock is still usable.
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Stops every running nix child: SIGTERM to each process group (nix then
-/// kills its builders and exits), and refuses to start new ones from now on.
-pub fn interrupt_children() {
-    let mut r = registry();
-    r.interrupted = true;
-    for &g in &r.groups {
-        signal_group(g, libc::SIGTERM);
-    }
-}
-
-/// SIGKILL to every running nix child and everything it started: the last
-/// resort when nix does not react to SIGTERM.
-pub fn kill_children() {
-    let r = registry();
-    for &g in &r.groups {
-        kill_tree(g);
-    }
-}
-
-/// Whether [`interrupt_children`] was called.
-pub fn is_interrupted() -> bool {
-    registry().interrupted
-}
-
-/// Whether any nix child is running.
-pub fn children_running() -> bool {
-    !registry().groups.is_empty()
-}
-
-fn signal_group(pgid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions. `pgid` is the pid
-    // of a child we have not reaped yet (it leaves the registry before
-    // `wait`), so the group id cannot have been reused by another process.
-    unsafe {
-        libc::kill(-pgid, sig);
-    }
-}
-
-/// Signals `pgid` only while it is still registered (still ours).
-fn signal_if_running(pgid: i32, sig: i32) {
-    let r = registry();
-    if r.groups.contains(&pgid) {
-        signal_group(pgid, sig);
-    }
-}
-
-/// SIGKILL to `pid`'s group and to every descendant of `pid`. nix starts
-/// each builder in a session of its own, so killing nix's group alone
-/// would orphan a builder that nix did not stop itself (nix can miss one
-/// that was being started at the moment it was told to stop). The
-/// descendants are found through /proc before nix dies; where /proc does
-/// not exist only the group is killed.
-fn kill_tree(pid: i32) {
-    let first = descendants(pid);
-    signal_group(pid, libc::SIGKILL);
-    // A second look catches processes forked while the first was taken.
-    let mut all = first;
-    for d in descendants(pid) {
-        if !all.contains(&d) {
-            all.push(d);
-        }
-    }
-    for d in all {
-        // SAFETY: kill(2) has no memory-safety preconditions; `d` was a
-        // descendant of our unreaped child an instant ago.
-        unsafe {
-            libc::kill(d, libc::SIGKILL);
-        }
-    }
-}
-
-/// Makes guard the "subreaper" of everything it starts (Linux): a builder
-/// that nix leaves behind when it is stopped is re-parented to guard
-/// instead of init, so [`reap_orphans`] can still find and stop it.
-pub fn become_subreaper() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and only
-    // changes this process's own attribute.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
-}
-
-/// After an interruption: SIGKILL every remaining child of guard (builders
-/// orphaned by a nix that was stopped, re-parented here by
-/// [`become_subreaper`]) and everything below it, then reap them, so
-/// nothing guard started outlives it.
-pub fn reap_orphans() {
-    let me = std::process::id() as i32;
-    for _ in 0..3 {
-        let mut tree = descendants(me);
-        if tree.is_empty() {
-            return;
-        }
-        tree.sort_unstable();
-        for &pid in &tree {
-            // SAFETY: kill(2) has no memory-safety preconditions; these are
-            // our own descendants.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        for &pid in &tree {
-            // Reap our direct children (grandchildren are reaped by their
-            // own parents, which were just killed, or re-parented to us).
-            // SAFETY: waitpid on a pid with a null status pointer is allowed.
-            unsafe {
-                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        for &pid in &tree {
-            // SAFETY: as above.
-            unsafe {
-                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
-            }
-        }
-    }
-}
-
-/// Stops guard's children that are not nix processes it is running: the
-/// builders of a nix that died, re-parented to guard.
-fn reap_strays() {
-    let me = std::process::id() as i32;
-    let registered: Vec<i32> = registry().groups.iter().copied().collect();
-    for child in children_of(me) {
-        if registered.contains(&child) {
-            continue;
-        }
-        kill_tree(child);
-        // SAFETY: waitpid on our own child with a null status pointer.
-        unsafe {
-            libc::waitpid(child, std::ptr::null_mut(), 0);
-        }
-    }
-}
-
-fn children_of(pid: i32) -> Vec<i32> {
-    let all = descendants(pid);
-    all.into_iter()
-        .filter(|&d| parent_of(d) == Some(pid))
-        .collect()
-}
-
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Every process below `root` (children, grandchildren, ...) per /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut parents: Vec<(i32, i32)> = Vec::new();
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may contain spaces and ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for &(child, parent) in &parents {
-            if parent == p && !out.contains(&child) {
-                out.push(child);
-                frontier.push(child);
-            }
-        }
-    }
-    out
-}
-
-/// Waits until `pid` has exited without reaping it, so that the registry
-/// entry can be removed while the pid is still reserved.
-fn wait_exited_no_reap(pid: i32) {
-    loop {
-        // SAFETY: `info` is a plain C struct written by waitid; zeroed is a
-        // valid initial value.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return;
-        }
-    }
-}
-
-/// Starts `cmd` in its own process group, streams its stderr lines to
-/// `on_line`, enforces `limits`, and waits for it.
+/// Runs one nix process through [`crate::process`], its failures to run
+/// as [`NixError`]s.
 fn run(
-    mut cmd: Command,
+    cmd: Command,
     what: &str,
     limits: RunLimits,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<Finished, NixError> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    // Its own group: a terminal's Ctrl-C reaches guard only, and guard
-    // stops each nix with its builders through the group.
-    cmd.process_group(0);
-    let mut child: Child = {
-        let mut r = registry();
-        if r.interrupted {
-            return Err(NixError::Interrupted { what: what.into() });
-        }
-        let child = cmd.spawn().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                NixError::Missing(missing_where(cmd.get_program()))
-            } else {
-                NixError::Spawn(e)
-            }
-        })?;
-        r.groups.insert(child.id() as i32);
-        child
-    };
-    let pid = child.id() as i32;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let stdout_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = limits.timeout.map(|t| {
-        let timed_out = timed_out.clone();
-        std::thread::spawn(move || {
-            if done_rx.recv_timeout(t) != Err(mpsc::RecvTimeoutError::Timeout) {
-                return;
-            }
-            timed_out.store(true, Ordering::SeqCst);
-            signal_if_running(pid, libc::SIGTERM);
-            if done_rx.recv_timeout(KILL_GRACE) == Err(mpsc::RecvTimeoutError::Timeout) {
-                let r = registry();
-                if r.groups.contains(&pid) {
-                    kill_tree(pid);
-                }
-            }
-        })
-    });
-    let mut collected = String::new();
-    let mut reader = BufReader::new(stderr);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end_matches(['\n', '\r']);
-                on_line(line);
-                collected.push_str(line);
-                collected.push('\n');
-            }
-        }
-    }
-    wait_exited_no_reap(pid);
-    registry().groups.remove(&pid);
-    let status = child.wait().map_err(NixError::Spawn)?;
-    if std::os::unix::process::ExitStatusExt::signal(&status).is_some() {
-        // nix was killed (OOM killer, a user's kill -9): its builders were
-        // orphaned to guard (become_subreaper); stop them.
-        reap_strays();
-    }
-    drop(done_tx);
-    if let Some(w) = watchdog {
-        let _ = w.join();
-    }
-    let stdout = stdout_reader.join().unwrap_or_default();
-    if timed_out.load(Ordering::SeqCst) {
-        return Err(NixError::TimedOut {
+    let program = cmd.get_program().to_os_string();
+    process::run(cmd, process::Stdout::Keep, limits, on_line).map_err(|e| match e {
+        RunError::NotFound => NixError::Missing(missing_where(&program)),
+        RunError::Spawn(e) => NixError::Spawn(e),
+        RunError::TimedOut { secs } => NixError::TimedOut {
             what: what.into(),
-            secs: limits.timeout.map(|t| t.as_secs()).unwrap_or_default(),
-        });
-    }
-    if is_interrupted() && !status.success() {
-        return Err(NixError::Interrupted { what: what.into() });
-    }
-    Ok(Finished {
-        status,
-        stdout,
-        stderr: collected,
+            secs,
+        },
+        RunError::Interrupted => NixError::Interrupted { what: what.into() },
     })
 }
 
@@ -853,9 +540,6 @@ fn missing_where(program: &std::ffi::OsStr) -> String {
         "on PATH".to_string()
     }
 }
-
-/// How long nix gets to stop its builders after SIGTERM before SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// "nix (Nix) 2.8.0" / "nix (Lix, like Nix) 2.91.1" -> (2, 8) / (2, 91).
 fn parse_release(version: &str) -> Option<(u32, u32)> {
@@ -1269,26 +953,6 @@ mod tests {
                    @nix {\"action\":\"msg\",\"level\":0,\"msg\":\"\\u001b[31;1merror:\\u001b[0m builder failed\",\"raw_msg\":\"builder failed\"}\n";
         assert_eq!(internal_json_error(log), "builder failed");
         assert_eq!(internal_json_error("error: plain\n"), "error: plain");
-    }
-
-    #[test]
-    fn descendants_are_found_through_proc() {
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "/bin/sleep 5 & wait"])
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        let start = std::time::Instant::now();
-        let mut found = Vec::new();
-        while found.is_empty() && start.elapsed() < Duration::from_secs(5) {
-            found = descendants(pid);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(found.len(), 1, "{found:?}");
-        kill_tree(pid);
-        let status = child.wait().unwrap();
-        assert!(!status.success());
     }
 
     #[test]
