@@ -199,6 +199,9 @@ pub struct BuildReport {
     /// Ctrl-C stopped the run; the results are incomplete.
     pub interrupted: bool,
     pub warnings: Vec<Warning>,
+    /// What the evaluation workers did (absent when nothing was evaluated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval: Option<crate::build::eval::EvalStats>,
 }
 
 impl BuildReport {
@@ -390,6 +393,9 @@ fn write_build(b: &BuildReport, style: Style, out: &mut dyn Write) -> io::Result
         if let Some(log) = &h.log {
             writeln!(out, "  {}", style.dim(&format!("full log: {log}")))?;
         }
+    }
+    if let (Some(e), true) = (&b.eval, style.verbose) {
+        writeln!(out, "{}", style.dim(&e.summary()))?;
     }
     let count = |s: BuildStatus| rows.iter().filter(|h| h.status == s).count();
     writeln!(

@@ -367,6 +367,11 @@ fn execute(
         flake_check: cfg.flake_check,
         missing_fails: target.named_hosts,
         inputs: flake_inputs(ctx),
+        eval: build::eval::Limits {
+            workers: ctx.build.workers(),
+            max_memory: ctx.build.max_memory(),
+            timeout: (cfg.timeout_secs > 0).then(|| Duration::from_secs(cfg.timeout_secs)),
+        },
     };
     let progress = progress::for_stderr(opts.quiet);
     let outcome = build::run(&nix, &plan, progress.as_ref());
@@ -381,6 +386,7 @@ fn execute(
         flake_check: outcome.flake_check,
         interrupted: outcome.interrupted,
         warnings,
+        eval: outcome.eval,
     };
     // `target` (and with it the temporary ref) is dropped here, before the
     // report is written.

@@ -7,10 +7,12 @@
 //! decides what to run and turns the answers into a
 //! [`BuildReport`](crate::report::BuildReport)'s host list.
 
+pub mod eval;
 pub mod log;
 pub mod memory;
 pub mod progress;
 pub mod runner;
+pub mod settings;
 pub mod signals;
 
 use globset::Glob;

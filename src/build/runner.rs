@@ -20,12 +20,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::eval::{Done, EvalStats, Job, Limits as EvalLimits, human_bytes};
 use super::level_name;
 use super::log::{LogState, TAIL_LINES, drv_name, redact_secrets};
 use super::progress::Progress;
 use crate::cli::Level;
-use crate::nix::cli::{self as nixcli, Drv, HostAttr, HostEval, Nix, NixError, RunLimits};
+use crate::nix::cli::{self as nixcli, Drv, HostAttr, Nix, NixError, RunLimits};
 use crate::nix::inputs::FlakeInputs;
+use crate::nix::repl::Answer;
 use crate::report::{BuildHost, BuildStatus, Warning};
 
 /// What to evaluate and build.
@@ -54,6 +56,8 @@ pub struct Plan {
     /// The flake's inputs, to recognise (and name) a failed input fetch:
     /// the same for every host, so reported once instead of host by host.
     pub inputs: FlakeInputs,
+    /// Evaluation workers and their memory limit.
+    pub eval: EvalLimits,
 }
 
 /// What happened.
@@ -64,6 +68,8 @@ pub struct Outcome {
     pub flake_check: Option<BuildHost>,
     pub warnings: Vec<Warning>,
     pub interrupted: bool,
+    /// What the evaluation workers did.
+    pub eval: Option<EvalStats>,
 }
 
 /// The log file name of `nix flake check` (`@` cannot start a host name).
@@ -88,6 +94,8 @@ struct Slot {
     drv: Option<Drv>,
     /// Evaluation time (the batch's, or the host's own evaluation).
     eval_ms: u64,
+    /// The base revision's derivation, when it was evaluated.
+    base: Option<Drv>,
     needs_eval: bool,
     done: Option<BuildHost>,
 }
@@ -121,6 +129,7 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
             level: *level,
             drv: None,
             eval_ms: 0,
+            base: None,
             needs_eval: false,
             done: None,
         })
@@ -148,7 +157,7 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
     };
 
     if !slots.is_empty() {
-        evaluate(nix, plan, &mut slots, &mut out.warnings, progress);
+        evaluate(nix, plan, &mut slots, log_dir, &mut out, progress);
         evaluate_failed(nix, plan, &mut slots, log_dir, limits, progress);
         decide(nix, &mut slots, &mut out.warnings, progress);
         build(nix, plan, &mut slots, log_dir, limits, progress);
@@ -183,87 +192,70 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
     out
 }
 
-/// Step 1: the two batch evaluations.
+/// Step 1: every host at the new revision and at the base, by bounded
+/// evaluation workers (see [`super::eval`]).
 fn evaluate(
     nix: &Nix,
     plan: &Plan,
     slots: &mut [Slot],
-    warnings: &mut Vec<Warning>,
+    log_dir: &Logs<'_>,
+    out: &mut Outcome,
     progress: &dyn Progress,
 ) {
-    let pairs: Vec<(String, HostAttr)> = slots
+    let n = slots.len();
+    let mut flakes = vec![plan.flake.clone()];
+    let mut jobs: Vec<Job> = slots
         .iter()
-        .map(|s| (s.name.clone(), attr_of(s.level)))
+        .map(|s| Job {
+            flake: 0,
+            host: s.name.clone(),
+            attr: attr_of(s.level),
+        })
         .collect();
-    let n = pairs.len();
+    if let Some(b) = &plan.base_flake {
+        flakes.push(b.clone());
+        jobs.extend(slots.iter().map(|s| Job {
+            flake: 1,
+            host: s.name.clone(),
+            attr: attr_of(s.level),
+        }));
+    }
     progress.phase(&format!(
-        "evaluating {} {}",
+        "evaluating {} {} ({} workers, {} each)",
         n,
-        if n == 1 { "host" } else { "hosts" }
+        if n == 1 { "host" } else { "hosts" },
+        plan.eval.workers.min(jobs.len()).max(1),
+        human_bytes(plan.eval.max_memory)
     ));
-    // The batch gets each host's timeout; when it runs out, the hosts are
-    // evaluated one by one, each with its own.
-    let limits = RunLimits {
-        timeout: plan
-            .timeout
-            .map(|t| t.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX))),
-    };
     let start = Instant::now();
-    let (new, base) = std::thread::scope(|s| {
-        let base = plan.base_flake.as_ref().map(|b| {
-            let pairs = &pairs;
-            let run = move || nix.eval_hosts(b, pairs, limits);
-            if plan.jobs > 1 {
-                Err(s.spawn(run))
-            } else {
-                Ok(run())
-            }
-        });
-        let new = nix.eval_hosts(&plan.flake, &pairs, limits);
-        let base = base.map(|b| match b {
-            Ok(r) => r,
-            Err(handle) => handle.join().unwrap_or_else(|_| {
-                Err(NixError::Output {
-                    what: "eval of the base revision".into(),
-                    message: "the evaluating thread panicked".into(),
-                })
-            }),
-        });
-        (new, base)
-    });
+    let (results, stats, broken) = super::eval::evaluate(nix, &flakes, jobs, plan.eval, progress);
     let elapsed = ms(start.elapsed());
     progress.phase_done(&format!(
         "evaluated {n} {} in {:.1}s",
         if n == 1 { "host" } else { "hosts" },
         elapsed as f64 / 1000.0
     ));
+    if stats.replaced > 0 {
+        out.warnings.push(Warning {
+            path: None,
+            message: format!(
+                "{} evaluation {} replaced past --eval-max-memory {} (peak {})",
+                stats.replaced,
+                if stats.replaced == 1 {
+                    "worker was"
+                } else {
+                    "workers were"
+                },
+                human_bytes(stats.max_memory),
+                human_bytes(stats.peak_worker_memory)
+            ),
+        });
+    }
+    out.eval = Some(stats);
 
-    match new {
-        Ok(map) => {
-            for s in slots.iter_mut() {
-                s.eval_ms = elapsed;
-                match map.get(&s.name) {
-                    Some(HostEval::Ok(d)) => s.drv = Some(d.clone()),
-                    Some(HostEval::Failed) => s.needs_eval = true,
-                    Some(HostEval::Missing) | None => {
-                        let status = if plan.missing_fails {
-                            BuildStatus::Failed
-                        } else {
-                            BuildStatus::Skipped
-                        };
-                        let host = s.host(
-                            status,
-                            Some(format!("no host named {} in nixosConfigurations", s.name)),
-                            elapsed,
-                        );
-                        progress.finished(&host);
-                        s.done = Some(host);
-                    }
-                }
-            }
-        }
-        Err(NixError::Interrupted { .. }) => {}
-        Err(e) if same_for_every_host(&e, &plan.inputs).is_some() => {
+    match broken {
+        Some((0, NixError::Interrupted { .. })) => {}
+        Some((0, e)) if same_for_every_host(&e, &plan.inputs).is_some() => {
             let message = same_for_every_host(&e, &plan.inputs).unwrap_or_default();
             let lines: Vec<String> = message.lines().map(str::to_string).collect();
             for s in slots.iter_mut().filter(|s| s.done.is_none()) {
@@ -272,51 +264,132 @@ fn evaluate(
                 progress.finished(&host);
                 s.done = Some(host);
             }
+            return;
         }
-        Err(e) => {
-            if !nixcli::is_interrupted() {
-                warnings.push(Warning {
-                    path: None,
-                    message: format!(
-                        "evaluating the hosts in one nix call failed, evaluating them one by one: {}",
-                        first_line(&e.to_string())
-                    ),
-                });
-                for s in slots.iter_mut() {
-                    s.needs_eval = true;
-                }
-            }
-        }
-    }
-
-    if let Some(base) = base {
-        match base {
-            Ok(map) => {
-                for s in slots.iter_mut() {
-                    let (Some(HostEval::Ok(b)), Some(d)) = (map.get(&s.name), &s.drv) else {
-                        continue;
-                    };
-                    if b.drv == d.drv && s.done.is_none() {
-                        let host = s.host(
-                            BuildStatus::Skipped,
-                            Some("unchanged drvPath".into()),
-                            s.eval_ms,
-                        );
-                        progress.finished(&host);
-                        s.done = Some(host);
-                    }
-                }
-            }
-            Err(NixError::Interrupted { .. }) => {}
-            Err(e) => warnings.push(Warning {
+        Some((0, e)) if !nixcli::is_interrupted() => {
+            out.warnings.push(Warning {
                 path: None,
                 message: format!(
-                    "could not evaluate the base revision, so no host is skipped as unchanged: {}",
+                    "the evaluation workers could not load the flake, evaluating the hosts one by one: {}",
                     first_line(&e.to_string())
                 ),
+            });
+            for s in slots.iter_mut() {
+                s.needs_eval = true;
+            }
+        }
+        Some((0, _)) => {}
+        Some((_, NixError::Interrupted { .. })) => {}
+        Some((_, e)) => out.warnings.push(Warning {
+            path: None,
+            message: format!(
+                "could not evaluate the base revision, so no host is skipped as unchanged: {}",
+                first_line(&e.to_string())
+            ),
+        }),
+        None => {}
+    }
+
+    for s in slots.iter_mut() {
+        let key = Job {
+            flake: 0,
+            host: s.name.clone(),
+            attr: attr_of(s.level),
+        };
+        let Some(done) = results.get(&key) else {
+            continue;
+        };
+        s.eval_ms = done.ms;
+        let failed = |s: &Slot, message: String| eval_failure(s, plan, log_dir, &message, done.ms);
+        let host = match &done.answer {
+            Answer::Ok(d) => {
+                s.drv = Some(d.clone());
+                continue;
+            }
+            Answer::Interrupted => continue,
+            Answer::Missing => {
+                let status = if plan.missing_fails {
+                    BuildStatus::Failed
+                } else {
+                    BuildStatus::Skipped
+                };
+                s.host(
+                    status,
+                    Some(format!("no host named {} in nixosConfigurations", s.name)),
+                    done.ms,
+                )
+            }
+            Answer::Failed(m) => failed(
+                s,
+                m.lines().map(redact_secrets).collect::<Vec<_>>().join("\n"),
+            ),
+            Answer::OverLimit { rss } => failed(
+                s,
+                format!(
+                    "evaluating {} alone needs more memory than --eval-max-memory {} (a fresh worker reached {}); raise the limit",
+                    s.name,
+                    human_bytes(plan.eval.max_memory),
+                    human_bytes(*rss)
+                ),
+            ),
+            Answer::TimedOut { secs } => failed(
+                s,
+                format!("evaluation timed out after {secs}s ([build].timeout_secs)"),
+            ),
+            Answer::Died(how) => failed(s, format!("evaluation failed: {how}")),
+        };
+        progress.finished(&host);
+        s.done = Some(host);
+    }
+
+    for s in slots.iter_mut() {
+        let key = Job {
+            flake: 1,
+            host: s.name.clone(),
+            attr: attr_of(s.level),
+        };
+        let (
+            Some(Done {
+                answer: Answer::Ok(b),
+                ..
             }),
+            Some(d),
+        ) = (results.get(&key), &s.drv)
+        else {
+            continue;
+        };
+        s.base = Some(b.clone());
+        if b.drv == d.drv && s.done.is_none() {
+            let host = s.host(
+                BuildStatus::Skipped,
+                Some("unchanged drvPath".into()),
+                s.eval_ms,
+            );
+            progress.finished(&host);
+            s.done = Some(host);
         }
     }
+}
+
+/// A host whose evaluation failed: its log holds the message.
+fn eval_failure(
+    slot: &Slot,
+    plan: &Plan,
+    log_dir: &Logs<'_>,
+    message: &str,
+    took: u64,
+) -> BuildHost {
+    let mut host = slot.host(BuildStatus::Failed, Some(reason_of(message)), took);
+    let lines: Vec<String> = message.lines().map(str::to_string).collect();
+    host.log = log_dir.dir.and_then(|d| {
+        log_dir.write(
+            &d.join(format!("{}.log", slot.name)),
+            &header(&slot.name, "eval", &plan.flake, None),
+            &lines,
+        )
+    });
+    host.log_excerpt = head(&lines);
+    host
 }
 
 /// One host's own evaluation and how long it took (ms).
@@ -363,17 +436,7 @@ fn evaluate_failed(
         match r {
             Ok(d) => slot.drv = Some(d),
             Err(e) => {
-                let message = error_text(&e);
-                let mut host = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
-                let lines: Vec<String> = message.lines().map(str::to_string).collect();
-                host.log = log_dir.dir.and_then(|d| {
-                    log_dir.write(
-                        &d.join(format!("{}.log", slot.name)),
-                        &header(&slot.name, "eval", &plan.flake, None),
-                        &lines,
-                    )
-                });
-                host.log_excerpt = head(&lines);
+                let host = eval_failure(slot, plan, log_dir, &error_text(&e), took);
                 progress.finished(&host);
                 slot.done = Some(host);
             }

@@ -411,7 +411,7 @@ pub fn host_attr_path(host: &str, attr: HostAttr) -> String {
 }
 
 /// A Nix string literal.
-fn nix_string(s: &str) -> String {
+pub(crate) fn nix_string(s: &str) -> String {
     format!(
         "\"{}\"",
         s.replace('\\', "\\\\")
@@ -533,7 +533,7 @@ fn run(
 }
 
 /// Where nix was looked for, for [`NixError::Missing`].
-fn missing_where(program: &std::ffi::OsStr) -> String {
+pub(crate) fn missing_where(program: &std::ffi::OsStr) -> String {
     if std::env::var_os(NIX_ENV).is_some_and(|p| !p.is_empty()) {
         format!("at {NIX_ENV}={}", program.to_string_lossy())
     } else {
@@ -701,7 +701,7 @@ fn killed_or(status: &std::process::ExitStatus, f: impl FnOnce() -> String) -> S
 
 /// The last `error:` block of nix's stderr (warnings and earlier, ignored
 /// errors such as a busy cache database dropped), ANSI codes removed.
-fn error_message(stderr: &[u8]) -> String {
+pub(crate) fn error_message(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let text = strip_ansi(&text);
     let start = text

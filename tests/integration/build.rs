@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::{GuardOutput, TempRepo, fleet_repo, guard_cmd, nix_cmd};
 
+mod scale;
+
 const ZFS: [&str; 3] = ["cortex-alpha", "local-nas", "storage-array"];
 const DISPLAYS: [&str; 3] = ["display-0", "display-1", "display-2"];
 
@@ -185,8 +187,8 @@ fn a_module_that_throws_fails_only_its_hosts_with_the_error_shown() {
 fn an_error_try_eval_cannot_catch_still_fails_only_its_hosts() {
     let _ = nix_cmd();
     let repo = fleet_repo();
-    // A type error aborts the whole batch evaluation (builtins.tryEval only
-    // catches throw and assert); guard then evaluates the hosts one by one.
+    // A type error (which builtins.tryEval cannot catch) fails only the
+    // hosts whose evaluation reaches it: workers evaluate host by host.
     add_definition(
         &repo,
         "environments/zfs.nix",
@@ -205,12 +207,15 @@ fn an_error_try_eval_cannot_catch_still_fails_only_its_hosts() {
         st["local-nas"]
     );
     let v = out.json();
+    // Every affected host was answered by an evaluation worker (no
+    // fallback to one nix process per host).
+    assert_eq!(v["eval"]["evaluated"], 12, "{v}");
     assert!(
         v["warnings"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|w| w["message"].as_str().unwrap().contains("one by one")),
+            .all(|w| !w["message"].as_str().unwrap().contains("one by one")),
         "{v}"
     );
 }
