@@ -92,7 +92,20 @@ impl Tester<'_> {
             drv_path: None,
             note: None,
         };
-        let drv = match nix.eval_host(&url, self.host, attr, RunLimits::default()) {
+        let snapshot = self.ctx.repo.snapshot(SnapshotSpec::Commit(commit)).ok();
+        let (evaluated, _cached) = crate::build::cache::eval_one(
+            self.ctx.repo.git_dir(),
+            snapshot.as_ref(),
+            &self.ctx.flake_dir,
+            &self.ctx.config,
+            &self.ctx.parse_cache(),
+            self.host,
+            attr,
+            nix,
+            &self.ctx.build,
+            || nix.eval_host(&url, self.host, attr, RunLimits::default()),
+        );
+        let drv = match evaluated {
             Ok(d) => d,
             Err(e) => {
                 self.builds += 1;

@@ -318,7 +318,7 @@ fn run(
     // nix first: a missing nix should not cost a temporary commit.
     let nix = Nix::detect()?;
     let target = target(ctx, sel, changes)?;
-    execute(ctx, nix, target, names, opts)
+    execute(ctx, nix, target, Some(changes), names, opts)
 }
 
 fn run_without_base(
@@ -332,13 +332,14 @@ fn run_without_base(
         named_hosts: true,
         ..worktree_target(ctx, None)
     };
-    execute(ctx, nix, target, names, opts)
+    execute(ctx, nix, target, None, names, opts)
 }
 
 fn execute(
     ctx: &Context,
     nix: Nix,
     target: Target,
+    changes: Option<&ChangeSet>,
     names: &[String],
     opts: &RunOpts<'_>,
 ) -> Result<(BuildReport, bool)> {
@@ -356,6 +357,17 @@ fn execute(
     let base_flake = target
         .base
         .map(|b| nixcli::flake_url(&ctx.root, &ctx.flake_dir, Some(&b.to_string())));
+    let cache = build::cache::plan(
+        ctx.repo.git_dir(),
+        changes.map(|c| &c.new),
+        changes.filter(|_| target.base.is_some()).map(|c| &c.old),
+        &ctx.flake_dir,
+        &ctx.config,
+        &ctx.parse_cache(),
+        &build::runner::host_attrs(&hosts),
+        &nix,
+        &ctx.build,
+    );
     let plan = Plan {
         flake: target.flake.clone(),
         base_flake,
@@ -372,6 +384,7 @@ fn execute(
             max_memory: ctx.build.max_memory(),
             timeout: (cfg.timeout_secs > 0).then(|| Duration::from_secs(cfg.timeout_secs)),
         },
+        cache,
     };
     let progress = progress::for_stderr(opts.quiet);
     let outcome = build::run(&nix, &plan, progress.as_ref());

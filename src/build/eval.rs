@@ -62,7 +62,11 @@ impl EvalStats {
             self.evaluated,
             self.cached,
             self.started,
-            if self.started == 1 { "worker" } else { "workers" },
+            if self.started == 1 {
+                "worker"
+            } else {
+                "workers"
+            },
             self.replaced,
             human_bytes(self.max_memory),
             human_bytes(self.peak_worker_memory)

@@ -7,6 +7,7 @@
 //! decides what to run and turns the answers into a
 //! [`BuildReport`](crate::report::BuildReport)'s host list.
 
+pub mod cache;
 pub mod eval;
 pub mod log;
 pub mod memory;

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::cache::CachePlan;
 use super::eval::{Done, EvalStats, Job, Limits as EvalLimits, human_bytes};
 use super::level_name;
 use super::log::{LogState, TAIL_LINES, drv_name, redact_secrets};
@@ -58,6 +59,8 @@ pub struct Plan {
     pub inputs: FlakeInputs,
     /// Evaluation workers and their memory limit.
     pub eval: EvalLimits,
+    /// The evaluation cache and the hosts' keys (`None`: not used).
+    pub cache: Option<CachePlan>,
 }
 
 /// What happened.
@@ -81,6 +84,15 @@ fn attr_of(level: Level) -> HostAttr {
     } else {
         HostAttr::Toplevel
     }
+}
+
+/// The attribute each planned host is evaluated at (`none` dropped).
+pub fn host_attrs(hosts: &[(String, Level)]) -> Vec<(String, HostAttr)> {
+    hosts
+        .iter()
+        .filter(|(_, l)| *l > Level::None)
+        .map(|(h, l)| (h.clone(), attr_of(*l)))
+        .collect()
 }
 
 fn ms(d: Duration) -> u64 {
@@ -203,9 +215,29 @@ fn evaluate(
     progress: &dyn Progress,
 ) {
     let n = slots.len();
+    let verify = plan.cache.as_ref().is_some_and(|c| c.verify);
+    // From the cache: (host -> drv) at the new and the base revision.
+    let mut cached_new: BTreeMap<String, Drv> = BTreeMap::new();
+    let mut cached_base: BTreeMap<String, Drv> = BTreeMap::new();
+    if let Some(cp) = &plan.cache {
+        for s in slots.iter() {
+            // The .drv must still be in the store to be built.
+            if let Some(d) = cp.new.get(&s.name).and_then(|k| cp.cache.get(k))
+                && Path::new(&d.drv).exists()
+            {
+                cached_new.insert(s.name.clone(), d);
+            }
+            if plan.base_flake.is_some()
+                && let Some(d) = cp.base.get(&s.name).and_then(|k| cp.cache.get(k))
+            {
+                cached_base.insert(s.name.clone(), d);
+            }
+        }
+    }
     let mut flakes = vec![plan.flake.clone()];
     let mut jobs: Vec<Job> = slots
         .iter()
+        .filter(|s| verify || !cached_new.contains_key(&s.name))
         .map(|s| Job {
             flake: 0,
             host: s.name.clone(),
@@ -214,11 +246,16 @@ fn evaluate(
         .collect();
     if let Some(b) = &plan.base_flake {
         flakes.push(b.clone());
-        jobs.extend(slots.iter().map(|s| Job {
-            flake: 1,
-            host: s.name.clone(),
-            attr: attr_of(s.level),
-        }));
+        jobs.extend(
+            slots
+                .iter()
+                .filter(|s| verify || !cached_base.contains_key(&s.name))
+                .map(|s| Job {
+                    flake: 1,
+                    host: s.name.clone(),
+                    attr: attr_of(s.level),
+                }),
+        );
     }
     progress.phase(&format!(
         "evaluating {} {} ({} workers, {} each)",
@@ -228,7 +265,15 @@ fn evaluate(
         human_bytes(plan.eval.max_memory)
     ));
     let start = Instant::now();
-    let (results, stats, broken) = super::eval::evaluate(nix, &flakes, jobs, plan.eval, progress);
+    let (results, mut stats, broken) = if jobs.is_empty() {
+        (BTreeMap::new(), EvalStats::default(), None)
+    } else {
+        super::eval::evaluate(nix, &flakes, jobs, plan.eval, progress)
+    };
+    stats.workers = plan.eval.workers;
+    stats.max_memory = plan.eval.max_memory;
+    stats.cached = cached_new.len() + cached_base.len();
+    check_cache(plan, &results, &cached_new, &cached_base, &mut out.warnings);
     let elapsed = ms(start.elapsed());
     progress.phase_done(&format!(
         "evaluated {n} {} in {:.1}s",
@@ -297,6 +342,9 @@ fn evaluate(
             attr: attr_of(s.level),
         };
         let Some(done) = results.get(&key) else {
+            if let Some(d) = cached_new.get(&s.name) {
+                s.drv = Some(d.clone());
+            }
             continue;
         };
         s.eval_ms = done.ms;
@@ -368,6 +416,45 @@ fn evaluate(
             progress.finished(&host);
             s.done = Some(host);
         }
+    }
+}
+
+/// Stores what nix answered under the hosts' keys, and with
+/// `--verify-cache` reports every cached drvPath nix contradicts: a key
+/// that missed something the evaluation reads, which is a guard bug.
+fn check_cache(
+    plan: &Plan,
+    results: &BTreeMap<Job, Done>,
+    cached_new: &BTreeMap<String, Drv>,
+    cached_base: &BTreeMap<String, Drv>,
+    warnings: &mut Vec<Warning>,
+) {
+    let Some(cp) = &plan.cache else { return };
+    for (job, done) in results {
+        let Answer::Ok(d) = &done.answer else {
+            continue;
+        };
+        let (keys, cached, rev) = if job.flake == 0 {
+            (&cp.new, cached_new, "the new revision")
+        } else {
+            (&cp.base, cached_base, "the base revision")
+        };
+        let Some(key) = keys.get(&job.host) else {
+            continue;
+        };
+        if let Some(c) = cached.get(&job.host)
+            && c.drv != d.drv
+        {
+            warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "guard bug: the evaluation cache held {} for {} at {rev} (key {key}), nix evaluates {}; \
+                     the key misses something the host reads. Please report it; --no-eval-cache avoids it",
+                    c.drv, job.host, d.drv
+                ),
+            });
+        }
+        cp.cache.put(key, d);
     }
 }
 

@@ -4,7 +4,17 @@
 
 use crate::support::{GuardOutput, TempRepo, fleet_repo, nix_cmd};
 
-use super::{add_definition, statuses, touch_module, unique};
+use super::{add_definition, statuses, unique};
+
+/// A fresh definition in `rel` (any number per file).
+fn touch_module(repo: &TempRepo, rel: &str) {
+    let u = unique();
+    add_definition(
+        repo,
+        rel,
+        &format!("environment.etc.\"guard-test-{u}\".text = \"{u}\";"),
+    );
+}
 
 /// Every host of the example fleet.
 fn all_hosts(repo: &TempRepo) -> Vec<String> {
@@ -144,4 +154,213 @@ fn a_host_alone_over_the_limit_is_reported_as_such() {
             .contains("alone needs more memory than --eval-max-memory 120 MiB"),
         "{st:?}"
     );
+}
+
+/// `guard check --commit HEAD --level eval --format json`: the build section.
+fn check_eval(repo: &TempRepo, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "check", "--commit", "HEAD", "--level", "eval", "--format", "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = repo.guard(&args);
+    out.assert_code(0);
+    out.json()["build"].clone()
+}
+
+fn stat(b: &serde_json::Value, field: &str) -> u64 {
+    b["eval"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no eval.{field}: {b}"))
+}
+
+fn host_drvs(b: &serde_json::Value) -> Vec<(String, String)> {
+    b["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap().to_string(),
+                h["drv_path"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_base_is_not_evaluated_when_cached_and_closure_changes_miss() {
+    let _ = nix_cmd();
+    let repo = fleet_repo();
+    touch_module(&repo, "environments/zfs.nix");
+    repo.commit_all("a");
+    // Cold: the 3 zfs hosts at HEAD and at its parent.
+    let a = check_eval(&repo, &[]);
+    assert_eq!((stat(&a, "evaluated"), stat(&a, "cached")), (6, 0), "{a}");
+
+    // The next change's base is the commit evaluated above: only the new
+    // revision is evaluated.
+    touch_module(&repo, "environments/zfs.nix");
+    repo.commit_all("b");
+    let b = check_eval(&repo, &[]);
+    assert_eq!((stat(&b, "evaluated"), stat(&b, "cached")), (3, 3), "{b}");
+    // Run again: nothing left to evaluate, the same answers.
+    let again = check_eval(&repo, &[]);
+    assert_eq!(
+        (stat(&again, "evaluated"), stat(&again, "cached")),
+        (0, 6),
+        "{again}"
+    );
+    assert_eq!(host_drvs(&again), host_drvs(&b));
+    // --no-eval-cache: nix answers everything.
+    let off = check_eval(&repo, &["--no-eval-cache"]);
+    assert_eq!(
+        (stat(&off, "evaluated"), stat(&off, "cached")),
+        (6, 0),
+        "{off}"
+    );
+    assert_eq!(host_drvs(&off), host_drvs(&b));
+
+    // A file deeper in the zfs hosts' closure (imported by zfs.nix) changes:
+    // their keys at the new revision miss, though no file they import
+    // directly changed.
+    touch_module(&repo, "hardware/zfs.nix");
+    repo.commit_all("c");
+    let c = check_eval(&repo, &[]);
+    let n = c["hosts"].as_array().unwrap().len() as u64;
+    assert!(n >= 3, "{c}");
+    assert_eq!(stat(&c, "evaluated"), n, "the new revision missed: {c}");
+    assert_eq!(stat(&c, "cached"), n, "the base (b) hit: {c}");
+    for ((h, new), (_, old)) in host_drvs(&c).iter().zip(host_drvs(&b).iter()) {
+        assert_ne!(
+            new, old,
+            "{h}: its drvPath changed, so the cache must not answer"
+        );
+    }
+}
+
+#[test]
+fn verify_cache_reports_a_planted_mismatch_as_a_guard_bug() {
+    let _ = nix_cmd();
+    let repo = fleet_repo();
+    touch_module(&repo, "environments/zfs.nix");
+    repo.commit_all("a");
+    let a = check_eval(&repo, &[]);
+    let other = host_drvs(&a)[0].1.clone();
+    // Every entry now claims another host's (existing) derivation.
+    let dir = repo.path().join(".git/guard/cache/eval");
+    let mut planted = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+        if v["drv"] != other {
+            v["drv"] = other.clone().into();
+            planted += 1;
+        }
+        std::fs::write(e.path(), serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+    assert!(planted >= 2, "{planted}");
+    let out = repo.guard(&[
+        "check",
+        "--commit",
+        "HEAD",
+        "--level",
+        "eval",
+        "--verify-cache",
+        "--format",
+        "json",
+    ]);
+    out.assert_code(0);
+    let b = out.json()["build"].clone();
+    let bugs: Vec<String> = b["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["message"].as_str())
+        .filter(|m| m.starts_with("guard bug: the evaluation cache held"))
+        .map(String::from)
+        .collect();
+    assert_eq!(bugs.len(), planted, "{b}");
+    // nix's answers won, and replaced the planted entries.
+    assert_eq!(host_drvs(&b), host_drvs(&a));
+    let clean = check_eval(&repo, &["--verify-cache"]);
+    assert!(!clean.to_string().contains("guard bug"), "{clean}");
+}
+
+#[test]
+fn a_used_inputs_lock_change_misses_the_cache() {
+    let _ = nix_cmd();
+    // An input the hosts use: a plain git repository holding one file.
+    let extra = TempRepo::new();
+    extra.write("value.txt", "one\n");
+    extra.commit_all("one");
+    let repo = fleet_repo();
+    let flake = std::fs::read_to_string(repo.path().join("flake.nix")).unwrap();
+    let flake = flake
+        .replace(
+            "inputs = { };",
+            &format!(
+                "inputs.extra = {{ url = \"git+file://{}\"; flake = false; }};",
+                extra.path().display()
+            ),
+        )
+        .replace("outputs = { self }:", "outputs = { self, extra }:")
+        .replace(
+            "specialArgs = { inherit self; };",
+            "specialArgs = { inherit self extra; };",
+        );
+    assert!(flake.contains("inherit self extra"), "{flake}");
+    repo.write("flake.nix", flake);
+    add_definition(
+        &repo,
+        "machines/linda/default.nix",
+        "environment.etc.\"extra\".text = builtins.readFile \"${extra}/value.txt\";",
+    );
+    let linda = repo.path().join("machines/linda/default.nix");
+    let text = std::fs::read_to_string(&linda).unwrap();
+    std::fs::write(
+        &linda,
+        text.replace("{ config, lib, ... }:", "{ config, lib, extra, ... }:"),
+    )
+    .unwrap();
+    let lock = |repo: &TempRepo, args: &[&str]| {
+        let out = nix_cmd()
+            .current_dir(repo.path())
+            .args(["flake", "lock"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    repo.git(&["add", "-A"]);
+    lock(&repo, &[]);
+    repo.commit_all("extra input");
+    touch_module(&repo, "lib/enable-wg.nix");
+    repo.commit_all("every host");
+    let p = check_eval(&repo, &[]);
+    let hosts = p["hosts"].as_array().unwrap().len() as u64;
+    assert_eq!(hosts, 17, "{p}");
+
+    // Only the lock changes (the input moved on).
+    extra.write("value.txt", "two\n");
+    extra.commit_all("two");
+    lock(&repo, &["--update-input", "extra"]);
+    repo.commit_all("update extra");
+    let l = check_eval(&repo, &[]);
+    // flake.nix passes the input to every host: all 17 are affected, their
+    // keys at the new revision all miss; the base (above) hits.
+    assert_eq!(l["hosts"].as_array().unwrap().len() as u64, hosts, "{l}");
+    assert_eq!(stat(&l, "evaluated"), hosts, "{l}");
+    assert_eq!(stat(&l, "cached"), hosts, "{l}");
+    let linda = |b: &serde_json::Value| {
+        host_drvs(b)
+            .into_iter()
+            .find(|(h, _)| h == "linda")
+            .unwrap()
+            .1
+    };
+    assert_ne!(linda(&l), linda(&p), "linda reads the input");
 }
