@@ -745,6 +745,8 @@ mod tests {
                     log: None,
                     reason: Some("error: attribute 'x' missing\nmore".into()),
                     log_excerpt: vec!["```".into(), "error: boom".into()],
+                    built_on: Vec::new(),
+                    closure_diff: None,
                 }],
                 source: "commit 2222222".into(),
                 ..Default::default()

@@ -180,6 +180,13 @@ pub struct BuildHost {
     /// message and the innermost location come first there).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub log_excerpt: Vec<String>,
+    /// Where its derivations were built: `local`, or a remote builder's
+    /// URI (empty when nothing was built).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub built_on: Vec<String>,
+    /// What changed in its closure against the base toplevel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closure_diff: Option<crate::build::diff::ClosureDiff>,
 }
 
 /// The answer of `guard build`, and the build section of `guard check`.

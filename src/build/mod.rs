@@ -7,7 +7,9 @@
 //! decides what to run and turns the answers into a
 //! [`BuildReport`](crate::report::BuildReport)'s host list.
 
+pub mod batch;
 pub mod cache;
+pub mod diff;
 pub mod eval;
 pub mod log;
 pub mod memory;

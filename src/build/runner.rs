@@ -124,6 +124,8 @@ impl Slot {
             log: None,
             reason,
             log_excerpt: Vec::new(),
+            built_on: Vec::new(),
+            closure_diff: None,
         }
     }
 }
@@ -569,7 +571,8 @@ fn decide(nix: &Nix, slots: &mut [Slot], warnings: &mut Vec<Warning>, progress: 
     }
 }
 
-/// Step 5: the builds.
+/// Step 5: the builds, all hosts in one `nix build` (see [`super::batch`]),
+/// its log split into one file per host.
 fn build(
     nix: &Nix,
     plan: &Plan,
@@ -581,148 +584,210 @@ fn build(
     let todo: Vec<usize> = (0..slots.len())
         .filter(|&i| slots[i].done.is_none() && slots[i].drv.is_some())
         .collect();
+    if todo.is_empty() {
+        return;
+    }
     // A failure before this step (an evaluation) counts like a build
     // failure: without --keep-going nothing new starts.
-    let first_failure: Mutex<Option<String>> = Mutex::new(
-        slots
-            .iter()
-            .filter_map(|s| s.done.as_ref())
-            .find(|d| d.status == BuildStatus::Failed)
-            .map(|d| d.name.clone()),
-    );
-    let results: Mutex<BTreeMap<usize, BuildHost>> = Mutex::default();
-    let next = AtomicUsize::new(0);
-    let shared: &[Slot] = slots;
-    std::thread::scope(|s| {
-        for _ in 0..plan.jobs.min(todo.len()) {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&i) = todo.get(k) else { break };
-                    let slot = &shared[i];
-                    let failed_before = lock(&first_failure).clone();
-                    let host = if nixcli::is_interrupted() {
-                        slot.host(BuildStatus::Skipped, Some("interrupted".into()), 0)
-                    } else if let (Some(f), false) = (failed_before, plan.keep_going) {
-                        slot.host(
-                            BuildStatus::Skipped,
-                            Some(format!(
-                                "not built: {f} failed first (--keep-going builds the rest)"
-                            )),
-                            0,
-                        )
-                    } else {
-                        let h = build_one(nix, plan, slot, log_dir, limits, progress);
-                        if h.status == BuildStatus::Failed {
-                            lock(&first_failure).get_or_insert_with(|| slot.name.clone());
-                        }
-                        h
-                    };
-                    progress.finished(&host);
-                    lock(&results).insert(i, host);
+    let failed_before = slots
+        .iter()
+        .filter_map(|s| s.done.as_ref())
+        .find(|d| d.status == BuildStatus::Failed)
+        .map(|d| d.name.clone());
+    if let (Some(f), false) = (&failed_before, plan.keep_going) {
+        for &i in &todo {
+            let host = slots[i].host(
+                BuildStatus::Skipped,
+                Some(format!(
+                    "not built: {f} failed first (--keep-going builds the rest)"
+                )),
+                0,
+            );
+            progress.finished(&host);
+            slots[i].done = Some(host);
+        }
+        return;
+    }
+    if nixcli::is_interrupted() {
+        return;
+    }
+    let drvs: Vec<String> = todo
+        .iter()
+        .map(|&i| slots[i].drv.as_ref().expect("filtered").drv.clone())
+        .collect();
+    let closures: Vec<_> = drvs.iter().map(|d| super::batch::drv_closure(d)).collect();
+    let mut router = super::batch::Router::new(&closures);
+    let mut states: Vec<LogState> = todo.iter().map(|_| LogState::new()).collect();
+    // The first write error of each log (a full disk): the log is then
+    // incomplete, so the report names no log file and warns instead.
+    let mut write_errs: Vec<Option<std::io::Error>> = todo.iter().map(|_| None).collect();
+    let mut files: Vec<Option<BufWriter<File>>> = Vec::new();
+    for (k, &i) in todo.iter().enumerate() {
+        let slot = &slots[i];
+        let level = level_name(slot.level);
+        progress.started(&slot.name, &format!("{level} {}", drv_name(&drvs[k])));
+        let path = log_dir.dir.map(|d| d.join(format!("{}.log", slot.name)));
+        files.push(path.and_then(|p| match File::create(&p) {
+            Ok(f) => {
+                let mut w = BufWriter::new(f);
+                let hdr = header(&slot.name, level, &plan.flake, Some(&drvs[k]));
+                if let Err(e) = w.write_all(hdr.as_bytes()) {
+                    write_errs[k].get_or_insert(e);
                 }
-            });
+                Some(w)
+            }
+            Err(e) => {
+                write_errs[k] = Some(e);
+                None
+            }
+        }));
+    }
+    let names: Vec<String> = todo.iter().map(|&i| slots[i].name.clone()).collect();
+    let batch_limits = RunLimits {
+        timeout: limits
+            .timeout
+            .map(|t| t.saturating_mul(u32::try_from(todo.len()).unwrap_or(u32::MAX))),
+    };
+    let nix = with_max_jobs(nix, plan.jobs);
+    let start = Instant::now();
+    let result = nix.build_drvs(&drvs, plan.keep_going, batch_limits, &mut |line| {
+        let line = redact_secrets(line);
+        for k in router.route(&line) {
+            let fed = states[k].feed(&line);
+            if let (Some(f), None) = (files[k].as_mut(), &write_errs[k]) {
+                for l in &fed.lines {
+                    if let Err(e) = writeln!(f, "{l}") {
+                        write_errs[k] = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(d) = &fed.build_started {
+                progress.build_started(&names[k], d);
+            }
+            if fed.status_changed {
+                progress.status(&names[k], &states[k].status());
+            }
         }
     });
-    for (i, host) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    let took = ms(start.elapsed());
+    // Which outputs exist now: on failure nix's JSON answer is missing,
+    // and with --keep-going some hosts were built all the same.
+    let outs: BTreeMap<String, String> = match &result {
+        Ok(v) => super::batch::outs_of(v),
+        Err(_) => {
+            let want: Vec<String> = todo
+                .iter()
+                .filter_map(|&i| slots[i].drv.as_ref().map(|d| d.out.clone()))
+                .collect();
+            let valid = nix.valid_paths(&want).unwrap_or_default();
+            todo.iter()
+                .filter_map(|&i| slots[i].drv.as_ref())
+                .filter(|d| valid.contains(&d.out))
+                .map(|d| (d.drv.clone(), d.out.clone()))
+                .collect()
+        }
+    };
+    let first_failed: Option<String> = (0..todo.len())
+        .find(|&k| !outs.contains_key(&drvs[k]) && router.own_error[k])
+        .map(|k| names[k].clone());
+    for (k, &i) in todo.iter().enumerate() {
+        let slot = &slots[i];
+        let mut host = if let Some(o) = outs.get(&drvs[k]) {
+            let mut h = slot.host(BuildStatus::Ok, None, took);
+            h.out_path = Some(o.clone());
+            h
+        } else {
+            match &result {
+                Err(NixError::Interrupted { .. }) => {
+                    slot.host(BuildStatus::Skipped, Some("interrupted".into()), took)
+                }
+                Err(e @ NixError::TimedOut { .. }) => {
+                    let message = error_text(e);
+                    note_in_log(&mut files[k], &mut write_errs[k], &message);
+                    let mut h = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
+                    let mut t = states[k].tail();
+                    t.push(format!("guard: {message}"));
+                    h.log_excerpt = tail(&t);
+                    h
+                }
+                Err(e) if router.own_error[k] || todo.len() == 1 => {
+                    let own = states[k].errors.join("\n");
+                    let message = if own.is_empty() { error_text(e) } else { own };
+                    if let (NixError::Failed { .. }, Some(guard_dir)) = (e, plan.log_dir.parent()) {
+                        // A real build failure (not a timeout or Ctrl-C):
+                        // remember the derivation for `guard bisect`.
+                        crate::build::memory::record_failure(guard_dir, &drvs[k]);
+                    }
+                    let mut h = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
+                    h.log_excerpt = tail(&states[k].tail());
+                    h
+                }
+                Err(e) => match &first_failed {
+                    Some(f) => slot.host(
+                        BuildStatus::Skipped,
+                        Some(format!(
+                            "not built: {f} failed first (--keep-going builds the rest)"
+                        )),
+                        took,
+                    ),
+                    None => {
+                        let message = error_text(e);
+                        let mut h = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
+                        h.log_excerpt = tail(&states[k].tail());
+                        h
+                    }
+                },
+                Ok(_) => slot.host(
+                    BuildStatus::Failed,
+                    Some("nix build succeeded but did not name this host's output".into()),
+                    took,
+                ),
+            }
+        };
+        host.built_on = router.machines[k].iter().cloned().collect();
+        let path = log_dir.dir.map(|d| d.join(format!("{}.log", slot.name)));
+        if let Some(mut f) = files[k].take()
+            && let Err(e) = f.flush()
+        {
+            write_errs[k].get_or_insert(e);
+        }
+        match (path, write_errs[k].take()) {
+            (Some(p), Some(e)) => log_dir.failed(&p, &e),
+            (p, None) => host.log = p.map(|p| p.display().to_string()),
+            (None, Some(_)) => {}
+        }
+        progress.finished(&host);
         slots[i].done = Some(host);
     }
 }
 
-fn build_one(
-    nix: &Nix,
-    plan: &Plan,
-    slot: &Slot,
-    log_dir: &Logs<'_>,
-    limits: RunLimits,
-    progress: &dyn Progress,
-) -> BuildHost {
-    let drv = slot.drv.as_ref().expect("only evaluated hosts are built");
-    let level = level_name(slot.level);
-    progress.started(&slot.name, &format!("{level} {}", drv_name(&drv.drv)));
-    let log_path = log_dir.dir.map(|d| d.join(format!("{}.log", slot.name)));
-    // The first write error (a full disk): the log is then incomplete, so
-    // the report names no log file and warns instead.
-    let mut write_err: Option<std::io::Error> = None;
-    let mut file = log_path.as_ref().and_then(|p| match File::create(p) {
-        Ok(f) => {
-            let mut w = BufWriter::new(f);
-            let hdr = header(&slot.name, level, &plan.flake, Some(&drv.drv));
-            if let Err(e) = w.write_all(hdr.as_bytes()) {
-                write_err.get_or_insert(e);
-            }
-            Some(w)
-        }
-        Err(e) => {
-            write_err = Some(e);
-            None
-        }
-    });
-    let mut state = LogState::new();
-    let start = Instant::now();
-    let result = nix.build_drv(&drv.drv, limits, &mut |line| {
-        let fed = state.feed(&redact_secrets(line));
-        if let (Some(f), None) = (file.as_mut(), &write_err) {
-            for l in &fed.lines {
-                if let Err(e) = writeln!(f, "{l}") {
-                    write_err = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(d) = &fed.build_started {
-            progress.build_started(&slot.name, d);
-        }
-        if fed.status_changed {
-            progress.status(&slot.name, &state.status());
-        }
-    });
-    let took = ms(start.elapsed());
-    let mut host = match &result {
-        Ok(out) => {
-            let mut h = slot.host(BuildStatus::Ok, None, took);
-            if let Some(o) = out {
-                h.out_path = Some(o.clone());
-            }
-            h
-        }
-        Err(e) => {
-            let message = error_text(e);
-            if let Some(f) = file.as_mut() {
-                // Timeouts and interrupts are guard's words, not nix's.
-                if matches!(e, NixError::TimedOut { .. } | NixError::Interrupted { .. })
-                    && let Err(e) = writeln!(f, "guard: {message}")
-                {
-                    write_err.get_or_insert(e);
-                }
-            }
-            if let NixError::Failed { .. } = e
-                && let Some(guard_dir) = plan.log_dir.parent()
-            {
-                // A real build failure (not a timeout or Ctrl-C): remember
-                // the derivation for `guard bisect`.
-                crate::build::memory::record_failure(guard_dir, &drv.drv);
-            }
-            let mut h = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
-            let mut t = state.tail();
-            if matches!(e, NixError::TimedOut { .. } | NixError::Interrupted { .. }) {
-                t.push(format!("guard: {message}"));
-            }
-            h.log_excerpt = tail(&t);
-            h
-        }
-    };
-    if let Some(mut f) = file
-        && let Err(e) = f.flush()
+/// `--max-jobs <jobs>` for the batch build, unless the nix arguments set it.
+fn with_max_jobs(nix: &Nix, jobs: usize) -> Nix {
+    let mut nix = nix.clone();
+    let set = nix
+        .extra_args
+        .iter()
+        .any(|a| a == "--max-jobs" || a == "-j" || a.starts_with("--max-jobs="));
+    if !set {
+        nix.extra_args
+            .splice(0..0, ["--max-jobs".to_string(), jobs.max(1).to_string()]);
+    }
+    nix
+}
+
+/// Timeouts and interrupts are guard's words, not nix's: written into the
+/// host's log as such.
+fn note_in_log(
+    file: &mut Option<BufWriter<File>>,
+    err: &mut Option<std::io::Error>,
+    message: &str,
+) {
+    if let (Some(f), None) = (file.as_mut(), &err)
+        && let Err(e) = writeln!(f, "guard: {message}")
     {
-        write_err.get_or_insert(e);
+        *err = Some(e);
     }
-    match (log_path, write_err) {
-        (Some(p), Some(e)) => log_dir.failed(&p, &e),
-        (p, None) => host.log = p.map(|p| p.display().to_string()),
-        (None, Some(_)) => {}
-    }
-    host
 }
 
 fn flake_check(
@@ -758,6 +823,8 @@ fn flake_check(
         log: None,
         reason: None,
         log_excerpt: Vec::new(),
+        built_on: Vec::new(),
+        closure_diff: None,
     };
     if let Err(e) = &r {
         let message = error_text(e);

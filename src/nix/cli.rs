@@ -344,6 +344,47 @@ impl Nix {
             .map(String::from))
     }
 
+    /// One `nix build --json --no-link --log-format internal-json -v` of
+    /// several derivations' outputs (`--keep-going`: build all that can be
+    /// built despite a failure). `on_line` receives every stderr line as it
+    /// arrives. Returns the `nix build --json` answer (only on success).
+    pub fn build_drvs(
+        &self,
+        drvs: &[String],
+        keep_going: bool,
+        limits: RunLimits,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<serde_json::Value, NixError> {
+        let what = format!(
+            "build of {} {}",
+            drvs.len(),
+            if drvs.len() == 1 {
+                "derivation"
+            } else {
+                "derivations"
+            }
+        );
+        let mut c = self.command();
+        c.args(["build", "--json", "--no-link"]);
+        c.args(["--log-format", "internal-json", "-v"]);
+        if keep_going {
+            c.arg("--keep-going");
+        }
+        c.args(drvs.iter().map(|d| self.drv_installable(d)));
+        c.args(&self.extra_args);
+        let out = run(c, &what, limits, on_line)?;
+        if !out.status.success() {
+            return Err(NixError::Failed {
+                what,
+                message: killed_or(&out.status, || internal_json_error(&out.stderr)),
+            });
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
+            what,
+            message: e.to_string(),
+        })
+    }
+
     /// Which of `paths` are valid in the store (`--store` in the extra
     /// arguments is honoured, so a remote build store is asked). Understands
     /// both JSON shapes: 2.8's array with `"valid": false` entries and the

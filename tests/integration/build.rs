@@ -246,19 +246,15 @@ fn a_failing_builder_fails_that_host_and_keep_going_decides_the_rest() {
         "{:?}",
         st["linda"]
     );
-    // One host at a time, in name order: the hosts after linda never start.
-    let not_built: Vec<String> = names(&st, "skipped");
-    assert!(!not_built.is_empty());
-    assert!(
-        not_built.iter().all(|h| h.as_str() > "linda"),
-        "{not_built:?}"
-    );
-    assert!(
-        not_built
-            .iter()
-            .all(|h| st[h].1.contains("linda failed first")),
-        "{st:?}"
-    );
+    // One `nix build` for all hosts: without --keep-going nix stops at
+    // linda's failure; every other host was built before that or is
+    // reported as not built because of linda.
+    for (h, (s, r)) in &st {
+        assert!(
+            h == "linda" || s == "ok" || (s == "skipped" && r.contains("linda failed first")),
+            "{h}: {s} {r}"
+        );
+    }
     let log = std::fs::read_to_string(repo.path().join(".git/guard/logs/linda.log")).unwrap();
     assert!(log.contains("system.build.fail is set for linda"), "{log}");
     assert_eq!(repo.state(), before);

@@ -364,3 +364,77 @@ fn a_used_inputs_lock_change_misses_the_cache() {
     };
     assert_ne!(linda(&l), linda(&p), "linda reads the input");
 }
+
+#[test]
+fn one_nix_build_for_all_hosts_with_a_log_per_host() {
+    let _ = nix_cmd();
+    let repo = fleet_repo();
+    touch_module(&repo, "environments/zfs.nix");
+    touch_module(&repo, "environments/display.nix");
+    repo.commit_all("zfs and displays");
+    // A nix that records each invocation, then runs the real one.
+    let calls = repo.path().join(".git/nix-calls");
+    let wrapper = repo.path().join(".git/nix-wrapper");
+    let real = crate::support::nix_program();
+    let real = which(&real.to_string_lossy());
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            calls.display(),
+            real
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = crate::support::guard_cmd(repo.path())
+        .env("GUARD_NIX", &wrapper)
+        .args(["-C"])
+        .arg(repo.path())
+        .args([
+            "build", "--commit", "HEAD", "--level", "build", "--format", "json",
+        ])
+        .output()
+        .unwrap();
+    let out = GuardOutput::from(out);
+    out.assert_code(0);
+    let st = statuses(&out);
+    assert_eq!(st.len(), 6, "{st:?}");
+    assert!(st.values().all(|(s, _)| s == "ok"), "{st:?}");
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    let builds: Vec<&str> = calls.lines().filter(|l| l.contains(" build ")).collect();
+    assert_eq!(builds.len(), 1, "{calls}");
+    assert_eq!(builds[0].matches(".drv").count(), 6, "{calls}");
+    // Each host's log holds its own build, not the others'.
+    let v = out.json();
+    for h in v["hosts"].as_array().unwrap() {
+        let name = h["name"].as_str().unwrap();
+        assert_eq!(h["built_on"], serde_json::json!(["local"]), "{h}");
+        let log = std::fs::read_to_string(h["log"].as_str().unwrap()).unwrap();
+        assert!(
+            log.contains(&format!("nixos-system-{name}")),
+            "{name}: {log}"
+        );
+        for other in st.keys().filter(|o| *o != name) {
+            assert!(
+                !log.contains(&format!("nixos-system-{other}.drv")),
+                "{name}'s log shows {other}: {log}"
+            );
+        }
+    }
+}
+
+/// The absolute path of a program (PATH lookup for a bare name).
+fn which(program: &str) -> String {
+    if program.contains('/') {
+        return program.to_string();
+    }
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    let p = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(!p.is_empty(), "{program} not found on PATH");
+    p
+}
