@@ -567,6 +567,16 @@ fn write_builds(s: &mut String, b: &crate::report::BuildReport) {
         let _ = writeln!(s, "| … {} more | | | | |", rows.len() - MAX_ROWS);
     }
     s.push('\n');
+    for h in rows.iter().take(MAX_ROWS) {
+        if let Some(d) = &h.closure_diff {
+            let _ = writeln!(
+                s,
+                "<details><summary>{}: closure vs base</summary>\n\n{}\n</details>\n",
+                md(&h.name),
+                d.markdown()
+            );
+        }
+    }
     for h in rows.iter().filter(|h| h.status == BuildStatus::Failed) {
         if h.log_excerpt.is_empty() {
             continue;

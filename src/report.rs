@@ -401,6 +401,19 @@ fn write_build(b: &BuildReport, style: Style, out: &mut dyn Write) -> io::Result
             writeln!(out, "  {}", style.dim(&format!("full log: {log}")))?;
         }
     }
+    for h in &rows {
+        let Some(d) = &h.closure_diff else { continue };
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{}",
+            style.bold(&format!("── {}: closure vs base ──", h.name))
+        )?;
+        writeln!(out, "  {}", d.summary())?;
+        for l in d.lines() {
+            writeln!(out, "  {l}")?;
+        }
+    }
     if let (Some(e), true) = (&b.eval, style.verbose) {
         writeln!(out, "{}", style.dim(&e.summary()))?;
     }

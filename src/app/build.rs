@@ -89,6 +89,7 @@ pub fn check(
     let sel = selector.resolve(git::Selector::Worktree);
     let verdict = super::check::judge(ctx, &sel, level, quiet, false)?;
     write(ctx, &verdict.report, format)?;
+    write_comment(ctx, &verdict.report)?;
     Ok(verdict.code)
 }
 
@@ -153,6 +154,16 @@ fn write(ctx: &Context, report: &Report, format: Format) -> Result<()> {
         _ => report::write_human(report, ctx.style, &mut out)?,
     }
     out.flush()?;
+    Ok(())
+}
+
+/// The PR-comment body, when `--comment-file` asks for it.
+fn write_comment(ctx: &Context, report: &Report) -> Result<()> {
+    if let Some(p) = &ctx.build.comment_file {
+        let p = &ctx.cwd.join(p);
+        build::comment::write_file(p, report)
+            .with_context(|| format!("cannot write --comment-file {}", p.display()))?;
+    }
     Ok(())
 }
 

@@ -553,6 +553,10 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
             ],
         )?;
     }
+    if let Some(p) = &ctx.build.comment_file {
+        crate::build::comment::write_file(&ctx.cwd.join(p), report)
+            .with_context(|| format!("cannot write --comment-file {}", p.display()))?;
+    }
     if let Some(path) = &env.step_summary {
         github::append(
             path,

@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod comment;
 pub mod diff;
 pub mod eval;
 pub mod log;

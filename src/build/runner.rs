@@ -175,6 +175,7 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
         evaluate_failed(nix, plan, &mut slots, log_dir, limits, progress);
         decide(nix, &mut slots, &mut out.warnings, progress);
         build(nix, plan, &mut slots, log_dir, limits, progress);
+        closure_diffs(nix, &mut slots, &mut out.warnings, progress);
     }
     out.interrupted = nixcli::is_interrupted();
     let any_failed = slots.iter().any(|s| {
@@ -398,14 +399,14 @@ fn evaluate(
             host: s.name.clone(),
             attr: attr_of(s.level),
         };
-        let (
+        let base = match results.get(&key) {
             Some(Done {
                 answer: Answer::Ok(b),
                 ..
-            }),
-            Some(d),
-        ) = (results.get(&key), &s.drv)
-        else {
+            }) => Some(b),
+            _ => cached_base.get(&s.name),
+        };
+        let (Some(b), Some(d)) = (base, &s.drv) else {
             continue;
         };
         s.base = Some(b.clone());
@@ -759,6 +760,71 @@ fn build(
         }
         progress.finished(&host);
         slots[i].done = Some(host);
+    }
+}
+
+/// Step 6: each built host's closure against its base toplevel, when
+/// both are in the store.
+fn closure_diffs(
+    nix: &Nix,
+    slots: &mut [Slot],
+    warnings: &mut Vec<Warning>,
+    progress: &dyn Progress,
+) {
+    let built = |s: &Slot| {
+        s.base.is_some()
+            && s.level >= Level::Build
+            && s.done.as_ref().is_some_and(|d| {
+                d.status == BuildStatus::Ok
+                    || (d.status == BuildStatus::Skipped
+                        && d.reason.as_deref() == Some("already built"))
+            })
+    };
+    let bases: Vec<String> = slots
+        .iter()
+        .filter(|s| built(s))
+        .filter_map(|s| s.base.as_ref().map(|b| b.out.clone()))
+        .collect();
+    if bases.is_empty() || nixcli::is_interrupted() {
+        return;
+    }
+    progress.phase("comparing closures with the base");
+    let valid = nix.valid_paths(&bases).unwrap_or_default();
+    let mut missing = Vec::new();
+    for s in slots.iter_mut().filter(|s| built(s)) {
+        let (Some(base), Some(done)) = (s.base.clone(), s.done.as_mut()) else {
+            continue;
+        };
+        let Some(new_out) = done.out_path.clone() else {
+            continue;
+        };
+        if !valid.contains(&base.out) {
+            missing.push(s.name.clone());
+            continue;
+        }
+        match (nix.closure_sizes(&base.out), nix.closure_sizes(&new_out)) {
+            (Ok(old), Ok(new)) => {
+                done.closure_diff = Some(super::diff::diff(&base.out, &old, &new));
+            }
+            (Err(e), _) | (_, Err(e)) => warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "{}: cannot read the closures to compare: {}",
+                    s.name,
+                    first_line(&e.to_string())
+                ),
+            }),
+        }
+    }
+    progress.phase_done("compared closures with the base");
+    if !missing.is_empty() {
+        warnings.push(Warning {
+            path: None,
+            message: format!(
+                "no closure difference for {}: the base revision's toplevel is not in the store (build it once, or use a binary cache that has it)",
+                missing.join(", ")
+            ),
+        });
     }
 }
 

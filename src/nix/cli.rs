@@ -413,6 +413,28 @@ impl Nix {
         Ok(parse_path_info(&value))
     }
 
+    /// Every path in the closure of `path` with its nar size (`nix
+    /// path-info -r --json`).
+    pub fn closure_sizes(&self, path: &str) -> Result<BTreeMap<String, u64>, NixError> {
+        let what = format!("path-info -r {path}");
+        let mut c = self.command();
+        c.args(["path-info", "-r", "--json", path]);
+        c.args(&self.extra_args);
+        let out = run(c, &what, RunLimits::default(), &mut |_| {})?;
+        if !out.status.success() {
+            return Err(NixError::Failed {
+                what,
+                message: killed_or(&out.status, || error_message(out.stderr.as_bytes())),
+            });
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
+                what,
+                message: e.to_string(),
+            })?;
+        Ok(parse_path_info_sizes(&value))
+    }
+
     /// `nix flake check` (`--no-build` when `build` is false), with the
     /// internal-json log streamed to `on_line`.
     pub fn flake_check(
@@ -439,6 +461,23 @@ impl Nix {
             });
         }
         Ok(())
+    }
+}
+
+/// `nix path-info -r --json` in either shape (2.8's array, the object of
+/// later versions): store path -> nar size.
+fn parse_path_info_sizes(value: &serde_json::Value) -> BTreeMap<String, u64> {
+    let size = |i: &serde_json::Value| i.get("narSize").and_then(serde_json::Value::as_u64);
+    match value {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(|i| Some((i.get("path")?.as_str()?.to_string(), size(i)?)))
+            .collect(),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .filter_map(|(p, i)| Some((p.clone(), size(i)?)))
+            .collect(),
+        _ => BTreeMap::new(),
     }
 }
 
@@ -945,6 +984,14 @@ mod tests {
             parse_path_info(&new).into_iter().collect::<Vec<_>>(),
             vec!["/nix/store/a"]
         );
+    }
+
+    #[test]
+    fn closure_size_shapes_of_old_and_new_nix() {
+        let old = serde_json::json!([{"path": "/nix/store/a", "narSize": 3}]);
+        let new = serde_json::json!({"/nix/store/a": {"narSize": 3}, "/nix/store/b": null});
+        assert_eq!(parse_path_info_sizes(&old), parse_path_info_sizes(&new));
+        assert_eq!(parse_path_info_sizes(&old)["/nix/store/a"], 3);
     }
 
     #[test]

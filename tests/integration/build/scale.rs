@@ -236,6 +236,25 @@ fn the_base_is_not_evaluated_when_cached_and_closure_changes_miss() {
             "{h}: its drvPath changed, so the cache must not answer"
         );
     }
+
+    // A comment in flake.nix: every host is affected, no drvPath changes.
+    // With both revisions answered by the cache, the hosts are still
+    // recognised as unchanged.
+    let flake = std::fs::read_to_string(repo.path().join("flake.nix")).unwrap();
+    repo.write("flake.nix", format!("# {}\n{flake}", unique()));
+    repo.commit_all("d");
+    let d1 = check_eval(&repo, &[]);
+    let d2 = check_eval(&repo, &[]);
+    assert_eq!(stat(&d2, "evaluated"), 0, "{d2}");
+    assert_eq!(stat(&d2, "cached"), 34, "{d2}");
+    for d in [&d1, &d2] {
+        let hosts = d["hosts"].as_array().unwrap();
+        assert_eq!(hosts.len(), 17, "{d}");
+        assert!(
+            hosts.iter().all(|h| h["reason"] == "unchanged drvPath"),
+            "{d}"
+        );
+    }
 }
 
 #[test]
@@ -437,4 +456,114 @@ fn which(program: &str) -> String {
     let p = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(!p.is_empty(), "{program} not found on PATH");
     p
+}
+
+/// A token of fixed length, new every run: outputs are fresh store paths
+/// (always built), their sizes the same every run.
+fn fixed_len_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{:016x}",
+        (nanos as u64) ^ ((std::process::id() as u64) << 40)
+    )
+}
+
+fn snapshot_settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(r"/nix/store/[0-9a-z]{32}-", "/nix/store/[hash]-");
+    s.add_filter(r"\b\d+(\.\d+)?m?s\b", "[time]");
+    s.add_filter(r"commit [0-9a-f]{7}\b", "commit [rev]");
+    s.add_filter(r"\b[0-9a-f]{40}\b", "[rev]");
+    s.set_snapshot_path("snapshots");
+    s.set_prepend_module_to_snapshot(false);
+    s
+}
+
+#[test]
+fn closure_diff_after_a_package_version_change() {
+    let _ = nix_cmd();
+    let repo = fleet_repo();
+    let token = fixed_len_token();
+    add_definition(
+        &repo,
+        "environments/zfs.nix",
+        &format!("environment.etc.\"guard-token\".text = \"{token}\";"),
+    );
+    add_definition(
+        &repo,
+        "environments/zfs.nix",
+        "environment.systemPackages = [ \"openssl-3.0.13\" \"zfs-2.2.3\" ];",
+    );
+    repo.commit_all("openssl 3.0.13");
+    // The base toplevels are in the store, as after a deployment or an
+    // earlier CI run.
+    repo.guard(&["build", "--commit", "HEAD", "--level", "build", "-q"])
+        .assert_code(0);
+    let p = repo.path().join("environments/zfs.nix");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        text.replace(
+            "\"openssl-3.0.13\" \"zfs-2.2.3\"",
+            "\"openssl-3.0.14\" \"zfs-2.2.3\" \"zfs-tools-1.0\"",
+        ),
+    )
+    .unwrap();
+    repo.commit_all("openssl 3.0.14, zfs-tools");
+
+    let summary = repo.path().join(".git/summary.md");
+    let comment = repo.path().join(".git/comment.md");
+    let ci = GuardOutput::from(
+        crate::support::guard_cmd(repo.path())
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .args(["-C"])
+            .arg(repo.path())
+            .args([
+                "ci",
+                "--base",
+                "HEAD~1",
+                "--head",
+                "HEAD",
+                "--level",
+                "build",
+                "--format",
+                "json",
+                "--comment-file",
+            ])
+            .arg(&comment)
+            .output()
+            .unwrap(),
+    );
+    ci.assert_code(0);
+    let v = ci.json();
+    let hosts: Vec<serde_json::Value> = v["build"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| serde_json::json!({"name": h["name"], "status": h["status"], "closure_diff": h["closure_diff"]}))
+        .collect();
+    let d = &hosts[0]["closure_diff"];
+    assert_eq!(d["packages"][0]["name"], "openssl", "{}", ci.stdout);
+    let human = repo.guard(&["check", "--commit", "HEAD", "--level", "build"]);
+    human.assert_code(0);
+    let nix_section = human.stdout[human.stdout.find("── nix").unwrap()..].to_string();
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    let builds = summary[summary.find("### Builds").unwrap()..].to_string();
+    let comment = std::fs::read_to_string(&comment).unwrap();
+    assert!(
+        comment.starts_with("<!-- guard:build-comment -->\n"),
+        "{comment}"
+    );
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("closure_diff_human", nix_section);
+        insta::assert_snapshot!(
+            "closure_diff_json",
+            serde_json::to_string_pretty(&hosts).unwrap()
+        );
+        insta::assert_snapshot!("closure_diff_summary", builds);
+        insta::assert_snapshot!("closure_diff_comment", comment);
+    });
 }
