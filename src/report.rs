@@ -366,7 +366,7 @@ fn write_build(b: &BuildReport, style: Style, out: &mut dyn Write) -> io::Result
     )?;
     for h in &rows {
         let (status, note) = match h.status {
-            BuildStatus::Ok => ("ok".to_string(), String::new()),
+            BuildStatus::Ok => ("ok".to_string(), built_on(h)),
             BuildStatus::Failed => (style.red("failed "), h.reason.clone().unwrap_or_default()),
             BuildStatus::Skipped => (
                 style.dim("skipped"),
@@ -427,6 +427,14 @@ fn write_build(b: &BuildReport, style: Style, out: &mut dyn Write) -> io::Result
         b.source,
         if b.interrupted { "; interrupted" } else { "" }
     )
+}
+
+/// "built on ssh://…" when a remote builder built some of the host.
+fn built_on(h: &BuildHost) -> String {
+    if h.built_on.iter().all(|m| m == crate::build::batch::LOCAL) {
+        return String::new();
+    }
+    format!("built on {}", h.built_on.join(", "))
 }
 
 fn first_line(s: &str) -> &str {

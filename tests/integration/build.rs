@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{GuardOutput, TempRepo, fleet_repo, guard_cmd, nix_cmd};
 
+mod remote;
 mod scale;
 
 const ZFS: [&str; 3] = ["cortex-alpha", "local-nas", "storage-array"];
