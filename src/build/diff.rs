@@ -199,6 +199,24 @@ pub fn diff(
     }
 }
 
+/// The closure of `root` (path -> nar size) within `info`.
+pub fn closure_of(
+    root: &str,
+    info: &BTreeMap<String, crate::nix::cli::PathInfo>,
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_string()];
+    while let Some(p) = stack.pop() {
+        if out.contains_key(&p) {
+            continue;
+        }
+        let Some(i) = info.get(&p) else { continue };
+        out.insert(p, i.nar_size);
+        stack.extend(i.references.iter().filter(|r| !out.contains_key(*r)).cloned());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -791,6 +791,26 @@ fn closure_diffs(
     progress.phase("comparing closures with the base");
     let valid = nix.valid_paths(&bases).unwrap_or_default();
     let mut missing = Vec::new();
+    let mut roots: Vec<String> = valid.iter().cloned().collect();
+    roots.extend(
+        slots
+            .iter()
+            .filter(|s| built(s))
+            .filter_map(|s| s.done.as_ref().and_then(|d| d.out_path.clone())),
+    );
+    let info = match nix.closure_info(&roots) {
+        Ok(i) => i,
+        Err(e) => {
+            warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "cannot read the closures to compare with the base: {}",
+                    first_line(&e.to_string())
+                ),
+            });
+            return;
+        }
+    };
     for s in slots.iter_mut().filter(|s| built(s)) {
         let (Some(base), Some(done)) = (s.base.clone(), s.done.as_mut()) else {
             continue;
@@ -802,19 +822,9 @@ fn closure_diffs(
             missing.push(s.name.clone());
             continue;
         }
-        match (nix.closure_sizes(&base.out), nix.closure_sizes(&new_out)) {
-            (Ok(old), Ok(new)) => {
-                done.closure_diff = Some(super::diff::diff(&base.out, &old, &new));
-            }
-            (Err(e), _) | (_, Err(e)) => warnings.push(Warning {
-                path: None,
-                message: format!(
-                    "{}: cannot read the closures to compare: {}",
-                    s.name,
-                    first_line(&e.to_string())
-                ),
-            }),
-        }
+        let old = super::diff::closure_of(&base.out, &info);
+        let new = super::diff::closure_of(&new_out, &info);
+        done.closure_diff = Some(super::diff::diff(&base.out, &old, &new));
     }
     progress.phase_done("compared closures with the base");
     if !missing.is_empty() {

@@ -413,12 +413,16 @@ impl Nix {
         Ok(parse_path_info(&value))
     }
 
-    /// Every path in the closure of `path` with its nar size (`nix
-    /// path-info -r --json`).
-    pub fn closure_sizes(&self, path: &str) -> Result<BTreeMap<String, u64>, NixError> {
-        let what = format!("path-info -r {path}");
+    /// Every path in the closures of `roots` with its nar size and
+    /// references (`nix path-info -r --json`, one call for all roots).
+    pub fn closure_info(&self, roots: &[String]) -> Result<BTreeMap<String, PathInfo>, NixError> {
+        if roots.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let what = format!("path-info -r of {} paths", roots.len());
         let mut c = self.command();
-        c.args(["path-info", "-r", "--json", path]);
+        c.args(["path-info", "-r", "--json"]);
+        c.args(roots);
         c.args(&self.extra_args);
         let out = run(c, &what, RunLimits::default(), &mut |_| {})?;
         if !out.status.success() {
@@ -432,7 +436,7 @@ impl Nix {
                 what,
                 message: e.to_string(),
             })?;
-        Ok(parse_path_info_sizes(&value))
+        Ok(parse_path_infos(&value))
     }
 
     /// `nix flake check` (`--no-build` when `build` is false), with the
@@ -464,18 +468,47 @@ impl Nix {
     }
 }
 
-/// `nix path-info -r --json` in either shape (2.8's array, the object of
-/// later versions): store path -> nar size.
-fn parse_path_info_sizes(value: &serde_json::Value) -> BTreeMap<String, u64> {
-    let size = |i: &serde_json::Value| i.get("narSize").and_then(serde_json::Value::as_u64);
+/// A store path's size and references, from `nix path-info --json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathInfo {
+    pub nar_size: u64,
+    pub references: Vec<String>,
+}
+
+/// `nix path-info --json` in either shape (2.8's array, the object keyed
+/// by path of later versions; invalid paths left out).
+fn parse_path_infos(value: &serde_json::Value) -> BTreeMap<String, PathInfo> {
+    let info = |i: &serde_json::Value| {
+        Some(PathInfo {
+            nar_size: i.get("narSize")?.as_u64()?,
+            references: i
+                .get("references")
+                .and_then(|r| r.as_array())
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|x| x.as_str())
+                        // 2.8 and 2.26 give full paths; bare names are
+                        // made full so both shapes agree.
+                        .map(|x| {
+                            if x.starts_with('/') {
+                                x.to_string()
+                            } else {
+                                format!("/nix/store/{x}")
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    };
     match value {
         serde_json::Value::Array(items) => items
             .iter()
-            .filter_map(|i| Some((i.get("path")?.as_str()?.to_string(), size(i)?)))
+            .filter_map(|i| Some((i.get("path")?.as_str()?.to_string(), info(i)?)))
             .collect(),
         serde_json::Value::Object(m) => m
             .iter()
-            .filter_map(|(p, i)| Some((p.clone(), size(i)?)))
+            .filter_map(|(p, i)| Some((p.clone(), info(i)?)))
             .collect(),
         _ => BTreeMap::new(),
     }
@@ -987,11 +1020,11 @@ mod tests {
     }
 
     #[test]
-    fn closure_size_shapes_of_old_and_new_nix() {
-        let old = serde_json::json!([{"path": "/nix/store/a", "narSize": 3}]);
-        let new = serde_json::json!({"/nix/store/a": {"narSize": 3}, "/nix/store/b": null});
-        assert_eq!(parse_path_info_sizes(&old), parse_path_info_sizes(&new));
-        assert_eq!(parse_path_info_sizes(&old)["/nix/store/a"], 3);
+    fn path_info_shapes_with_sizes_of_old_and_new_nix() {
+        let old = serde_json::json!([{"path": "/nix/store/a", "narSize": 3, "references": ["/nix/store/b"]}]);
+        let new = serde_json::json!({"/nix/store/a": {"narSize": 3, "references": ["/nix/store/b"]}, "/nix/store/c": null});
+        assert_eq!(parse_path_infos(&old), parse_path_infos(&new));
+        assert_eq!(parse_path_infos(&old)["/nix/store/a"].references, vec!["/nix/store/b"]);
     }
 
     #[test]
