@@ -10,8 +10,9 @@
 //!   path's existence, the whole tree, the commit (`self.rev`);
 //! - the lock entries of the flake inputs those files use (all of
 //!   flake.lock when a file uses `inputs` as a whole);
-//! - the attribute, the system, the nix version, the extra nix arguments,
-//!   and guard's analysis version.
+//! - the paths `[affected] global` names;
+//! - the attribute, the system, the nix version, the extra nix arguments
+//!   and `$NIX_CONFIG` (as a digest), and guard's analysis version.
 //!
 //! Two revisions with the same key share the drvPath without evaluating: a
 //! PR's base was usually evaluated as some earlier run's new revision, and
@@ -45,6 +46,9 @@ pub struct KeyEnv {
     pub system: String,
     /// Arguments given to every nix call (`--override-input`, `--option`).
     pub nix_args: Vec<String>,
+    /// A digest of `$NIX_CONFIG` (settings can change evaluation; the value
+    /// itself may hold access tokens and is never stored).
+    pub nix_config: String,
 }
 
 impl KeyEnv {
@@ -85,6 +89,11 @@ pub fn host_keys(
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let mut whole_tree: Option<String> = None;
+    // Paths guard.toml says affect every host: part of every key (an
+    // invalid glob makes no key at all, as the analysis would refuse it).
+    let Some(global) = global_lines(snapshot, &config.affected.global) else {
+        return out;
+    };
     for (host, attr) in hosts {
         let Some(h) = analysis.hosts.hosts.get(host) else {
             continue;
@@ -92,13 +101,15 @@ pub fn host_keys(
         let mut files: BTreeSet<&str> = wiring.clone();
         files.extend(analysis.closure(host).into_iter().map(|(f, _)| f));
         let mut text = format!(
-            "guard-eval-cache {ANALYSIS_VERSION} {}\nhost {host}\nattr {}\nsystem {}\nnix {}\nargs {:?}\nflake-dir {flake_dir}\n",
+            "guard-eval-cache {ANALYSIS_VERSION} {}\nhost {host}\nattr {}\nsystem {}\nnix {}\nargs {:?}\nnix-config {}\nflake-dir {flake_dir}\n",
             env!("CARGO_PKG_VERSION"),
             attr.name(),
             env.system,
             env.nix_version,
             env.nix_args,
+            env.nix_config,
         );
+        text.push_str(&global);
         let mut idents: BTreeSet<&str> = BTreeSet::new();
         let mut all_inputs = false;
         let mut outside = false;
@@ -158,6 +169,27 @@ pub fn host_keys(
         out.insert(host.clone(), hex(&Sha256::digest(text.as_bytes())));
     }
     out
+}
+
+/// Every tracked file matching the `[affected] global` globs, with its
+/// blob; `None` when a glob is invalid.
+fn global_lines(snapshot: &Snapshot, globs: &[String]) -> Option<String> {
+    let mut text = String::new();
+    if globs.is_empty() {
+        return Some(text);
+    }
+    let mut b = globset::GlobSetBuilder::new();
+    for g in globs {
+        b.add(globset::Glob::new(g).ok()?);
+    }
+    let set = b.build().ok()?;
+    for (p, e) in snapshot.entries() {
+        let p = p.to_str_lossy();
+        if set.is_match(p.as_ref()) {
+            text.push_str(&format!("global {p} {:?} {}\n", e.mode, e.id));
+        }
+    }
+    Some(text)
 }
 
 fn file_line(snapshot: &Snapshot, path: &str, text: &mut String) {
@@ -309,6 +341,11 @@ pub fn plan(
         nix_version: nix.version.clone(),
         system: KeyEnv::local_system(),
         nix_args: nix.extra_args.clone(),
+        nix_config: hex(&Sha256::digest(
+            std::env::var_os("NIX_CONFIG")
+                .unwrap_or_default()
+                .as_encoded_bytes(),
+        )),
     };
     let keys = |s: Option<&Snapshot>| {
         s.map(|s| host_keys(s, flake_dir, config, parse_cache, hosts, &env))

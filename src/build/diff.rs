@@ -212,7 +212,12 @@ pub fn closure_of(
         }
         let Some(i) = info.get(&p) else { continue };
         out.insert(p, i.nar_size);
-        stack.extend(i.references.iter().filter(|r| !out.contains_key(*r)).cloned());
+        stack.extend(
+            i.references
+                .iter()
+                .filter(|r| !out.contains_key(*r))
+                .cloned(),
+        );
     }
     out
 }

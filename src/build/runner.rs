@@ -1,16 +1,19 @@
 //! The build pipeline for a set of hosts at their levels:
 //!
-//! 1. evaluate every host's drvPath (toplevel or vm) at the new revision and
-//!    at the base, one nix call each, the two in parallel;
-//! 2. hosts whose evaluation threw are evaluated alone to get the message
-//!    (also every host, when the batch call itself failed);
+//! 1. every host's drvPath (toplevel or vm) at the new revision and at the
+//!    base: from the evaluation cache where its key is known
+//!    ([`super::cache`]), else by bounded evaluation workers
+//!    ([`super::eval`]), each error with its message;
+//! 2. only when the workers cannot load the flake: hosts are evaluated one
+//!    by one with `nix eval`, to get each message;
 //! 3. hosts whose drvPath equals the base's are skipped ("unchanged
 //!    drvPath"): nothing they depend on changed;
 //! 4. at level build/vm, outputs already valid in the store are skipped
 //!    ("already built");
-//! 5. the rest are built, `jobs` hosts at once, each by its own
-//!    `nix build` with an internal-json log parsed into progress and
-//!    written to `<log dir>/<host>.log`.
+//! 5. the rest are built by one `nix build` ([`super::batch`]), its
+//!    internal-json log split into progress and `<log dir>/<host>.log`;
+//! 6. each built host's closure is compared with its base toplevel
+//!    ([`super::diff`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -40,7 +43,9 @@ pub struct Plan {
     pub base_flake: Option<String>,
     /// Hosts and their levels (`eval`, `build` or `vm`; `none` is dropped).
     pub hosts: Vec<(String, Level)>,
-    /// Hosts (nix processes) at once.
+    /// Derivations nix builds at once (`--max-jobs` of the batch build,
+    /// unless the nix arguments set it), and per-host evaluations at once
+    /// in step 2.
     pub jobs: usize,
     /// Keep scheduling hosts after a failure.
     pub keep_going: bool,

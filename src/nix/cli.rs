@@ -114,18 +114,6 @@ pub struct Drv {
     pub out: String,
 }
 
-/// One host's answer in a batch evaluation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostEval {
-    /// Evaluated.
-    Ok(Drv),
-    /// Evaluation threw (the message needs a separate, per-host evaluation:
-    /// `builtins.tryEval` does not return it).
-    Failed,
-    /// No such host in `nixosConfigurations`.
-    Missing,
-}
-
 /// Limits for one nix process.
 pub use crate::process::Limits as RunLimits;
 
@@ -214,32 +202,6 @@ impl Nix {
         serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
             what,
             message: e.to_string(),
-        })
-    }
-
-    /// Evaluates the drvPath and out path of `attr` of many hosts in one
-    /// nix process. Each host is guarded with `builtins.tryEval`, so a host
-    /// whose modules `throw` is reported as [`HostEval::Failed`] without
-    /// hiding the others. Errors `tryEval` cannot catch (a type error, a
-    /// missing attribute) fail the whole call: evaluate per host then.
-    pub fn eval_hosts(
-        &self,
-        flake: &str,
-        hosts: &[(String, HostAttr)],
-        limits: RunLimits,
-    ) -> Result<BTreeMap<String, HostEval>, NixError> {
-        if hosts.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let value = self.eval_json_limited(
-            &format!("{flake}#nixosConfigurations"),
-            Some(&batch_apply(hosts)),
-            limits,
-            false,
-        )?;
-        parse_batch(&value, hosts).map_err(|message| NixError::Output {
-            what: format!("eval {flake}#nixosConfigurations"),
-            message,
         })
     }
 
@@ -531,47 +493,6 @@ pub(crate) fn nix_string(s: &str) -> String {
             .replace('"', "\\\"")
             .replace("${", "\\${")
     )
-}
-
-/// The `--apply` function of [`Nix::eval_hosts`]: host name -> `{drv, out}`,
-/// `{error = true;}` or `{missing = true;}`. Forcing `drvPath` instantiates
-/// the derivation (writes the .drv), which the build step then uses.
-fn batch_apply(hosts: &[(String, HostAttr)]) -> String {
-    let list: Vec<String> = hosts
-        .iter()
-        .map(|(h, a)| format!("{{ n = {}; a = {}; }}", nix_string(h), nix_string(a.name())))
-        .collect();
-    format!(
-        "cs: builtins.listToAttrs (map (x: {{ name = x.n; value = \
-         if !(cs ? ${{x.n}}) then {{ missing = true; }} else \
-         let t = cs.${{x.n}}.config.system.build.${{x.a}} or null; \
-         r = builtins.tryEval (if t == null then null else t.drvPath); \
-         in if r.success && r.value != null then {{ drv = r.value; out = t.outPath; }} \
-         else {{ error = true; }}; }}) [ {} ])",
-        list.join(" ")
-    )
-}
-
-fn parse_batch(
-    value: &serde_json::Value,
-    hosts: &[(String, HostAttr)],
-) -> Result<BTreeMap<String, HostEval>, String> {
-    let obj = value.as_object().ok_or("expected an attribute set")?;
-    let mut out = BTreeMap::new();
-    for (h, _) in hosts {
-        let v = obj
-            .get(h)
-            .ok_or_else(|| format!("no result for host {h}"))?;
-        let r = if v.get("missing").is_some() {
-            HostEval::Missing
-        } else if v.get("error").is_some() {
-            HostEval::Failed
-        } else {
-            HostEval::Ok(serde_json::from_value(v.clone()).map_err(|e| format!("host {h}: {e}"))?)
-        };
-        out.insert(h.clone(), r);
-    }
-    Ok(out)
 }
 
 fn parse_path_info(value: &serde_json::Value) -> BTreeSet<String> {
@@ -965,42 +886,6 @@ mod tests {
     }
 
     #[test]
-    fn batch_apply_quotes_host_names_as_strings() {
-        let f = batch_apply(&[
-            ("web".into(), HostAttr::Toplevel),
-            ("a\"${x}".into(), HostAttr::Vm),
-        ]);
-        assert!(f.contains(r#"{ n = "web"; a = "toplevel"; }"#), "{f}");
-        assert!(f.contains(r#"{ n = "a\"\${x}"; a = "vm"; }"#), "{f}");
-        assert!(f.contains("builtins.tryEval"), "{f}");
-    }
-
-    #[test]
-    fn batch_results_are_parsed() {
-        let hosts = vec![
-            ("a".to_string(), HostAttr::Toplevel),
-            ("b".to_string(), HostAttr::Toplevel),
-            ("c".to_string(), HostAttr::Toplevel),
-        ];
-        let v = serde_json::json!({
-            "a": {"drv": "/nix/store/x-a.drv", "out": "/nix/store/x-a"},
-            "b": {"error": true},
-            "c": {"missing": true},
-        });
-        let r = parse_batch(&v, &hosts).unwrap();
-        assert_eq!(
-            r["a"],
-            HostEval::Ok(Drv {
-                drv: "/nix/store/x-a.drv".into(),
-                out: "/nix/store/x-a".into()
-            })
-        );
-        assert_eq!(r["b"], HostEval::Failed);
-        assert_eq!(r["c"], HostEval::Missing);
-        assert!(parse_batch(&serde_json::json!({}), &hosts).is_err());
-    }
-
-    #[test]
     fn path_info_shapes_of_old_and_new_nix() {
         // 2.8: an array, invalid paths flagged.
         let old = serde_json::json!([
@@ -1024,7 +909,10 @@ mod tests {
         let old = serde_json::json!([{"path": "/nix/store/a", "narSize": 3, "references": ["/nix/store/b"]}]);
         let new = serde_json::json!({"/nix/store/a": {"narSize": 3, "references": ["/nix/store/b"]}, "/nix/store/c": null});
         assert_eq!(parse_path_infos(&old), parse_path_infos(&new));
-        assert_eq!(parse_path_infos(&old)["/nix/store/a"].references, vec!["/nix/store/b"]);
+        assert_eq!(
+            parse_path_infos(&old)["/nix/store/a"].references,
+            vec!["/nix/store/b"]
+        );
     }
 
     #[test]

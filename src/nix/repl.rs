@@ -246,8 +246,10 @@ impl Worker {
         if value.is_some() {
             return (value, Ok(()));
         }
+        // Only an error of its own: nix also prints warnings that quote
+        // retried errors ("warning: error: SQLite database ... is busy").
         let joined = text.join("\n");
-        if joined.contains("error:") {
+        if text.iter().any(|l| l.trim_start().starts_with("error:")) {
             (None, Err(Answer::Failed(error_message(joined.as_bytes()))))
         } else {
             (None, Ok(()))

@@ -567,3 +567,22 @@ fn closure_diff_after_a_package_version_change() {
         insta::assert_snapshot!("closure_diff_comment", comment);
     });
 }
+
+#[test]
+fn a_path_declared_global_is_part_of_every_key() {
+    let _ = nix_cmd();
+    let repo = fleet_repo();
+    repo.write("guard.toml", "[affected]\nglobal = [\"VERSION\"]\n");
+    repo.write("VERSION", "1\n");
+    touch_module(&repo, "lib/enable-wg.nix");
+    repo.commit_all("every host, VERSION 1");
+    let a = check_eval(&repo, &[]);
+    assert_eq!(a["hosts"].as_array().unwrap().len(), 17, "{a}");
+    // Only the global path changes: nix may read it in ways the graph
+    // cannot see, so no host's key at the new revision may hit.
+    repo.write("VERSION", "2\n");
+    repo.commit_all("VERSION 2");
+    let b = check_eval(&repo, &[]);
+    assert_eq!(b["hosts"].as_array().unwrap().len(), 17, "{b}");
+    assert_eq!((stat(&b, "evaluated"), stat(&b, "cached")), (17, 17), "{b}");
+}
