@@ -140,7 +140,10 @@ pub fn evaluate(
                         }
                     }
                     let (_, worker) = current.as_mut().expect("started above");
-                    progress.started(&job.host, "evaluating");
+                    if job.flake == 0 {
+                        // The base's evaluations are not the host's news.
+                        progress.started(&job.host, "evaluating");
+                    }
                     let start = Instant::now();
                     let mut peak = 0;
                     let fresh = worker.evaluated == 0;
