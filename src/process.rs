@@ -149,6 +149,7 @@ fn kill_tree(pid: i32) {
 /// that nix leaves behind when it is stopped is re-parented to guard
 /// instead of init, so [`reap_orphans`] can still find and stop it.
 pub fn become_subreaper() {
+    SUBREAPER.store(true, Ordering::SeqCst);
     #[cfg(target_os = "linux")]
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and only
     // changes this process's own attribute.
@@ -194,9 +195,17 @@ pub fn reap_orphans() {
     }
 }
 
+/// Whether [`become_subreaper`] was called: only then are unregistered
+/// children strays of ours (otherwise they belong to whoever embeds this
+/// library, e.g. a test harness).
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
 /// Stops guard's children that are not nix processes it is running: the
 /// builders of a nix that died, re-parented to guard.
 fn reap_strays() {
+    if !SUBREAPER.load(Ordering::SeqCst) {
+        return;
+    }
     let me = std::process::id() as i32;
     let registered: Vec<i32> = registry().groups.iter().copied().collect();
     for child in children_of(me) {

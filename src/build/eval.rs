@@ -82,16 +82,17 @@ pub struct Limits {
     pub timeout: Option<Duration>,
 }
 
-/// Evaluates every job with at most `limits.workers` workers. A worker that
-/// cannot start (the flake cannot be fetched) fails the call when no job of
-/// that flake was answered: the error is the same for every host.
+/// Evaluates every job with at most `limits.workers` workers. A flake whose
+/// worker cannot start (an input cannot be fetched) is tried once: its
+/// jobs are dropped and its error returned, the same for every host; when
+/// the new revision (flake 0) is broken, nothing else is evaluated.
 pub fn evaluate(
     nix: &Nix,
     flakes: &[String],
     jobs: Vec<Job>,
     limits: Limits,
     progress: &dyn Progress,
-) -> (BTreeMap<Job, Done>, EvalStats, Option<(usize, NixError)>) {
+) -> (BTreeMap<Job, Done>, EvalStats, BTreeMap<usize, NixError>) {
     let queue: Mutex<VecDeque<(Job, usize)>> =
         Mutex::new(jobs.iter().cloned().map(|j| (j, 0)).collect());
     let results: Mutex<BTreeMap<Job, Done>> = Mutex::default();
@@ -100,8 +101,8 @@ pub fn evaluate(
         max_memory: limits.max_memory,
         ..Default::default()
     });
-    // The first start failure per flake: its jobs are not retried.
-    let broken: Mutex<Option<(usize, NixError)>> = Mutex::default();
+    // The start failure of each flake: its jobs are not retried.
+    let broken: Mutex<BTreeMap<usize, NixError>> = Mutex::default();
     let n = limits.workers.min(jobs.len()).max(1);
     std::thread::scope(|s| {
         for _ in 0..n {
@@ -118,8 +119,11 @@ pub fn evaluate(
                     else {
                         break;
                     };
-                    if lock(&broken).as_ref().is_some_and(|(f, _)| *f == job.flake) {
-                        continue;
+                    {
+                        let b = lock(&broken);
+                        if b.contains_key(&job.flake) || b.contains_key(&0) {
+                            continue;
+                        }
                     }
                     if current.as_ref().is_some_and(|(f, _)| *f != job.flake)
                         && let Some((_, w)) = current.take()
@@ -131,10 +135,7 @@ pub fn evaluate(
                         match Worker::start(nix, &flakes[job.flake], limits.timeout) {
                             Ok(w) => current = Some((job.flake, w)),
                             Err(e) => {
-                                let mut b = lock(&broken);
-                                if b.is_none() {
-                                    *b = Some((job.flake, e));
-                                }
+                                lock(&broken).entry(job.flake).or_insert(e);
                                 continue;
                             }
                         }

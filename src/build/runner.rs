@@ -274,7 +274,7 @@ fn evaluate(
     ));
     let start = Instant::now();
     let (results, mut stats, broken) = if jobs.is_empty() {
-        (BTreeMap::new(), EvalStats::default(), None)
+        (BTreeMap::new(), EvalStats::default(), BTreeMap::new())
     } else {
         super::eval::evaluate(nix, &flakes, jobs, plan.eval, progress)
     };
@@ -306,10 +306,10 @@ fn evaluate(
     }
     out.eval = Some(stats);
 
-    match broken {
-        Some((0, NixError::Interrupted { .. })) => {}
-        Some((0, e)) if same_for_every_host(&e, &plan.inputs).is_some() => {
-            let message = same_for_every_host(&e, &plan.inputs).unwrap_or_default();
+    match broken.get(&0) {
+        Some(NixError::Interrupted { .. }) | None => {}
+        Some(e) if same_for_every_host(e, &plan.inputs).is_some() => {
+            let message = same_for_every_host(e, &plan.inputs).unwrap_or_default();
             let lines: Vec<String> = message.lines().map(str::to_string).collect();
             for s in slots.iter_mut().filter(|s| s.done.is_none()) {
                 let mut host = s.host(BuildStatus::Failed, Some(reason_of(&message)), elapsed);
@@ -319,7 +319,7 @@ fn evaluate(
             }
             return;
         }
-        Some((0, e)) if !nixcli::is_interrupted() => {
+        Some(e) if !nixcli::is_interrupted() => {
             out.warnings.push(Warning {
                 path: None,
                 message: format!(
@@ -331,16 +331,17 @@ fn evaluate(
                 s.needs_eval = true;
             }
         }
-        Some((0, _)) => {}
-        Some((_, NixError::Interrupted { .. })) => {}
-        Some((_, e)) => out.warnings.push(Warning {
+        Some(_) => {}
+    }
+    match broken.get(&1) {
+        Some(NixError::Interrupted { .. }) | None => {}
+        Some(e) => out.warnings.push(Warning {
             path: None,
             message: format!(
                 "could not evaluate the base revision, so no host is skipped as unchanged: {}",
                 first_line(&e.to_string())
             ),
         }),
-        None => {}
     }
 
     for s in slots.iter_mut() {

@@ -12,8 +12,10 @@
 //!
 //! Purity: a pinned flake (`?rev=`) is evaluated with `pure-eval = true`
 //! where the repl honours it (Nix 2.10+); Nix 2.8's repl is always impure,
-//! and an unpinned work tree cannot be read in pure mode, so those are
-//! evaluated impurely (as `nix repl` does).
+//! an unpinned work tree cannot be read in pure mode, and pure getFlake
+//! refuses a flake.lock that lacks an input (which `nix build` locks in
+//! memory), so those are evaluated impurely (as `nix repl` does): a flake
+//! that reads `builtins.getEnv` then sees the environment.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, Stdio};
@@ -63,13 +65,31 @@ impl Worker {
     /// and the names of its hosts are evaluated: a flake that cannot be
     /// fetched fails here, once, not once per host).
     pub fn start(nix: &Nix, flake: &str, timeout: Option<Duration>) -> Result<Worker, NixError> {
-        let what = format!("repl {flake}");
         let pinned = flake
             .split_once('?')
             .is_some_and(|(_, q)| q.split(['&', '#']).any(|kv| kv.starts_with("rev=")));
+        if pinned && nix.release.is_none_or(|r| r >= (2, 10)) {
+            match Worker::start_with(nix, flake, timeout, true) {
+                // A flake.lock that lacks an input: `nix build` locks it in
+                // memory, pure getFlake refuses; evaluate as `nix build`
+                // would, impurely (as Nix 2.8's repl always does).
+                Err(NixError::Failed { message, .. }) if message.contains("in pure mode") => {}
+                r => return r,
+            }
+        }
+        Worker::start_with(nix, flake, timeout, false)
+    }
+
+    fn start_with(
+        nix: &Nix,
+        flake: &str,
+        timeout: Option<Duration>,
+        pure: bool,
+    ) -> Result<Worker, NixError> {
+        let what = format!("repl {flake}");
         let mut c = nix.command();
         c.arg("repl");
-        if pinned && nix.release.is_none_or(|r| r >= (2, 10)) {
+        if pure {
             c.args(["--option", "pure-eval", "true"]);
         }
         c.arg("--show-trace");
@@ -113,8 +133,10 @@ impl Worker {
             seq: 0,
             evaluated: 0,
         };
+        // The sync line stands alone: after an error the repl goes on with
+        // the next line, so it still arrives.
         let setup = format!(
-            "guardFlake = builtins.getFlake {}\nbuiltins.seq (builtins.attrNames guardFlake.nixosConfigurations) \"guard-sync-0\"\n",
+            "guardFlake = builtins.getFlake {}\nbuiltins.length (builtins.attrNames guardFlake.nixosConfigurations)\n\"guard-sync-0\"\n",
             nix_string(flake)
         );
         match w.exchange(&setup, 0, None, timeout) {
