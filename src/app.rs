@@ -48,6 +48,8 @@ pub struct Context {
     /// The directory guard runs in (`-C`, else the current directory),
     /// absolute: paths the user types are relative to it, as in git.
     pub cwd: PathBuf,
+    /// Evaluation/build settings of the command line (global flags).
+    pub build: crate::build::settings::Settings,
 }
 
 impl Context {
@@ -74,6 +76,7 @@ impl Context {
             style,
             flake_dir,
             cwd: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+            build: Default::default(),
         })
     }
 
@@ -176,7 +179,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
     {
         return scan::scan_without_repo(&dir, cli.config.as_deref(), style, args);
     }
-    let ctx = Context::open(&dir, cli.config.as_deref(), style)?;
+    let mut ctx = Context::open(&dir, cli.config.as_deref(), style)?;
+    ctx.build = cli.build.clone();
     if let Some(args) = scan_args(&cli) {
         return scan::scan(&ctx, args);
     }

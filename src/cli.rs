@@ -45,6 +45,9 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    #[command(flatten)]
+    pub build: crate::build::settings::Settings,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -12,5 +12,6 @@ pub mod doctor;
 pub mod git;
 pub mod github_env;
 pub mod nix;
+pub mod process;
 pub mod report;
 pub mod secrets;

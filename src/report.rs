@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 pub mod bisect;
+pub mod closure;
 pub mod doctor;
 pub mod explain;
 pub mod github;
@@ -295,6 +296,28 @@ pub struct Advice {
     pub hosts: Vec<String>,
 }
 
+/// What the workers did (part of the build report).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EvalStats {
+    /// Workers allowed at once.
+    pub workers: usize,
+    /// The memory limit per worker (bytes).
+    pub max_memory: u64,
+    /// Worker processes started.
+    pub started: usize,
+    /// Workers replaced because they passed the limit.
+    pub replaced: usize,
+    /// Highest resident memory of one worker (bytes).
+    pub peak_worker_memory: u64,
+    /// Host evaluations answered by nix.
+    pub evaluated: usize,
+    /// Host evaluations answered by the evaluation cache.
+    pub cached: usize,
+}
+
+/// What `built_on` says of a host nix built on this machine.
+pub const LOCAL_BUILDER: &str = "local";
+
 /// Counts of what a scan read.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Scanned {
@@ -343,6 +366,13 @@ pub struct BuildHost {
     /// message and the innermost location come first there).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub log_excerpt: Vec<String>,
+    /// Where its derivations were built: `local`, or a remote builder's
+    /// URI (empty when nothing was built).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub built_on: Vec<String>,
+    /// What changed in its closure against the base toplevel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closure_diff: Option<closure::ClosureDiff>,
 }
 
 /// The answer of `guard build`, and the build section of `guard check`.
@@ -362,6 +392,9 @@ pub struct BuildReport {
     /// Ctrl-C stopped the run; the results are incomplete.
     pub interrupted: bool,
     pub warnings: Vec<Warning>,
+    /// What the evaluation workers did (absent when nothing was evaluated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalStats>,
 }
 
 impl BuildReport {
@@ -519,7 +552,7 @@ fn write_build(b: &BuildReport, style: Style, out: &mut dyn Write) -> io::Result
     )?;
     for h in &rows {
         let (status, note) = match h.status {
-            BuildStatus::Ok => ("ok".to_string(), String::new()),
+            BuildStatus::Ok => ("ok".to_string(), built_on(h)),
             BuildStatus::Failed => (style.red("failed "), h.reason.clone().unwrap_or_default()),
             BuildStatus::Skipped => (
                 style.dim("skipped"),
@@ -554,6 +587,22 @@ fn write_build(b: &BuildReport, style: Style, out: &mut dyn Write) -> io::Result
             writeln!(out, "  {}", style.dim(&format!("full log: {log}")))?;
         }
     }
+    for h in &rows {
+        let Some(d) = &h.closure_diff else { continue };
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{}",
+            style.bold(&format!("── {}: closure vs base ──", h.name))
+        )?;
+        writeln!(out, "  {}", d.summary())?;
+        for l in d.lines() {
+            writeln!(out, "  {l}")?;
+        }
+    }
+    if let (Some(e), true) = (&b.eval, style.verbose) {
+        writeln!(out, "{}", style.dim(&e.summary()))?;
+    }
     let count = |s: BuildStatus| rows.iter().filter(|h| h.status == s).count();
     writeln!(
         out,
@@ -564,6 +613,14 @@ fn write_build(b: &BuildReport, style: Style, out: &mut dyn Write) -> io::Result
         b.source,
         if b.interrupted { "; interrupted" } else { "" }
     )
+}
+
+/// "built on ssh://…" when a remote builder built some of the host.
+fn built_on(h: &BuildHost) -> String {
+    if h.built_on.iter().all(|m| m == LOCAL_BUILDER) {
+        return String::new();
+    }
+    format!("built on {}", h.built_on.join(", "))
 }
 
 fn first_line(s: &str) -> &str {

@@ -4,10 +4,8 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -94,7 +92,20 @@ impl Tester<'_> {
             drv_path: None,
             note: None,
         };
-        let drv = match nix.eval_host(&url, self.host, attr, RunLimits::default()) {
+        let snapshot = self.ctx.repo.snapshot(SnapshotSpec::Commit(commit)).ok();
+        let (evaluated, _cached) = crate::build::cache::eval_one(
+            self.ctx.repo.git_dir(),
+            snapshot.as_ref(),
+            &self.ctx.flake_dir,
+            &self.ctx.config,
+            &self.ctx.parse_cache(),
+            self.host,
+            attr,
+            nix,
+            &self.ctx.build,
+            || nix.eval_host(&url, self.host, attr, RunLimits::default()),
+        );
+        let drv = match evaluated {
             Ok(d) => d,
             Err(e) => {
                 self.builds += 1;
@@ -174,47 +185,25 @@ impl Tester<'_> {
             short(commit)
         ));
         let checkout = TempCheckout::create(self.ctx, commit, &dir)?;
-        // The user's own command (like `git bisect run`), not repository text.
-        let mut child = Process::new("sh")
-            .arg("-c")
+        // The user's own command (like `git bisect run`), not repository
+        // text; run through the registry, so Ctrl-C stops it with its tree.
+        let mut c = Process::new("sh");
+        c.arg("-c")
             .arg(cmd)
             .current_dir(checkout.path())
             .env("GUARD_BISECT_COMMIT", commit.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("cannot run {cmd:?}"))?;
-        let mut stderr = child.stderr.take().expect("piped");
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-            s
-        });
-        let status = loop {
-            // After a signal, guard's reaper may have collected the child
-            // already (ECHILD): that is the interruption, not an error.
-            let done = match child.try_wait() {
-                Err(_) if is_interrupted() => bail!("interrupted"),
-                r => r.with_context(|| format!("cannot wait for {cmd:?}"))?,
-            };
-            if let Some(status) = done {
-                break status;
-            }
-            if is_interrupted() {
-                // The child leads its own process group (process_group(0)):
-                // stop everything it started.
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe {
-                    libc::kill(-(child.id() as i32), libc::SIGTERM);
-                }
-                let _ = child.wait();
-                bail!("interrupted");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            .stdin(Stdio::null());
+        let finished = crate::process::run(
+            c,
+            crate::process::Stdout::Discard,
+            Default::default(),
+            &mut |_| {},
+        );
+        let (status, err) = match finished {
+            Ok(f) => (f.status, f.stderr),
+            Err(crate::process::RunError::Interrupted) => bail!("interrupted"),
+            Err(e) => bail!("cannot run {cmd:?}: {e}"),
         };
-        let err = reader.join().unwrap_or_default();
         drop(checkout);
         let tail: Vec<String> = err.lines().rev().take(20).map(String::from).collect();
         let tail: Vec<String> = tail.into_iter().rev().collect();

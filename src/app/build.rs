@@ -67,6 +67,7 @@ pub fn build(ctx: &Context, selector: &Selector, args: BuildArgs<'_>) -> Result<
         ..Default::default()
     };
     write(ctx, &report, args.format)?;
+    write_comment(ctx, &report)?;
     Ok(if interrupted {
         exit::INTERRUPTED
     } else {
@@ -98,9 +99,12 @@ fn restamped_skips(affected: &Affected, level: Level) -> Vec<BuildHost> {
                 duration_ms: 0,
                 log: None,
                 reason: Some(format!(
-                    "restamped only ({stamp}): its build reads the same bytes;                      [affected] stamps = \"build\" builds it"
+                    "restamped only ({stamp}): its build reads the same bytes; \
+                     [affected] stamps = \"build\" builds it"
                 )),
                 log_excerpt: Vec::new(),
+                built_on: Vec::new(),
+                closure_diff: None,
             }
         })
         .collect()
@@ -161,6 +165,16 @@ pub(super) fn write(ctx: &Context, report: &Report, format: Format) -> Result<()
         _ => report::write_human(report, ctx.style, &mut out)?,
     }
     out.flush()?;
+    Ok(())
+}
+
+/// The PR-comment body, when `--comment-file` asks for it.
+pub(super) fn write_comment(ctx: &Context, report: &Report) -> Result<()> {
+    if let Some(p) = &ctx.build.comment_file {
+        let p = &ctx.cwd.join(p);
+        build::comment::write_file(p, report)
+            .with_context(|| format!("cannot write --comment-file {}", p.display()))?;
+    }
     Ok(())
 }
 
@@ -285,7 +299,7 @@ fn run(
     // nix first: a missing nix should not cost a temporary commit.
     let nix = Nix::detect()?;
     let target = target(ctx, sel, changes)?;
-    execute(ctx, nix, target, names, opts)
+    execute(ctx, nix, target, Some(changes), names, opts)
 }
 
 fn run_without_base(
@@ -299,13 +313,14 @@ fn run_without_base(
         named_hosts: true,
         ..worktree_target(ctx, None)
     };
-    execute(ctx, nix, target, names, opts)
+    execute(ctx, nix, target, None, names, opts)
 }
 
 fn execute(
     ctx: &Context,
     nix: Nix,
     target: Target,
+    changes: Option<&ChangeSet>,
     names: &[String],
     opts: &RunOpts<'_>,
 ) -> Result<(BuildReport, bool)> {
@@ -323,6 +338,17 @@ fn execute(
     let base_flake = target
         .base
         .map(|b| nixcli::flake_url(&ctx.root, &ctx.flake_dir, Some(&b.to_string())));
+    let cache = build::cache::plan(
+        ctx.repo.git_dir(),
+        changes.map(|c| &c.new),
+        changes.filter(|_| target.base.is_some()).map(|c| &c.old),
+        &ctx.flake_dir,
+        &ctx.config,
+        &ctx.parse_cache(),
+        &build::runner::host_attrs(&hosts),
+        &nix,
+        &ctx.build,
+    );
     let plan = Plan {
         flake: target.flake.clone(),
         base_flake,
@@ -334,6 +360,12 @@ fn execute(
         flake_check: cfg.flake_check,
         missing_fails: target.named_hosts,
         inputs: flake_inputs(ctx),
+        eval: build::eval::Limits {
+            workers: ctx.build.workers(),
+            max_memory: ctx.build.max_memory(),
+            timeout: (cfg.timeout_secs > 0).then(|| Duration::from_secs(cfg.timeout_secs)),
+        },
+        cache,
     };
     let progress = progress::for_stderr(opts.quiet);
     let outcome = build::run(&nix, &plan, progress.as_ref());
@@ -348,6 +380,7 @@ fn execute(
         flake_check: outcome.flake_check,
         interrupted: outcome.interrupted,
         warnings,
+        eval: outcome.eval,
     };
     // `target` (and with it the temporary ref) is dropped here, before the
     // report is written.

@@ -34,6 +34,7 @@ pub fn check(
     let sel = selector.resolve(git::Selector::Worktree);
     let verdict = judge(ctx, &sel, level, quiet, false)?;
     super::build::write(ctx, &verdict.report, format)?;
+    super::build::write_comment(ctx, &verdict.report)?;
     Ok(verdict.code)
 }
 

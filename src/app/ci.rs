@@ -394,6 +394,12 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
         .flat_map(|a| &a.hosts)
         .map(|h| h.name.as_str())
         .collect();
+    let restamped: Vec<&str> = report
+        .affected
+        .iter()
+        .flat_map(|a| &a.restamped)
+        .map(|h| h.name.as_str())
+        .collect();
     let findings = [&report.scan, &report.secrets]
         .into_iter()
         .flatten()
@@ -404,6 +410,7 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
         &[
             ("hosts", serde_json::to_string(&hosts)?),
             ("count", hosts.len().to_string()),
+            ("restamped", serde_json::to_string(&restamped)?),
             ("findings", findings.to_string()),
             ("base", summary.base.clone().unwrap_or_default()),
             ("head", summary.head.clone().unwrap_or_default()),
@@ -411,6 +418,10 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
         // Outside Actions the report already says everything.
         report::github::Unset::Skip,
     )?;
+    if let Some(p) = &ctx.build.comment_file {
+        crate::build::comment::write_file(&ctx.cwd.join(p), report)
+            .with_context(|| format!("cannot write --comment-file {}", p.display()))?;
+    }
     if let Some(path) = &env.step_summary {
         report::github::append(
             path,

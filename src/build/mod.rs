@@ -1,16 +1,25 @@
-//! Evaluate and build the affected hosts with nix: the minimal set of
-//! evaluations (drvPath comparison against the base), builds only of what
-//! is not in the store yet, several hosts at once, live progress parsed
-//! from nix's internal-json log, a full log per host.
+//! Evaluate and build the affected hosts with nix: evaluation by bounded
+//! workers with an evaluation cache keyed by content (drvPath comparison
+//! against the base, usually without evaluating it), builds only of what
+//! is not in the store yet, all in one `nix build`, live progress parsed
+//! from nix's internal-json log, a full log per host, and each built
+//! host's closure difference against the base.
 //!
-//! Everything that spawns nix goes through [`crate::nix::cli`]; this module
+//! Everything that runs nix goes through [`crate::nix`] (and every child
+//! process through [`crate::process`]); this module
 //! decides what to run and turns the answers into a
 //! [`BuildReport`](crate::report::BuildReport)'s host list.
 
+pub mod batch;
+pub mod cache;
+pub mod comment;
+pub mod diff;
+pub mod eval;
 pub mod log;
 pub mod memory;
 pub mod progress;
 pub mod runner;
+pub mod settings;
 pub mod signals;
 
 use globset::Glob;

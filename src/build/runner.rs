@@ -1,16 +1,19 @@
 //! The build pipeline for a set of hosts at their levels:
 //!
-//! 1. evaluate every host's drvPath (toplevel or vm) at the new revision and
-//!    at the base, one nix call each, the two in parallel;
-//! 2. hosts whose evaluation threw are evaluated alone to get the message
-//!    (also every host, when the batch call itself failed);
+//! 1. every host's drvPath (toplevel or vm) at the new revision and at the
+//!    base: from the evaluation cache where its key is known
+//!    ([`super::cache`]), else by bounded evaluation workers
+//!    ([`super::eval`]), each error with its message;
+//! 2. only when the workers cannot load the flake: hosts are evaluated one
+//!    by one with `nix eval`, to get each message;
 //! 3. hosts whose drvPath equals the base's are skipped ("unchanged
 //!    drvPath"): nothing they depend on changed;
 //! 4. at level build/vm, outputs already valid in the store are skipped
 //!    ("already built");
-//! 5. the rest are built, `jobs` hosts at once, each by its own
-//!    `nix build` with an internal-json log parsed into progress and
-//!    written to `<log dir>/<host>.log`.
+//! 5. the rest are built by one `nix build` ([`super::batch`]), its
+//!    internal-json log split into progress and `<log dir>/<host>.log`;
+//! 6. each built host's closure is compared with its base toplevel
+//!    ([`super::diff`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,11 +23,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::cache::CachePlan;
+use super::eval::{Done, EvalStats, Job, Limits as EvalLimits, human_bytes};
 use super::level_name;
 use super::log::{LogState, TAIL_LINES, drv_name, redact_secrets};
 use super::progress::Progress;
-use crate::nix::cli::{self as nixcli, Drv, HostAttr, HostEval, Nix, NixError, RunLimits};
+use crate::nix::cli::{self as nixcli, Drv, HostAttr, Nix, NixError, RunLimits};
 use crate::nix::inputs::FlakeInputs;
+use crate::nix::repl::Answer;
 use crate::report::Level;
 use crate::report::{BuildHost, BuildStatus, Warning};
 
@@ -37,7 +43,9 @@ pub struct Plan {
     pub base_flake: Option<String>,
     /// Hosts and their levels (`eval`, `build` or `vm`; `none` is dropped).
     pub hosts: Vec<(String, Level)>,
-    /// Hosts (nix processes) at once.
+    /// Derivations nix builds at once (`--max-jobs` of the batch build,
+    /// unless the nix arguments set it), and per-host evaluations at once
+    /// in step 2.
     pub jobs: usize,
     /// Keep scheduling hosts after a failure.
     pub keep_going: bool,
@@ -54,6 +62,10 @@ pub struct Plan {
     /// The flake's inputs, to recognise (and name) a failed input fetch:
     /// the same for every host, so reported once instead of host by host.
     pub inputs: FlakeInputs,
+    /// Evaluation workers and their memory limit.
+    pub eval: EvalLimits,
+    /// The evaluation cache and the hosts' keys (`None`: not used).
+    pub cache: Option<CachePlan>,
 }
 
 /// What happened.
@@ -64,6 +76,8 @@ pub struct Outcome {
     pub flake_check: Option<BuildHost>,
     pub warnings: Vec<Warning>,
     pub interrupted: bool,
+    /// What the evaluation workers did.
+    pub eval: Option<EvalStats>,
 }
 
 /// The log file name of `nix flake check` (`@` cannot start a host name).
@@ -77,6 +91,15 @@ fn attr_of(level: Level) -> HostAttr {
     }
 }
 
+/// The attribute each planned host is evaluated at (`none` dropped).
+pub fn host_attrs(hosts: &[(String, Level)]) -> Vec<(String, HostAttr)> {
+    hosts
+        .iter()
+        .filter(|(_, l)| *l > Level::None)
+        .map(|(h, l)| (h.clone(), attr_of(*l)))
+        .collect()
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -88,6 +111,8 @@ struct Slot {
     drv: Option<Drv>,
     /// Evaluation time (the batch's, or the host's own evaluation).
     eval_ms: u64,
+    /// The base revision's derivation, when it was evaluated.
+    base: Option<Drv>,
     needs_eval: bool,
     done: Option<BuildHost>,
 }
@@ -104,6 +129,8 @@ impl Slot {
             log: None,
             reason,
             log_excerpt: Vec::new(),
+            built_on: Vec::new(),
+            closure_diff: None,
         }
     }
 }
@@ -121,6 +148,7 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
             level: *level,
             drv: None,
             eval_ms: 0,
+            base: None,
             needs_eval: false,
             done: None,
         })
@@ -148,10 +176,11 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
     };
 
     if !slots.is_empty() {
-        evaluate(nix, plan, &mut slots, &mut out.warnings, progress);
+        evaluate(nix, plan, &mut slots, log_dir, &mut out, progress);
         evaluate_failed(nix, plan, &mut slots, log_dir, limits, progress);
         decide(nix, &mut slots, &mut out.warnings, progress);
         build(nix, plan, &mut slots, log_dir, limits, progress);
+        closure_diffs(nix, &mut slots, &mut out.warnings, progress);
     }
     out.interrupted = nixcli::is_interrupted();
     let any_failed = slots.iter().any(|s| {
@@ -183,88 +212,104 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
     out
 }
 
-/// Step 1: the two batch evaluations.
+/// Step 1: every host at the new revision and at the base, by bounded
+/// evaluation workers (see [`super::eval`]).
 fn evaluate(
     nix: &Nix,
     plan: &Plan,
     slots: &mut [Slot],
-    warnings: &mut Vec<Warning>,
+    log_dir: &Logs<'_>,
+    out: &mut Outcome,
     progress: &dyn Progress,
 ) {
-    let pairs: Vec<(String, HostAttr)> = slots
-        .iter()
-        .map(|s| (s.name.clone(), attr_of(s.level)))
-        .collect();
-    let n = pairs.len();
-    progress.phase(&format!(
-        "evaluating {} {}",
-        n,
-        if n == 1 { "host" } else { "hosts" }
-    ));
-    // The batch gets each host's timeout; when it runs out, the hosts are
-    // evaluated one by one, each with its own.
-    let limits = RunLimits {
-        timeout: plan
-            .timeout
-            .map(|t| t.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX))),
-    };
-    let start = Instant::now();
-    let (new, base) = std::thread::scope(|s| {
-        let base = plan.base_flake.as_ref().map(|b| {
-            let pairs = &pairs;
-            let run = move || nix.eval_hosts(b, pairs, limits);
-            if plan.jobs > 1 {
-                Err(s.spawn(run))
-            } else {
-                Ok(run())
+    let n = slots.len();
+    let verify = plan.cache.as_ref().is_some_and(|c| c.verify);
+    // From the cache: (host -> drv) at the new and the base revision.
+    let mut cached_new: BTreeMap<String, Drv> = BTreeMap::new();
+    let mut cached_base: BTreeMap<String, Drv> = BTreeMap::new();
+    if let Some(cp) = &plan.cache {
+        for s in slots.iter() {
+            // The .drv must still be in the store to be built.
+            if let Some(d) = cp.new.get(&s.name).and_then(|k| cp.cache.get(k))
+                && Path::new(&d.drv).exists()
+            {
+                cached_new.insert(s.name.clone(), d);
             }
-        });
-        let new = nix.eval_hosts(&plan.flake, &pairs, limits);
-        let base = base.map(|b| match b {
-            Ok(r) => r,
-            Err(handle) => handle.join().unwrap_or_else(|_| {
-                Err(NixError::Output {
-                    what: "eval of the base revision".into(),
-                    message: "the evaluating thread panicked".into(),
-                })
-            }),
-        });
-        (new, base)
-    });
+            if plan.base_flake.is_some()
+                && let Some(d) = cp.base.get(&s.name).and_then(|k| cp.cache.get(k))
+            {
+                cached_base.insert(s.name.clone(), d);
+            }
+        }
+    }
+    let mut flakes = vec![plan.flake.clone()];
+    let mut jobs: Vec<Job> = slots
+        .iter()
+        .filter(|s| verify || !cached_new.contains_key(&s.name))
+        .map(|s| Job {
+            flake: 0,
+            host: s.name.clone(),
+            attr: attr_of(s.level),
+        })
+        .collect();
+    if let Some(b) = &plan.base_flake {
+        flakes.push(b.clone());
+        jobs.extend(
+            slots
+                .iter()
+                .filter(|s| verify || !cached_base.contains_key(&s.name))
+                .map(|s| Job {
+                    flake: 1,
+                    host: s.name.clone(),
+                    attr: attr_of(s.level),
+                }),
+        );
+    }
+    progress.phase(&format!(
+        "evaluating {} {} ({} workers, {} each)",
+        n,
+        if n == 1 { "host" } else { "hosts" },
+        plan.eval.workers.min(jobs.len()).max(1),
+        human_bytes(plan.eval.max_memory)
+    ));
+    let start = Instant::now();
+    let (results, mut stats, broken) = if jobs.is_empty() {
+        (BTreeMap::new(), EvalStats::default(), BTreeMap::new())
+    } else {
+        super::eval::evaluate(nix, &flakes, jobs, plan.eval, progress)
+    };
+    stats.workers = plan.eval.workers;
+    stats.max_memory = plan.eval.max_memory;
+    stats.cached = cached_new.len() + cached_base.len();
+    check_cache(plan, &results, &cached_new, &cached_base, &mut out.warnings);
     let elapsed = ms(start.elapsed());
     progress.phase_done(&format!(
         "evaluated {n} {} in {:.1}s",
         if n == 1 { "host" } else { "hosts" },
         elapsed as f64 / 1000.0
     ));
+    if stats.replaced > 0 {
+        out.warnings.push(Warning {
+            path: None,
+            message: format!(
+                "{} evaluation {} replaced past --eval-max-memory {} (peak {})",
+                stats.replaced,
+                if stats.replaced == 1 {
+                    "worker was"
+                } else {
+                    "workers were"
+                },
+                human_bytes(stats.max_memory),
+                human_bytes(stats.peak_worker_memory)
+            ),
+        });
+    }
+    out.eval = Some(stats);
 
-    match new {
-        Ok(map) => {
-            for s in slots.iter_mut() {
-                s.eval_ms = elapsed;
-                match map.get(&s.name) {
-                    Some(HostEval::Ok(d)) => s.drv = Some(d.clone()),
-                    Some(HostEval::Failed) => s.needs_eval = true,
-                    Some(HostEval::Missing) | None => {
-                        let status = if plan.missing_fails {
-                            BuildStatus::Failed
-                        } else {
-                            BuildStatus::Skipped
-                        };
-                        let host = s.host(
-                            status,
-                            Some(format!("no host named {} in nixosConfigurations", s.name)),
-                            elapsed,
-                        );
-                        progress.finished(&host);
-                        s.done = Some(host);
-                    }
-                }
-            }
-        }
-        Err(NixError::Interrupted { .. }) => {}
-        Err(e) if same_for_every_host(&e, &plan.inputs).is_some() => {
-            let message = same_for_every_host(&e, &plan.inputs).unwrap_or_default();
+    match broken.get(&0) {
+        Some(NixError::Interrupted { .. }) | None => {}
+        Some(e) if same_for_every_host(e, &plan.inputs).is_some() => {
+            let message = same_for_every_host(e, &plan.inputs).unwrap_or_default();
             let lines: Vec<String> = message.lines().map(str::to_string).collect();
             for s in slots.iter_mut().filter(|s| s.done.is_none()) {
                 let mut host = s.host(BuildStatus::Failed, Some(reason_of(&message)), elapsed);
@@ -272,51 +317,175 @@ fn evaluate(
                 progress.finished(&host);
                 s.done = Some(host);
             }
+            return;
         }
-        Err(e) => {
-            if !nixcli::is_interrupted() {
-                warnings.push(Warning {
-                    path: None,
-                    message: format!(
-                        "evaluating the hosts in one nix call failed, evaluating them one by one: {}",
-                        first_line(&e.to_string())
-                    ),
-                });
-                for s in slots.iter_mut() {
-                    s.needs_eval = true;
-                }
-            }
-        }
-    }
-
-    if let Some(base) = base {
-        match base {
-            Ok(map) => {
-                for s in slots.iter_mut() {
-                    let (Some(HostEval::Ok(b)), Some(d)) = (map.get(&s.name), &s.drv) else {
-                        continue;
-                    };
-                    if b.drv == d.drv && s.done.is_none() {
-                        let host = s.host(
-                            BuildStatus::Skipped,
-                            Some("unchanged drvPath".into()),
-                            s.eval_ms,
-                        );
-                        progress.finished(&host);
-                        s.done = Some(host);
-                    }
-                }
-            }
-            Err(NixError::Interrupted { .. }) => {}
-            Err(e) => warnings.push(Warning {
+        Some(e) if !nixcli::is_interrupted() => {
+            out.warnings.push(Warning {
                 path: None,
                 message: format!(
-                    "could not evaluate the base revision, so no host is skipped as unchanged: {}",
+                    "the evaluation workers could not load the flake, evaluating the hosts one by one: {}",
                     first_line(&e.to_string())
                 ),
-            }),
+            });
+            for s in slots.iter_mut() {
+                s.needs_eval = true;
+            }
+        }
+        Some(_) => {}
+    }
+    match broken.get(&1) {
+        Some(NixError::Interrupted { .. }) | None => {}
+        Some(e) => out.warnings.push(Warning {
+            path: None,
+            message: format!(
+                "could not evaluate the base revision, so no host is skipped as unchanged: {}",
+                first_line(&e.to_string())
+            ),
+        }),
+    }
+
+    for s in slots.iter_mut() {
+        let key = Job {
+            flake: 0,
+            host: s.name.clone(),
+            attr: attr_of(s.level),
+        };
+        let Some(done) = results.get(&key) else {
+            if let Some(d) = cached_new.get(&s.name) {
+                s.drv = Some(d.clone());
+            }
+            continue;
+        };
+        s.eval_ms = done.ms;
+        let failed = |s: &Slot, message: String| eval_failure(s, plan, log_dir, &message, done.ms);
+        let host = match &done.answer {
+            Answer::Ok(d) => {
+                s.drv = Some(d.clone());
+                continue;
+            }
+            Answer::Interrupted => continue,
+            Answer::Missing => {
+                let status = if plan.missing_fails {
+                    BuildStatus::Failed
+                } else {
+                    BuildStatus::Skipped
+                };
+                s.host(
+                    status,
+                    Some(format!("no host named {} in nixosConfigurations", s.name)),
+                    done.ms,
+                )
+            }
+            Answer::Failed(m) => failed(
+                s,
+                m.lines().map(redact_secrets).collect::<Vec<_>>().join("\n"),
+            ),
+            Answer::OverLimit { rss } => failed(
+                s,
+                format!(
+                    "evaluating {} alone needs more memory than --eval-max-memory {} (a fresh worker reached {}); raise the limit",
+                    s.name,
+                    human_bytes(plan.eval.max_memory),
+                    human_bytes(*rss)
+                ),
+            ),
+            Answer::TimedOut { secs } => failed(
+                s,
+                format!("evaluation timed out after {secs}s ([build].timeout_secs)"),
+            ),
+            Answer::Died(how) => failed(s, format!("evaluation failed: {how}")),
+        };
+        progress.finished(&host);
+        s.done = Some(host);
+    }
+
+    for s in slots.iter_mut() {
+        let key = Job {
+            flake: 1,
+            host: s.name.clone(),
+            attr: attr_of(s.level),
+        };
+        let base = match results.get(&key) {
+            Some(Done {
+                answer: Answer::Ok(b),
+                ..
+            }) => Some(b),
+            _ => cached_base.get(&s.name),
+        };
+        let (Some(b), Some(d)) = (base, &s.drv) else {
+            continue;
+        };
+        s.base = Some(b.clone());
+        if b.drv == d.drv && s.done.is_none() {
+            let host = s.host(
+                BuildStatus::Skipped,
+                Some("unchanged drvPath".into()),
+                s.eval_ms,
+            );
+            progress.finished(&host);
+            s.done = Some(host);
         }
     }
+}
+
+/// Stores what nix answered under the hosts' keys, and with
+/// `--verify-cache` reports every cached drvPath nix contradicts: a key
+/// that missed something the evaluation reads, which is a guard bug.
+fn check_cache(
+    plan: &Plan,
+    results: &BTreeMap<Job, Done>,
+    cached_new: &BTreeMap<String, Drv>,
+    cached_base: &BTreeMap<String, Drv>,
+    warnings: &mut Vec<Warning>,
+) {
+    let Some(cp) = &plan.cache else { return };
+    for (job, done) in results {
+        let Answer::Ok(d) = &done.answer else {
+            continue;
+        };
+        let (keys, cached, rev) = if job.flake == 0 {
+            (&cp.new, cached_new, "the new revision")
+        } else {
+            (&cp.base, cached_base, "the base revision")
+        };
+        let Some(key) = keys.get(&job.host) else {
+            continue;
+        };
+        if let Some(c) = cached.get(&job.host)
+            && c.drv != d.drv
+        {
+            warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "guard bug: the evaluation cache held {} for {} at {rev} (key {key}), nix evaluates {}; \
+                     the key misses something the host reads. Please report it; --no-eval-cache avoids it",
+                    c.drv, job.host, d.drv
+                ),
+            });
+        }
+        cp.cache.put(key, d);
+    }
+}
+
+/// A host whose evaluation failed: its log holds the message.
+fn eval_failure(
+    slot: &Slot,
+    plan: &Plan,
+    log_dir: &Logs<'_>,
+    message: &str,
+    took: u64,
+) -> BuildHost {
+    let mut host = slot.host(BuildStatus::Failed, Some(reason_of(message)), took);
+    let lines: Vec<String> = message.lines().map(str::to_string).collect();
+    host.log = log_dir.dir.and_then(|d| {
+        log_dir.write(
+            &d.join(format!("{}.log", slot.name)),
+            &header(&slot.name, "eval", &plan.flake, None),
+            &lines,
+        )
+    });
+    host.log_excerpt = head(&lines);
+    host
 }
 
 /// One host's own evaluation and how long it took (ms).
@@ -363,17 +532,7 @@ fn evaluate_failed(
         match r {
             Ok(d) => slot.drv = Some(d),
             Err(e) => {
-                let message = error_text(&e);
-                let mut host = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
-                let lines: Vec<String> = message.lines().map(str::to_string).collect();
-                host.log = log_dir.dir.and_then(|d| {
-                    log_dir.write(
-                        &d.join(format!("{}.log", slot.name)),
-                        &header(&slot.name, "eval", &plan.flake, None),
-                        &lines,
-                    )
-                });
-                host.log_excerpt = head(&lines);
+                let host = eval_failure(slot, plan, log_dir, &error_text(&e), took);
                 progress.finished(&host);
                 slot.done = Some(host);
             }
@@ -419,7 +578,8 @@ fn decide(nix: &Nix, slots: &mut [Slot], warnings: &mut Vec<Warning>, progress: 
     }
 }
 
-/// Step 5: the builds.
+/// Step 5: the builds, all hosts in one `nix build` (see [`super::batch`]),
+/// its log split into one file per host.
 fn build(
     nix: &Nix,
     plan: &Plan,
@@ -431,148 +591,285 @@ fn build(
     let todo: Vec<usize> = (0..slots.len())
         .filter(|&i| slots[i].done.is_none() && slots[i].drv.is_some())
         .collect();
+    if todo.is_empty() {
+        return;
+    }
     // A failure before this step (an evaluation) counts like a build
     // failure: without --keep-going nothing new starts.
-    let first_failure: Mutex<Option<String>> = Mutex::new(
-        slots
-            .iter()
-            .filter_map(|s| s.done.as_ref())
-            .find(|d| d.status == BuildStatus::Failed)
-            .map(|d| d.name.clone()),
-    );
-    let results: Mutex<BTreeMap<usize, BuildHost>> = Mutex::default();
-    let next = AtomicUsize::new(0);
-    let shared: &[Slot] = slots;
-    std::thread::scope(|s| {
-        for _ in 0..plan.jobs.min(todo.len()) {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&i) = todo.get(k) else { break };
-                    let slot = &shared[i];
-                    let failed_before = lock(&first_failure).clone();
-                    let host = if nixcli::is_interrupted() {
-                        slot.host(BuildStatus::Skipped, Some("interrupted".into()), 0)
-                    } else if let (Some(f), false) = (failed_before, plan.keep_going) {
-                        slot.host(
-                            BuildStatus::Skipped,
-                            Some(format!(
-                                "not built: {f} failed first (--keep-going builds the rest)"
-                            )),
-                            0,
-                        )
-                    } else {
-                        let h = build_one(nix, plan, slot, log_dir, limits, progress);
-                        if h.status == BuildStatus::Failed {
-                            lock(&first_failure).get_or_insert_with(|| slot.name.clone());
-                        }
-                        h
-                    };
-                    progress.finished(&host);
-                    lock(&results).insert(i, host);
+    let failed_before = slots
+        .iter()
+        .filter_map(|s| s.done.as_ref())
+        .find(|d| d.status == BuildStatus::Failed)
+        .map(|d| d.name.clone());
+    if let (Some(f), false) = (&failed_before, plan.keep_going) {
+        for &i in &todo {
+            let host = slots[i].host(
+                BuildStatus::Skipped,
+                Some(format!(
+                    "not built: {f} failed first (--keep-going builds the rest)"
+                )),
+                0,
+            );
+            progress.finished(&host);
+            slots[i].done = Some(host);
+        }
+        return;
+    }
+    if nixcli::is_interrupted() {
+        return;
+    }
+    let drvs: Vec<String> = todo
+        .iter()
+        .map(|&i| slots[i].drv.as_ref().expect("filtered").drv.clone())
+        .collect();
+    let closures: Vec<_> = drvs.iter().map(|d| super::batch::drv_closure(d)).collect();
+    let mut router = super::batch::Router::new(&closures);
+    let mut states: Vec<LogState> = todo.iter().map(|_| LogState::new()).collect();
+    // The first write error of each log (a full disk): the log is then
+    // incomplete, so the report names no log file and warns instead.
+    let mut write_errs: Vec<Option<std::io::Error>> = todo.iter().map(|_| None).collect();
+    let mut files: Vec<Option<BufWriter<File>>> = Vec::new();
+    for (k, &i) in todo.iter().enumerate() {
+        let slot = &slots[i];
+        let level = level_name(slot.level);
+        progress.started(&slot.name, &format!("{level} {}", drv_name(&drvs[k])));
+        let path = log_dir.dir.map(|d| d.join(format!("{}.log", slot.name)));
+        files.push(path.and_then(|p| match File::create(&p) {
+            Ok(f) => {
+                let mut w = BufWriter::new(f);
+                let hdr = header(&slot.name, level, &plan.flake, Some(&drvs[k]));
+                if let Err(e) = w.write_all(hdr.as_bytes()) {
+                    write_errs[k].get_or_insert(e);
                 }
-            });
+                Some(w)
+            }
+            Err(e) => {
+                write_errs[k] = Some(e);
+                None
+            }
+        }));
+    }
+    let names: Vec<String> = todo.iter().map(|&i| slots[i].name.clone()).collect();
+    let batch_limits = RunLimits {
+        timeout: limits
+            .timeout
+            .map(|t| t.saturating_mul(u32::try_from(todo.len()).unwrap_or(u32::MAX))),
+    };
+    let nix = with_max_jobs(nix, plan.jobs);
+    let start = Instant::now();
+    let result = nix.build_drvs(&drvs, plan.keep_going, batch_limits, &mut |line| {
+        let line = redact_secrets(line);
+        for k in router.route(&line) {
+            let fed = states[k].feed(&line);
+            if let (Some(f), None) = (files[k].as_mut(), &write_errs[k]) {
+                for l in &fed.lines {
+                    if let Err(e) = writeln!(f, "{l}") {
+                        write_errs[k] = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(d) = &fed.build_started {
+                progress.build_started(&names[k], d);
+            }
+            if fed.status_changed {
+                progress.status(&names[k], &states[k].status());
+            }
         }
     });
-    for (i, host) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    let took = ms(start.elapsed());
+    // Which outputs exist now: on failure nix's JSON answer is missing,
+    // and with --keep-going some hosts were built all the same.
+    let outs: BTreeMap<String, String> = match &result {
+        Ok(v) => super::batch::outs_of(v),
+        Err(_) => {
+            let want: Vec<String> = todo
+                .iter()
+                .filter_map(|&i| slots[i].drv.as_ref().map(|d| d.out.clone()))
+                .collect();
+            let valid = nix.valid_paths(&want).unwrap_or_default();
+            todo.iter()
+                .filter_map(|&i| slots[i].drv.as_ref())
+                .filter(|d| valid.contains(&d.out))
+                .map(|d| (d.drv.clone(), d.out.clone()))
+                .collect()
+        }
+    };
+    let first_failed: Option<String> = (0..todo.len())
+        .find(|&k| !outs.contains_key(&drvs[k]) && router.own_error[k])
+        .map(|k| names[k].clone());
+    for (k, &i) in todo.iter().enumerate() {
+        let slot = &slots[i];
+        let mut host = if let Some(o) = outs.get(&drvs[k]) {
+            let mut h = slot.host(BuildStatus::Ok, None, took);
+            h.out_path = Some(o.clone());
+            h
+        } else {
+            match &result {
+                Err(NixError::Interrupted { .. }) => {
+                    slot.host(BuildStatus::Skipped, Some("interrupted".into()), took)
+                }
+                Err(e @ NixError::TimedOut { .. }) => {
+                    let message = error_text(e);
+                    note_in_log(&mut files[k], &mut write_errs[k], &message);
+                    let mut h = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
+                    let mut t = states[k].tail();
+                    t.push(format!("guard: {message}"));
+                    h.log_excerpt = tail(&t);
+                    h
+                }
+                Err(e) if router.own_error[k] || todo.len() == 1 => {
+                    let own = states[k].errors.join("\n");
+                    let message = if own.is_empty() { error_text(e) } else { own };
+                    if let (NixError::Failed { .. }, Some(guard_dir)) = (e, plan.log_dir.parent()) {
+                        // A real build failure (not a timeout or Ctrl-C):
+                        // remember the derivation for `guard bisect`.
+                        crate::build::memory::record_failure(guard_dir, &drvs[k]);
+                    }
+                    let mut h = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
+                    h.log_excerpt = tail(&states[k].tail());
+                    h
+                }
+                Err(e) => match &first_failed {
+                    Some(f) => slot.host(
+                        BuildStatus::Skipped,
+                        Some(format!(
+                            "not built: {f} failed first (--keep-going builds the rest)"
+                        )),
+                        took,
+                    ),
+                    None => {
+                        let message = error_text(e);
+                        let mut h = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
+                        h.log_excerpt = tail(&states[k].tail());
+                        h
+                    }
+                },
+                Ok(_) => slot.host(
+                    BuildStatus::Failed,
+                    Some("nix build succeeded but did not name this host's output".into()),
+                    took,
+                ),
+            }
+        };
+        host.built_on = router.machines[k].iter().cloned().collect();
+        let path = log_dir.dir.map(|d| d.join(format!("{}.log", slot.name)));
+        if let Some(mut f) = files[k].take()
+            && let Err(e) = f.flush()
+        {
+            write_errs[k].get_or_insert(e);
+        }
+        match (path, write_errs[k].take()) {
+            (Some(p), Some(e)) => log_dir.failed(&p, &e),
+            (p, None) => host.log = p.map(|p| p.display().to_string()),
+            (None, Some(_)) => {}
+        }
+        progress.finished(&host);
         slots[i].done = Some(host);
     }
 }
 
-fn build_one(
+/// Step 6: each built host's closure against its base toplevel, when
+/// both are in the store.
+fn closure_diffs(
     nix: &Nix,
-    plan: &Plan,
-    slot: &Slot,
-    log_dir: &Logs<'_>,
-    limits: RunLimits,
+    slots: &mut [Slot],
+    warnings: &mut Vec<Warning>,
     progress: &dyn Progress,
-) -> BuildHost {
-    let drv = slot.drv.as_ref().expect("only evaluated hosts are built");
-    let level = level_name(slot.level);
-    progress.started(&slot.name, &format!("{level} {}", drv_name(&drv.drv)));
-    let log_path = log_dir.dir.map(|d| d.join(format!("{}.log", slot.name)));
-    // The first write error (a full disk): the log is then incomplete, so
-    // the report names no log file and warns instead.
-    let mut write_err: Option<std::io::Error> = None;
-    let mut file = log_path.as_ref().and_then(|p| match File::create(p) {
-        Ok(f) => {
-            let mut w = BufWriter::new(f);
-            let hdr = header(&slot.name, level, &plan.flake, Some(&drv.drv));
-            if let Err(e) = w.write_all(hdr.as_bytes()) {
-                write_err.get_or_insert(e);
-            }
-            Some(w)
-        }
+) {
+    let built = |s: &Slot| {
+        s.base.is_some()
+            && s.level >= Level::Build
+            && s.done.as_ref().is_some_and(|d| {
+                d.status == BuildStatus::Ok
+                    || (d.status == BuildStatus::Skipped
+                        && d.reason.as_deref() == Some("already built"))
+            })
+    };
+    let bases: Vec<String> = slots
+        .iter()
+        .filter(|s| built(s))
+        .filter_map(|s| s.base.as_ref().map(|b| b.out.clone()))
+        .collect();
+    if bases.is_empty() || nixcli::is_interrupted() {
+        return;
+    }
+    progress.phase("comparing closures with the base");
+    let valid = nix.valid_paths(&bases).unwrap_or_default();
+    let mut missing = Vec::new();
+    let mut roots: Vec<String> = valid.iter().cloned().collect();
+    roots.extend(
+        slots
+            .iter()
+            .filter(|s| built(s))
+            .filter_map(|s| s.done.as_ref().and_then(|d| d.out_path.clone())),
+    );
+    let info = match nix.closure_info(&roots) {
+        Ok(i) => i,
         Err(e) => {
-            write_err = Some(e);
-            None
-        }
-    });
-    let mut state = LogState::new();
-    let start = Instant::now();
-    let result = nix.build_drv(&drv.drv, limits, &mut |line| {
-        let fed = state.feed(&redact_secrets(line));
-        if let (Some(f), None) = (file.as_mut(), &write_err) {
-            for l in &fed.lines {
-                if let Err(e) = writeln!(f, "{l}") {
-                    write_err = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(d) = &fed.build_started {
-            progress.build_started(&slot.name, d);
-        }
-        if fed.status_changed {
-            progress.status(&slot.name, &state.status());
-        }
-    });
-    let took = ms(start.elapsed());
-    let mut host = match &result {
-        Ok(out) => {
-            let mut h = slot.host(BuildStatus::Ok, None, took);
-            if let Some(o) = out {
-                h.out_path = Some(o.clone());
-            }
-            h
-        }
-        Err(e) => {
-            let message = error_text(e);
-            if let Some(f) = file.as_mut() {
-                // Timeouts and interrupts are guard's words, not nix's.
-                if matches!(e, NixError::TimedOut { .. } | NixError::Interrupted { .. })
-                    && let Err(e) = writeln!(f, "guard: {message}")
-                {
-                    write_err.get_or_insert(e);
-                }
-            }
-            if let NixError::Failed { .. } = e
-                && let Some(guard_dir) = plan.log_dir.parent()
-            {
-                // A real build failure (not a timeout or Ctrl-C): remember
-                // the derivation for `guard bisect`.
-                crate::build::memory::record_failure(guard_dir, &drv.drv);
-            }
-            let mut h = slot.host(BuildStatus::Failed, Some(reason_of(&message)), took);
-            let mut t = state.tail();
-            if matches!(e, NixError::TimedOut { .. } | NixError::Interrupted { .. }) {
-                t.push(format!("guard: {message}"));
-            }
-            h.log_excerpt = tail(&t);
-            h
+            warnings.push(Warning {
+                path: None,
+                message: format!(
+                    "cannot read the closures to compare with the base: {}",
+                    first_line(&e.to_string())
+                ),
+            });
+            return;
         }
     };
-    if let Some(mut f) = file
-        && let Err(e) = f.flush()
+    for s in slots.iter_mut().filter(|s| built(s)) {
+        let (Some(base), Some(done)) = (s.base.clone(), s.done.as_mut()) else {
+            continue;
+        };
+        let Some(new_out) = done.out_path.clone() else {
+            continue;
+        };
+        if !valid.contains(&base.out) {
+            missing.push(s.name.clone());
+            continue;
+        }
+        let old = super::diff::closure_of(&base.out, &info);
+        let new = super::diff::closure_of(&new_out, &info);
+        done.closure_diff = Some(super::diff::diff(&base.out, &old, &new));
+    }
+    progress.phase_done("compared closures with the base");
+    if !missing.is_empty() {
+        warnings.push(Warning {
+            path: None,
+            message: format!(
+                "no closure difference for {}: the base revision's toplevel is not in the store (build it once, or use a binary cache that has it)",
+                missing.join(", ")
+            ),
+        });
+    }
+}
+
+/// `--max-jobs <jobs>` for the batch build, unless the nix arguments set it.
+fn with_max_jobs(nix: &Nix, jobs: usize) -> Nix {
+    let mut nix = nix.clone();
+    let set = nix
+        .extra_args
+        .iter()
+        .any(|a| a == "--max-jobs" || a == "-j" || a.starts_with("--max-jobs="));
+    if !set {
+        nix.extra_args
+            .splice(0..0, ["--max-jobs".to_string(), jobs.max(1).to_string()]);
+    }
+    nix
+}
+
+/// Timeouts and interrupts are guard's words, not nix's: written into the
+/// host's log as such.
+fn note_in_log(
+    file: &mut Option<BufWriter<File>>,
+    err: &mut Option<std::io::Error>,
+    message: &str,
+) {
+    if let (Some(f), None) = (file.as_mut(), &err)
+        && let Err(e) = writeln!(f, "guard: {message}")
     {
-        write_err.get_or_insert(e);
+        *err = Some(e);
     }
-    match (log_path, write_err) {
-        (Some(p), Some(e)) => log_dir.failed(&p, &e),
-        (p, None) => host.log = p.map(|p| p.display().to_string()),
-        (None, Some(_)) => {}
-    }
-    host
 }
 
 fn flake_check(
@@ -608,6 +905,8 @@ fn flake_check(
         log: None,
         reason: None,
         log_excerpt: Vec::new(),
+        built_on: Vec::new(),
+        closure_diff: None,
     };
     if let Err(e) = &r {
         let message = error_text(e);

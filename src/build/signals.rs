@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::git::remove_all_temp_refs;
-use crate::nix::cli::{KILL_GRACE, children_running, interrupt_children, kill_children};
+use crate::process::{KILL_GRACE, children_running, interrupt_children, kill_children};
 
 /// Exit code after an interruption (as shells report SIGINT).
 pub const INTERRUPTED: i32 = 130;
@@ -33,7 +33,7 @@ static INSTALL: Once = Once::new();
 pub fn install() -> std::io::Result<()> {
     let mut result = Ok(());
     INSTALL.call_once(|| {
-        crate::nix::cli::become_subreaper();
+        crate::process::become_subreaper();
         result = Signals::new([SIGINT, SIGTERM, SIGHUP]).and_then(|mut signals| {
             std::thread::Builder::new()
                 .name("guard-signals".into())
@@ -64,14 +64,14 @@ fn watchdog() {
     if children_running() {
         kill_children();
     }
-    crate::nix::cli::reap_orphans();
+    crate::process::reap_orphans();
     std::thread::sleep(MAIN_GRACE);
     force_exit();
 }
 
 fn force_exit() -> ! {
     kill_children();
-    crate::nix::cli::reap_orphans();
+    crate::process::reap_orphans();
     remove_all_temp_refs();
     std::process::exit(INTERRUPTED)
 }

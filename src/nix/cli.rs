@@ -7,19 +7,19 @@
 //! hook's `GIT_INDEX_FILE` would change what nix's own `git ls-files` sees;
 //! the repository is always passed explicitly in the flake URL.
 //!
-//! Every child runs in its own process group and is registered while it
-//! runs, so that Ctrl-C ([`interrupt_children`]) or a per-host timeout can
-//! stop nix together with the builders it started, and so that no new nix
-//! starts once guard is being interrupted.
+//! This layer says what to run and parses what comes back; every process
+//! is started, limited and stopped by [`crate::process`] (process groups,
+//! the registry Ctrl-C stops, timeouts, the subreaper).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::process::{Command, Stdio};
+
+use crate::process::{self, Finished, RunError};
+pub use crate::process::{
+    KILL_GRACE, become_subreaper, children_running, interrupt_children, is_interrupted,
+    kill_children, reap_orphans,
+};
 
 /// Errors running nix.
 #[derive(Debug, thiserror::Error)]
@@ -114,32 +114,8 @@ pub struct Drv {
     pub out: String,
 }
 
-/// One host's answer in a batch evaluation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostEval {
-    /// Evaluated.
-    Ok(Drv),
-    /// Evaluation threw (the message needs a separate, per-host evaluation:
-    /// `builtins.tryEval` does not return it).
-    Failed,
-    /// No such host in `nixosConfigurations`.
-    Missing,
-}
-
 /// Limits for one nix process.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunLimits {
-    /// Stop the process (and its builders) after this long.
-    pub timeout: Option<Duration>,
-}
-
-/// What a finished nix process left.
-struct Finished {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    /// Every stderr line, in order (for error messages).
-    stderr: String,
-}
+pub use crate::process::Limits as RunLimits;
 
 impl Nix {
     /// Finds nix (`$GUARD_NIX`, else `nix` on PATH) and reads its version:
@@ -226,32 +202,6 @@ impl Nix {
         serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
             what,
             message: e.to_string(),
-        })
-    }
-
-    /// Evaluates the drvPath and out path of `attr` of many hosts in one
-    /// nix process. Each host is guarded with `builtins.tryEval`, so a host
-    /// whose modules `throw` is reported as [`HostEval::Failed`] without
-    /// hiding the others. Errors `tryEval` cannot catch (a type error, a
-    /// missing attribute) fail the whole call: evaluate per host then.
-    pub fn eval_hosts(
-        &self,
-        flake: &str,
-        hosts: &[(String, HostAttr)],
-        limits: RunLimits,
-    ) -> Result<BTreeMap<String, HostEval>, NixError> {
-        if hosts.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let value = self.eval_json_limited(
-            &format!("{flake}#nixosConfigurations"),
-            Some(&batch_apply(hosts)),
-            limits,
-            false,
-        )?;
-        parse_batch(&value, hosts).map_err(|message| NixError::Output {
-            what: format!("eval {flake}#nixosConfigurations"),
-            message,
         })
     }
 
@@ -356,6 +306,47 @@ impl Nix {
             .map(String::from))
     }
 
+    /// One `nix build --json --no-link --log-format internal-json -v` of
+    /// several derivations' outputs (`--keep-going`: build all that can be
+    /// built despite a failure). `on_line` receives every stderr line as it
+    /// arrives. Returns the `nix build --json` answer (only on success).
+    pub fn build_drvs(
+        &self,
+        drvs: &[String],
+        keep_going: bool,
+        limits: RunLimits,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<serde_json::Value, NixError> {
+        let what = format!(
+            "build of {} {}",
+            drvs.len(),
+            if drvs.len() == 1 {
+                "derivation"
+            } else {
+                "derivations"
+            }
+        );
+        let mut c = self.command();
+        c.args(["build", "--json", "--no-link"]);
+        c.args(["--log-format", "internal-json", "-v"]);
+        if keep_going {
+            c.arg("--keep-going");
+        }
+        c.args(drvs.iter().map(|d| self.drv_installable(d)));
+        c.args(&self.extra_args);
+        let out = run(c, &what, limits, on_line)?;
+        if !out.status.success() {
+            return Err(NixError::Failed {
+                what,
+                message: killed_or(&out.status, || internal_json_error(&out.stderr)),
+            });
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
+            what,
+            message: e.to_string(),
+        })
+    }
+
     /// Which of `paths` are valid in the store (`--store` in the extra
     /// arguments is honoured, so a remote build store is asked). Understands
     /// both JSON shapes: 2.8's array with `"valid": false` entries and the
@@ -382,6 +373,32 @@ impl Nix {
                 message: e.to_string(),
             })?;
         Ok(parse_path_info(&value))
+    }
+
+    /// Every path in the closures of `roots` with its nar size and
+    /// references (`nix path-info -r --json`, one call for all roots).
+    pub fn closure_info(&self, roots: &[String]) -> Result<BTreeMap<String, PathInfo>, NixError> {
+        if roots.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let what = format!("path-info -r of {} paths", roots.len());
+        let mut c = self.command();
+        c.args(["path-info", "-r", "--json"]);
+        c.args(roots);
+        c.args(&self.extra_args);
+        let out = run(c, &what, RunLimits::default(), &mut |_| {})?;
+        if !out.status.success() {
+            return Err(NixError::Failed {
+                what,
+                message: killed_or(&out.status, || error_message(out.stderr.as_bytes())),
+            });
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
+                what,
+                message: e.to_string(),
+            })?;
+        Ok(parse_path_infos(&value))
     }
 
     /// `nix flake check` (`--no-build` when `build` is false), with the
@@ -413,6 +430,52 @@ impl Nix {
     }
 }
 
+/// A store path's size and references, from `nix path-info --json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathInfo {
+    pub nar_size: u64,
+    pub references: Vec<String>,
+}
+
+/// `nix path-info --json` in either shape (2.8's array, the object keyed
+/// by path of later versions; invalid paths left out).
+fn parse_path_infos(value: &serde_json::Value) -> BTreeMap<String, PathInfo> {
+    let info = |i: &serde_json::Value| {
+        Some(PathInfo {
+            nar_size: i.get("narSize")?.as_u64()?,
+            references: i
+                .get("references")
+                .and_then(|r| r.as_array())
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|x| x.as_str())
+                        // 2.8 and 2.26 give full paths; bare names are
+                        // made full so both shapes agree.
+                        .map(|x| {
+                            if x.starts_with('/') {
+                                x.to_string()
+                            } else {
+                                format!("/nix/store/{x}")
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    };
+    match value {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(|i| Some((i.get("path")?.as_str()?.to_string(), info(i)?)))
+            .collect(),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .filter_map(|(p, i)| Some((p.clone(), info(i)?)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
 /// `nixosConfigurations.<host>.config.system.build.<attr>`, host quoted.
 pub fn host_attr_path(host: &str, attr: HostAttr) -> String {
     format!(
@@ -423,54 +486,13 @@ pub fn host_attr_path(host: &str, attr: HostAttr) -> String {
 }
 
 /// A Nix string literal.
-fn nix_string(s: &str) -> String {
+pub(crate) fn nix_string(s: &str) -> String {
     format!(
         "\"{}\"",
         s.replace('\\', "\\\\")
             .replace('"', "\\\"")
             .replace("${", "\\${")
     )
-}
-
-/// The `--apply` function of [`Nix::eval_hosts`]: host name -> `{drv, out}`,
-/// `{error = true;}` or `{missing = true;}`. Forcing `drvPath` instantiates
-/// the derivation (writes the .drv), which the build step then uses.
-fn batch_apply(hosts: &[(String, HostAttr)]) -> String {
-    let list: Vec<String> = hosts
-        .iter()
-        .map(|(h, a)| format!("{{ n = {}; a = {}; }}", nix_string(h), nix_string(a.name())))
-        .collect();
-    format!(
-        "cs: builtins.listToAttrs (map (x: {{ name = x.n; value = \
-         if !(cs ? ${{x.n}}) then {{ missing = true; }} else \
-         let t = cs.${{x.n}}.config.system.build.${{x.a}} or null; \
-         r = builtins.tryEval (if t == null then null else t.drvPath); \
-         in if r.success && r.value != null then {{ drv = r.value; out = t.outPath; }} \
-         else {{ error = true; }}; }}) [ {} ])",
-        list.join(" ")
-    )
-}
-
-fn parse_batch(
-    value: &serde_json::Value,
-    hosts: &[(String, HostAttr)],
-) -> Result<BTreeMap<String, HostEval>, String> {
-    let obj = value.as_object().ok_or("expected an attribute set")?;
-    let mut out = BTreeMap::new();
-    for (h, _) in hosts {
-        let v = obj
-            .get(h)
-            .ok_or_else(|| format!("no result for host {h}"))?;
-        let r = if v.get("missing").is_some() {
-            HostEval::Missing
-        } else if v.get("error").is_some() {
-            HostEval::Failed
-        } else {
-            HostEval::Ok(serde_json::from_value(v.clone()).map_err(|e| format!("host {h}: {e}"))?)
-        };
-        out.insert(h.clone(), r);
-    }
-    Ok(out)
 }
 
 fn parse_path_info(value: &serde_json::Value) -> BTreeSet<String> {
@@ -524,338 +546,34 @@ fn internal_json_error(stderr: &str) -> String {
     }
 }
 
-/// Children currently running, by process group, and whether guard is
-/// being interrupted (then no new child starts).
-struct Registry {
-    interrupted: bool,
-    groups: BTreeSet<i32>,
-}
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    interrupted: false,
-    groups: BTreeSet::new(),
-});
-
-fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    // A panic while holding the lock leaves the set consistent (inserts and
-    // removes are single operations), so a poisoned lock is still usable.
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Stops every running nix child: SIGTERM to each process group (nix then
-/// kills its builders and exits), and refuses to start new ones from now on.
-pub fn interrupt_children() {
-    let mut r = registry();
-    r.interrupted = true;
-    for &g in &r.groups {
-        signal_group(g, libc::SIGTERM);
-    }
-}
-
-/// SIGKILL to every running nix child and everything it started: the last
-/// resort when nix does not react to SIGTERM.
-pub fn kill_children() {
-    let r = registry();
-    for &g in &r.groups {
-        kill_tree(g);
-    }
-}
-
-/// Whether [`interrupt_children`] was called.
-pub fn is_interrupted() -> bool {
-    registry().interrupted
-}
-
-/// Whether any nix child is running.
-pub fn children_running() -> bool {
-    !registry().groups.is_empty()
-}
-
-fn signal_group(pgid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions. `pgid` is the pid
-    // of a child we have not reaped yet (it leaves the registry before
-    // `wait`), so the group id cannot have been reused by another process.
-    unsafe {
-        libc::kill(-pgid, sig);
-    }
-}
-
-/// Signals `pgid` only while it is still registered (still ours).
-fn signal_if_running(pgid: i32, sig: i32) {
-    let r = registry();
-    if r.groups.contains(&pgid) {
-        signal_group(pgid, sig);
-    }
-}
-
-/// SIGKILL to `pid`'s group and to every descendant of `pid`. nix starts
-/// each builder in a session of its own, so killing nix's group alone
-/// would orphan a builder that nix did not stop itself (nix can miss one
-/// that was being started at the moment it was told to stop). The
-/// descendants are found through /proc before nix dies; where /proc does
-/// not exist only the group is killed.
-fn kill_tree(pid: i32) {
-    let first = descendants(pid);
-    signal_group(pid, libc::SIGKILL);
-    // A second look catches processes forked while the first was taken.
-    let mut all = first;
-    for d in descendants(pid) {
-        if !all.contains(&d) {
-            all.push(d);
-        }
-    }
-    for d in all {
-        // SAFETY: kill(2) has no memory-safety preconditions; `d` was a
-        // descendant of our unreaped child an instant ago.
-        unsafe {
-            libc::kill(d, libc::SIGKILL);
-        }
-    }
-}
-
-/// Makes guard the "subreaper" of everything it starts (Linux): a builder
-/// that nix leaves behind when it is stopped is re-parented to guard
-/// instead of init, so [`reap_orphans`] can still find and stop it.
-pub fn become_subreaper() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and only
-    // changes this process's own attribute.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
-}
-
-/// After an interruption: SIGKILL every remaining child of guard (builders
-/// orphaned by a nix that was stopped, re-parented here by
-/// [`become_subreaper`]) and everything below it, then reap them, so
-/// nothing guard started outlives it.
-pub fn reap_orphans() {
-    let me = std::process::id() as i32;
-    for _ in 0..3 {
-        let mut tree = descendants(me);
-        if tree.is_empty() {
-            return;
-        }
-        tree.sort_unstable();
-        for &pid in &tree {
-            // SAFETY: kill(2) has no memory-safety preconditions; these are
-            // our own descendants.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        for &pid in &tree {
-            // Reap our direct children (grandchildren are reaped by their
-            // own parents, which were just killed, or re-parented to us).
-            // SAFETY: waitpid on a pid with a null status pointer is allowed.
-            unsafe {
-                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        for &pid in &tree {
-            // SAFETY: as above.
-            unsafe {
-                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
-            }
-        }
-    }
-}
-
-/// Stops guard's children that are not nix processes it is running: the
-/// builders of a nix that died, re-parented to guard.
-fn reap_strays() {
-    let me = std::process::id() as i32;
-    let registered: Vec<i32> = registry().groups.iter().copied().collect();
-    for child in children_of(me) {
-        if registered.contains(&child) {
-            continue;
-        }
-        kill_tree(child);
-        // SAFETY: waitpid on our own child with a null status pointer.
-        unsafe {
-            libc::waitpid(child, std::ptr::null_mut(), 0);
-        }
-    }
-}
-
-fn children_of(pid: i32) -> Vec<i32> {
-    let all = descendants(pid);
-    all.into_iter()
-        .filter(|&d| parent_of(d) == Some(pid))
-        .collect()
-}
-
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Every process below `root` (children, grandchildren, ...) per /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut parents: Vec<(i32, i32)> = Vec::new();
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may contain spaces and ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for &(child, parent) in &parents {
-            if parent == p && !out.contains(&child) {
-                out.push(child);
-                frontier.push(child);
-            }
-        }
-    }
-    out
-}
-
-/// Waits until `pid` has exited without reaping it, so that the registry
-/// entry can be removed while the pid is still reserved.
-fn wait_exited_no_reap(pid: i32) {
-    loop {
-        // SAFETY: `info` is a plain C struct written by waitid; zeroed is a
-        // valid initial value.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return;
-        }
-    }
-}
-
-/// Starts `cmd` in its own process group, streams its stderr lines to
-/// `on_line`, enforces `limits`, and waits for it.
+/// Runs one nix process through [`crate::process`], its failures to run
+/// as [`NixError`]s.
 fn run(
-    mut cmd: Command,
+    cmd: Command,
     what: &str,
     limits: RunLimits,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<Finished, NixError> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    // Its own group: a terminal's Ctrl-C reaches guard only, and guard
-    // stops each nix with its builders through the group.
-    cmd.process_group(0);
-    let mut child: Child = {
-        let mut r = registry();
-        if r.interrupted {
-            return Err(NixError::Interrupted { what: what.into() });
-        }
-        let child = cmd.spawn().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                NixError::Missing(missing_where(cmd.get_program()))
-            } else {
-                NixError::Spawn(e)
-            }
-        })?;
-        r.groups.insert(child.id() as i32);
-        child
-    };
-    let pid = child.id() as i32;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let stdout_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = limits.timeout.map(|t| {
-        let timed_out = timed_out.clone();
-        std::thread::spawn(move || {
-            if done_rx.recv_timeout(t) != Err(mpsc::RecvTimeoutError::Timeout) {
-                return;
-            }
-            timed_out.store(true, Ordering::SeqCst);
-            signal_if_running(pid, libc::SIGTERM);
-            if done_rx.recv_timeout(KILL_GRACE) == Err(mpsc::RecvTimeoutError::Timeout) {
-                let r = registry();
-                if r.groups.contains(&pid) {
-                    kill_tree(pid);
-                }
-            }
-        })
-    });
-    let mut collected = String::new();
-    let mut reader = BufReader::new(stderr);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end_matches(['\n', '\r']);
-                on_line(line);
-                collected.push_str(line);
-                collected.push('\n');
-            }
-        }
-    }
-    wait_exited_no_reap(pid);
-    registry().groups.remove(&pid);
-    let status = child.wait().map_err(NixError::Spawn)?;
-    if std::os::unix::process::ExitStatusExt::signal(&status).is_some() {
-        // nix was killed (OOM killer, a user's kill -9): its builders were
-        // orphaned to guard (become_subreaper); stop them.
-        reap_strays();
-    }
-    drop(done_tx);
-    if let Some(w) = watchdog {
-        let _ = w.join();
-    }
-    let stdout = stdout_reader.join().unwrap_or_default();
-    if timed_out.load(Ordering::SeqCst) {
-        return Err(NixError::TimedOut {
+    let program = cmd.get_program().to_os_string();
+    process::run(cmd, process::Stdout::Keep, limits, on_line).map_err(|e| match e {
+        RunError::NotFound => NixError::Missing(missing_where(&program)),
+        RunError::Spawn(e) => NixError::Spawn(e),
+        RunError::TimedOut { secs } => NixError::TimedOut {
             what: what.into(),
-            secs: limits.timeout.map(|t| t.as_secs()).unwrap_or_default(),
-        });
-    }
-    if is_interrupted() && !status.success() {
-        return Err(NixError::Interrupted { what: what.into() });
-    }
-    Ok(Finished {
-        status,
-        stdout,
-        stderr: collected,
+            secs,
+        },
+        RunError::Interrupted => NixError::Interrupted { what: what.into() },
     })
 }
 
 /// Where nix was looked for, for [`NixError::Missing`].
-fn missing_where(program: &std::ffi::OsStr) -> String {
+pub(crate) fn missing_where(program: &std::ffi::OsStr) -> String {
     if std::env::var_os(NIX_ENV).is_some_and(|p| !p.is_empty()) {
         format!("at {NIX_ENV}={}", program.to_string_lossy())
     } else {
         "on PATH".to_string()
     }
 }
-
-/// How long nix gets to stop its builders after SIGTERM before SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// "nix (Nix) 2.8.0" / "nix (Lix, like Nix) 2.91.1" -> (2, 8) / (2, 91).
 fn parse_release(version: &str) -> Option<(u32, u32)> {
@@ -1017,7 +735,7 @@ fn killed_or(status: &std::process::ExitStatus, f: impl FnOnce() -> String) -> S
 
 /// The last `error:` block of nix's stderr (warnings and earlier, ignored
 /// errors such as a busy cache database dropped), ANSI codes removed.
-fn error_message(stderr: &[u8]) -> String {
+pub(crate) fn error_message(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let text = strip_ansi(&text);
     let start = text
@@ -1168,42 +886,6 @@ mod tests {
     }
 
     #[test]
-    fn batch_apply_quotes_host_names_as_strings() {
-        let f = batch_apply(&[
-            ("web".into(), HostAttr::Toplevel),
-            ("a\"${x}".into(), HostAttr::Vm),
-        ]);
-        assert!(f.contains(r#"{ n = "web"; a = "toplevel"; }"#), "{f}");
-        assert!(f.contains(r#"{ n = "a\"\${x}"; a = "vm"; }"#), "{f}");
-        assert!(f.contains("builtins.tryEval"), "{f}");
-    }
-
-    #[test]
-    fn batch_results_are_parsed() {
-        let hosts = vec![
-            ("a".to_string(), HostAttr::Toplevel),
-            ("b".to_string(), HostAttr::Toplevel),
-            ("c".to_string(), HostAttr::Toplevel),
-        ];
-        let v = serde_json::json!({
-            "a": {"drv": "/nix/store/x-a.drv", "out": "/nix/store/x-a"},
-            "b": {"error": true},
-            "c": {"missing": true},
-        });
-        let r = parse_batch(&v, &hosts).unwrap();
-        assert_eq!(
-            r["a"],
-            HostEval::Ok(Drv {
-                drv: "/nix/store/x-a.drv".into(),
-                out: "/nix/store/x-a".into()
-            })
-        );
-        assert_eq!(r["b"], HostEval::Failed);
-        assert_eq!(r["c"], HostEval::Missing);
-        assert!(parse_batch(&serde_json::json!({}), &hosts).is_err());
-    }
-
-    #[test]
     fn path_info_shapes_of_old_and_new_nix() {
         // 2.8: an array, invalid paths flagged.
         let old = serde_json::json!([
@@ -1219,6 +901,17 @@ mod tests {
         assert_eq!(
             parse_path_info(&new).into_iter().collect::<Vec<_>>(),
             vec!["/nix/store/a"]
+        );
+    }
+
+    #[test]
+    fn path_info_shapes_with_sizes_of_old_and_new_nix() {
+        let old = serde_json::json!([{"path": "/nix/store/a", "narSize": 3, "references": ["/nix/store/b"]}]);
+        let new = serde_json::json!({"/nix/store/a": {"narSize": 3, "references": ["/nix/store/b"]}, "/nix/store/c": null});
+        assert_eq!(parse_path_infos(&old), parse_path_infos(&new));
+        assert_eq!(
+            parse_path_infos(&old)["/nix/store/a"].references,
+            vec!["/nix/store/b"]
         );
     }
 
@@ -1269,26 +962,6 @@ mod tests {
                    @nix {\"action\":\"msg\",\"level\":0,\"msg\":\"\\u001b[31;1merror:\\u001b[0m builder failed\",\"raw_msg\":\"builder failed\"}\n";
         assert_eq!(internal_json_error(log), "builder failed");
         assert_eq!(internal_json_error("error: plain\n"), "error: plain");
-    }
-
-    #[test]
-    fn descendants_are_found_through_proc() {
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "/bin/sleep 5 & wait"])
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        let start = std::time::Instant::now();
-        let mut found = Vec::new();
-        while found.is_empty() && start.elapsed() < Duration::from_secs(5) {
-            found = descendants(pid);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(found.len(), 1, "{found:?}");
-        kill_tree(pid);
-        let status = child.wait().unwrap();
-        assert!(!status.success());
     }
 
     #[test]

@@ -8,3 +8,4 @@ pub mod hosts;
 pub mod inputs;
 pub mod lock;
 pub mod parse;
+pub mod repl;

@@ -17,14 +17,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // themselves (bisect's).
     ("report/", &["bisect", "git"]),
     ("config", &["report"]),
-    ("nix", &["config", "git", "report"]),
+    // Child processes: spawning, process groups, signals, timeouts.
+    ("process", &[]),
+    ("nix", &["config", "git", "process", "report"]),
     ("affected", &["config", "git", "nix", "report"]),
     ("secrets", &["affected", "config", "git", "nix", "report"]),
     ("bisect", &["affected", "config", "git", "nix", "report"]),
     ("doctor", &["affected", "nix", "report"]),
-    ("build", &["config", "git", "nix", "report", "secrets"]),
+    (
+        "build",
+        &[
+            "affected", "config", "git", "nix", "process", "report", "secrets",
+        ],
+    ),
     ("github_env", &[]),
-    ("cli", &["git", "report"]),
+    // The command line flattens build's own flags (build::settings).
+    ("cli", &["build", "git", "report"]),
 ];
 
 /// Modules only `app` (and `main`) may reach.

@@ -35,7 +35,8 @@
 # host name, `builtins.toJSON` of the whole config without `system.build`
 # (path values are copied to the store, so referenced files count with their
 # contents) and the sha256 of every imported module file and of this file.
-# Its drvPath therefore changes when any file the host reads changes.
+# Its drvPath therefore changes when any file the host reads changes. Its
+# closure holds one derivation per `environment.systemPackages` entry.
 # `config.system.build.vm` depends on the toplevel. Setting
 # `system.build.fail = true;` makes the toplevel build fail.
 # The builders use /bin/sh builtins only.
@@ -179,6 +180,18 @@ let
 
   fail = merged.system.build.fail or false;
 
+  # `environment.systemPackages`: each entry names a package ("htop" or
+  # "htop-3.3.0") that becomes a small derivation in the toplevel's closure,
+  # so hosts' closures differ by package versions as NixOS systems' do.
+  packages = map
+    (p: derivation {
+      name = p;
+      inherit system;
+      builder = "/bin/sh";
+      args = [ "-c" "echo ${p} > $out" ];
+    })
+    (merged.environment.systemPackages or [ ]);
+
   toplevel = derivation {
     name = "nixos-system-${name}";
     inherit system;
@@ -188,10 +201,11 @@ let
       ''
         ${if fail then "echo 'system.build.fail is set for ${name}' >&2; exit 1" else ""}
         IFS= read -r config < "$configPath" || true
-        printf '%s\n' "host $hostName" "modules $sourceHashes" "$config" > "$out"
+        printf '%s\n' "host $hostName" "modules $sourceHashes" "packages $packages" "$config" > "$out"
       ''
     ];
     hostName = name;
+    inherit packages;
     inherit sourceHashes;
     config = builtins.toJSON withoutBuild;
     passAsFile = [ "config" ];

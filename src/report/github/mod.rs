@@ -14,7 +14,7 @@ pub mod outputs;
 pub mod summary;
 
 pub use outputs::{Unset, WriteError, append, write_outputs};
-pub use summary::{SummaryContext, summary_markdown};
+pub use summary::{SummaryContext, md, summary_markdown};
 
 /// Escapes a workflow command message (`%`, CR, LF), `%` first.
 pub fn escape_data(s: &str) -> String {
@@ -156,6 +156,8 @@ mod tests {
                     log: None,
                     reason: Some("error: attribute 'x' missing\nmore".into()),
                     log_excerpt: Vec::new(),
+                    built_on: Vec::new(),
+                    closure_diff: None,
                 }],
                 ..Default::default()
             }),

@@ -360,6 +360,16 @@ fn write_builds(s: &mut String, b: &crate::report::BuildReport) {
         let _ = writeln!(s, "| … {} more | | | | |", rows.len() - MAX_ROWS);
     }
     s.push('\n');
+    for h in rows.iter().take(MAX_ROWS) {
+        if let Some(d) = &h.closure_diff {
+            let _ = writeln!(
+                s,
+                "<details><summary>{}: closure vs base</summary>\n\n{}\n</details>\n",
+                md(&h.name),
+                d.markdown()
+            );
+        }
+    }
     for h in rows.iter().filter(|h| h.status == BuildStatus::Failed) {
         if h.log_excerpt.is_empty() {
             continue;
@@ -462,6 +472,8 @@ mod tests {
                     log: None,
                     reason: Some("error: attribute 'x' missing\nmore".into()),
                     log_excerpt: vec!["```".into(), "error: boom".into()],
+                    built_on: Vec::new(),
+                    closure_diff: None,
                 }],
                 source: "commit 2222222".into(),
                 ..Default::default()
