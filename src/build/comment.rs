@@ -1,8 +1,8 @@
 //! The PR-comment body (`--comment-file`): one Markdown section per
-//! evaluated or built host (changed or unchanged, why it was selected,
-//! the build result, what changed in its closure), starting with a marker
-//! line so that the composite action, given a token, updates its one
-//! comment in place instead of adding a new one per push.
+//! evaluated or built host (changed, unchanged or restamped only, why it
+//! was selected, the build result, what changed in its closure), starting
+//! with a marker line so that the composite action, given a token, updates
+//! its one comment in place instead of adding a new one per push.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -42,15 +42,17 @@ pub fn markdown(report: &Report) -> String {
         };
         let verdict = match h.reason.as_deref() {
             Some("unchanged drvPath") => "unchanged (same drvPath as the base)",
+            Some(r) if r.starts_with("restamped only") => "restamped only (not built)",
             _ if b.base.is_some() && h.drv_path.is_some() => "changed",
             _ => "not compared",
         };
         let _ = writeln!(s, "### {icon} {} — {verdict}\n", md(&h.name));
-        if let Some(a) = report
-            .affected
-            .as_ref()
-            .and_then(|a| a.hosts.iter().find(|x| x.name == h.name))
-        {
+        if let Some(a) = report.affected.as_ref().and_then(|a| {
+            a.hosts
+                .iter()
+                .chain(&a.restamped)
+                .find(|x| x.name == h.name)
+        }) {
             for r in a.reasons.iter().take(MAX_CHAINS) {
                 let _ = writeln!(
                     s,

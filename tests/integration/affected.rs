@@ -704,10 +704,20 @@ fn a_revision_stamp_restamps_without_changing() {
         human.stdout
     );
 
+    let comment_dir = tempfile::tempdir().unwrap();
+    let comment = comment_dir.path().join("comment.md");
     let check = guard_in(
         root,
         &[
-            "check", "--commit", &rev, "--level", "eval", "--format", "json",
+            "check",
+            "--commit",
+            &rev,
+            "--level",
+            "eval",
+            "--format",
+            "json",
+            "--comment-file",
+            comment.to_str().unwrap(),
         ],
     );
     check.assert_code(0);
@@ -725,6 +735,16 @@ fn a_revision_stamp_restamps_without_changing() {
             .unwrap()
             .starts_with("restamped only (revision stamp at environments/display.nix:")
     }));
+    // The PR comment says so too, with the stamp as the why.
+    let body = std::fs::read_to_string(&comment).unwrap();
+    assert!(
+        body.contains("display-0 — restamped only (not built)"),
+        "{body}"
+    );
+    assert!(
+        body.contains("revision stamp at environments/display.nix:"),
+        "{body}"
+    );
 
     // [affected] stamps = "build": the same hosts are changed hosts.
     repo.write("guard.toml", "[affected]\nstamps = \"build\"\n");
