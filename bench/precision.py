@@ -45,6 +45,10 @@ HAND_CHECKED = {
     "mitchellh+nixos-config": [
         ("users/mitchellh/", None, "lib/mksystem.nix: home-manager.users.${user} = import ../users/${user}/home-manager.nix (a plain import; every host has user mitchellh)"),
     ],
+    "TUM-DSE+doctor-cluster-config": [
+        ("modules/secrets.yml", None, "modules/fluent-bit.nix (in commonModules): sops.secrets.*.sopsFile = ./secrets.yml, a value the module graph does not list"),
+        ("modules/users/xrdp-passwords.yml", None, "modules/users/extra-user-options.nix (in commonModules): sopsFile = ./xrdp-passwords.yml"),
+    ],
     "srid+nixos-config": [
         ("modules/home/", {"naiveintent", "pureintent"}, "configurations/nixos/{naiveintent,pureintent}: home-manager modules (\"${homeMod}/cli/odu.nix\", homeMod = self + /modules/home) inside home-manager.users.srid"),
     ],

@@ -431,6 +431,33 @@ impl Analysis {
         (read, own)
     }
 
+    /// The host's `networking.hostName`, when the files its evaluation
+    /// reaches define exactly one literal value for it.
+    pub fn host_name_of(&self, host: &str) -> Option<String> {
+        let none = BTreeSet::new();
+        let read = self.host_read_outputs.get(host).unwrap_or(&none);
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        let files = self
+            .wiring_for(read, host)
+            .into_iter()
+            .chain(self.closure(host))
+            .map(|(f, _)| f);
+        for f in files {
+            if let Some(n) = self.graph.nodes.get(f) {
+                names.extend(n.refs.host_names.iter().map(String::as_str));
+            }
+        }
+        // One literal, and no computed definition ("\0computed").
+        match names.len() {
+            1 => names
+                .into_iter()
+                .next()
+                .filter(|n| !n.starts_with('\u{0}'))
+                .map(String::from),
+            _ => None,
+        }
+    }
+
     /// Outputs every host reads without naming them: frameworks that add
     /// the flake's own modules to every host (nixos-unified, ez-configs,
     /// snowfall-lib) read them all.
@@ -854,10 +881,10 @@ pub fn affected_hosts(
             let node = &new.graph.nodes[*file];
             for (dep, changed) in direct.get(file).into_iter().flatten() {
                 let dep = &node.deps[*dep];
-                if !new.wiring_dep_of(node, dep, read, Some(host)) {
+                // Per host name: judged per host below, not shared.
+                if !new.wiring_dep_of(node, dep, read, Some(host)) || per_host_name(node, dep) {
                     continue;
                 }
-
                 reasons.push(reason(chain, changed, node, dep));
             }
             if uses_changed_input(node) {
@@ -887,6 +914,16 @@ pub fn affected_hosts(
         reasons
     };
     let no_outputs = BTreeSet::new();
+    // Hits of paths computed from a host's name, judged per host.
+    let host_name_hits: Vec<(&str, usize, String)> = direct
+        .iter()
+        .flat_map(|(file, hits)| {
+            let node = &new.graph.nodes[*file];
+            hits.iter()
+                .filter(|(dep, _)| per_host_name(node, &node.deps[*dep]))
+                .map(move |(dep, changed)| (*file, *dep, changed.clone()))
+        })
+        .collect();
 
     // Files from which a hit is reachable: only hosts starting at one of
     // these need their closure walked.
@@ -944,8 +981,9 @@ pub fn affected_hosts(
             for (file, chain) in new.closure(name) {
                 let node = &new.graph.nodes[file];
                 for (dep, changed) in direct.get(file).into_iter().flatten() {
-                    if new.closure_dep_of(node, &node.deps[*dep], name) {
-                        out.push(reason(&chain, changed, node, &node.deps[*dep]));
+                    let d = &node.deps[*dep];
+                    if new.closure_dep_of(node, d, name) && !per_host_name(node, d) {
+                        out.push(reason(&chain, changed, node, d));
                     }
                 }
                 if uses_changed_input(node) {
@@ -971,6 +1009,51 @@ pub fn affected_hosts(
         };
         for r in reasons {
             add_dep(&mut result, &mut stamped, name, r);
+        }
+        // 5. Paths computed from the host's name (`hosts/${hostName}.yml`):
+        // the host's own file when its hostName is known, else any.
+        if !host_name_hits.is_empty() {
+            let read = new.host_read_outputs.get(*name).unwrap_or(&no_outputs);
+            let mut files: HashMap<&str, Vec<&str>> =
+                new.wiring_for(read, name).into_iter().collect();
+            for (f, c) in new.closure(name) {
+                files.entry(f).or_insert(c);
+            }
+            let host_name = new.host_name_of(name);
+            for (file, dep, changed) in &host_name_hits {
+                let Some(chain) = files.get(file) else {
+                    continue;
+                };
+                let node = &new.graph.nodes[*file];
+                let d = &node.deps[*dep];
+                let counts = if new.entry_is_flake(h) || chain.first().is_none_or(|f| *f != h.entry)
+                {
+                    new.wiring_dep_of(node, d, read, Some(name))
+                } else {
+                    new.closure_dep_of(node, d, name)
+                };
+                if !counts {
+                    continue;
+                }
+                let hit = match &host_name {
+                    Some(n) => {
+                        let own = format!(
+                            "{}{n}{}",
+                            if d.path.is_empty() {
+                                String::new()
+                            } else {
+                                format!("{}/", d.path)
+                            },
+                            d.suffix.as_deref().unwrap_or_default()
+                        );
+                        ch.first_at_or_below(&own)
+                    }
+                    None => Some(changed.clone()),
+                };
+                if let Some(p) = hit {
+                    add_dep(&mut result, &mut stamped, name, reason(chain, &p, node, d));
+                }
+            }
         }
         // The entry itself and files of the host's own directory.
         if ch.paths.contains(&h.entry) {
@@ -1104,6 +1187,12 @@ fn outside_warnings(new: &Analysis, all: bool) -> Vec<Warning> {
         });
     }
     warnings
+}
+
+/// A computed path whose only computed part is `config.networking.hostName`.
+fn per_host_name(node: &Node, dep: &Dep) -> bool {
+    dep.reference
+        .is_some_and(|i| node.refs.refs[i].per_host_name)
 }
 
 fn content(reason: Reason) -> (Reason, bool) {

@@ -99,7 +99,7 @@ struct CacheFile {
 const MAX_PERSISTED: usize = 50_000;
 
 fn cache_version() -> String {
-    format!("{}-refs-24", env!("CARGO_PKG_VERSION"))
+    format!("{}-refs-28", env!("CARGO_PKG_VERSION"))
 }
 
 impl ParseCache {
@@ -209,6 +209,7 @@ fn unparseable(path: &str, why: &str) -> FileRefs {
             unreached: false,
             output: None,
             module_list_of: Vec::new(),
+            per_host_name: false,
             suffix: None,
         }],
         errors: vec![why.to_string()],
@@ -428,6 +429,7 @@ fn with_path_calls(
                 unreached: false,
                 output: call.output.clone(),
                 module_list_of: Vec::new(),
+                per_host_name: false,
                 suffix: if call.complete {
                     None
                 } else {
@@ -461,6 +463,7 @@ fn with_path_calls(
                     unreached: false,
                     output: None,
                     module_list_of: Vec::new(),
+                    per_host_name: false,
                     suffix: None,
                 });
             }

@@ -87,6 +87,11 @@ pub struct Reference {
     /// all are hosts, the flake names `./x` for those hosts alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub module_list_of: Vec<String>,
+    /// The computed part is exactly `config.networking.hostName`
+    /// (`./hosts + "/${config.networking.hostName}.yml"`): for a host whose
+    /// hostName guard knows, one file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_host_name: bool,
     /// For a computed path (`./hosts/${name}.yml`), its constant end
     /// (".yml", "/configuration.nix"): only such paths below the directory
     /// can be meant ([`matches_suffix`]).
@@ -130,6 +135,10 @@ pub struct FileRefs {
     /// occurrences than calls means it is also passed on as a value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub name_uses: BTreeMap<String, u32>,
+    /// Literal `networking.hostName = "x"` definitions (also through
+    /// `mkDefault`/`mkForce`) in this file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_names: Vec<String>,
 }
 
 /// `relativeToRoot "hosts/common/core"`: a call of a possible path function
@@ -212,6 +221,7 @@ pub fn references(src: &str, path: &str, flake_dir: &str) -> FileRefs {
             unreached: false,
             output: None,
             module_list_of: Vec::new(),
+            per_host_name: false,
             suffix: None,
         });
     }
@@ -247,6 +257,7 @@ impl Extractor<'_> {
             NODE_IDENT => self.visit_ident(node),
             NODE_SELECT => self.visit_output_read(node),
             NODE_APPLY => self.visit_path_call(node),
+            NODE_ATTRPATH_VALUE => self.visit_host_name(node),
             NODE_INHERIT => self.visit_inherit_from_self(node),
             _ => {}
         }
@@ -287,6 +298,48 @@ impl Extractor<'_> {
                     self.read_output(sel, &format!("{next}.{attr}"));
                 }
             }
+        }
+    }
+
+    /// `networking.hostName = "alpha";` (or `networking = { hostName = …; }`).
+    fn visit_host_name(&mut self, binding: &SyntaxNode) {
+        let names = attrpath_names(binding);
+        let is_host_name = match names.as_slice() {
+            [.., n, h] if n == "networking" && h == "hostName" => true,
+            [h] if h == "hostName" => binding
+                .parent()
+                .and_then(|set| set.parent())
+                .filter(|b| b.kind() == NODE_ATTRPATH_VALUE)
+                .is_some_and(|b| attrpath_names(&b).last().is_some_and(|n| n == "networking")),
+            _ => false,
+        };
+        if !is_host_name {
+            return;
+        }
+        // Anything but a literal (`hostName = name;`) makes the name
+        // unknowable: recorded as such, so no literal elsewhere is trusted.
+        const COMPUTED: &str = "\u{0}computed";
+        let Some(mut value) = binding.children().nth(1).map(|v| unparen(&v)) else {
+            return;
+        };
+        // mkDefault "x" / lib.mkForce "x"
+        if value.kind() == NODE_APPLY {
+            let f = value
+                .children()
+                .next()
+                .and_then(|f| last_name(&unparen(&f)));
+            let arg = value.children().last();
+            match (f.as_deref(), arg) {
+                (Some("mkDefault" | "mkForce" | "mkOverride"), Some(arg)) => value = unparen(&arg),
+                _ => {
+                    self.out.host_names.push(COMPUTED.into());
+                    return;
+                }
+            }
+        }
+        match string_prefix(&value) {
+            Some((text, true)) => self.out.host_names.push(text),
+            _ => self.out.host_names.push(COMPUTED.into()),
         }
     }
 
@@ -833,6 +886,10 @@ impl Extractor<'_> {
         self.push(node, kind, target, dynamic);
         if computed && let Some(r) = self.out.refs.last_mut() {
             r.suffix = path_suffix(node);
+            let text = node.text().to_string();
+            r.per_host_name = text.matches("${").count() == 1
+                && text.contains("${config.networking.hostName}")
+                && !r.suffix.as_deref().unwrap_or_default().contains('/');
         }
         if stamped {
             self.push(node, RefKind::TreePath, Target::None, false);
@@ -897,6 +954,7 @@ impl Extractor<'_> {
             unreached,
             output: flake_output(node),
             module_list_of: module_list_owners(node, 0),
+            per_host_name: false,
             suffix: None,
         });
     }
@@ -1079,21 +1137,34 @@ fn let_binding_region(binding: &SyntaxNode, depth: usize) -> Option<String> {
 }
 
 /// The names of the bindings around the `modules = [ ... ]` (or `imports`)
-/// lists that hold `node`: directly (`x = nixosSystem { modules = [ n ]; }`
-/// gives ["x"]), or through a `let` binding of a list every use of which is
-/// in such lists (`common = [ n ]; in { a.imports = common ++ [ ]; b... }`
-/// gives ["a", "b"]). Empty when any use is elsewhere (unknown).
+/// lists that hold `node`, as an element or inside an inline module:
+/// directly (`x = nixosSystem { modules = [ n ]; }` gives ["x"]), or
+/// through a `let` binding of a list every use of which is in such lists
+/// (`common = [ n ]; in { a.imports = common ++ [ ]; b... }` gives
+/// ["a", "b"]). Empty when any use is elsewhere (unknown).
 fn module_list_owners(node: &SyntaxNode, depth: usize) -> Vec<String> {
+    // The innermost list that is a module list (the node an element of it,
+    // or inside an inline module that is one).
+    for list in node.ancestors().filter(|a| a.kind() == NODE_LIST) {
+        let owners = owners_of_position(&list, depth);
+        if !owners.is_empty() {
+            return owners;
+        }
+    }
+    Vec::new()
+}
+
+/// The owners of a list (or of a name standing for a let-bound list) at
+/// this position: up through `++` and parentheses to the binding it is the
+/// value of: `modules`/`imports` name the configuration around them; a
+/// `let` binding of a list, the owners of all its uses.
+fn owners_of_position(start: &SyntaxNode, depth: usize) -> Vec<String> {
     if depth > 6 {
         return Vec::new();
     }
-    // Up through lists, `++` and parentheses only. A name (a let-bound
-    // list) stands in a list position as a list does.
-    let mut cur = node.clone();
-    let mut in_list = node.kind() == NODE_IDENT;
+    let mut cur = start.clone();
     while let Some(p) = cur.parent() {
         match p.kind() {
-            NODE_LIST => in_list = true,
             NODE_PAREN => {}
             NODE_BIN_OP if bin_op(&p) == Some(TOKEN_CONCAT) => {}
             _ => break,
@@ -1111,10 +1182,10 @@ fn module_list_owners(node: &SyntaxNode, depth: usize) -> Vec<String> {
         return Vec::new();
     };
     if last == "modules" || last == "imports" {
-        if !in_list {
-            return Vec::new();
+        // `a.imports = ...` names `a`; else the next binding out does.
+        if names.len() >= 2 {
+            return vec![names[names.len() - 2].clone()];
         }
-        // The next binding out names the configuration.
         return binding
             .ancestors()
             .skip(1)
@@ -1124,10 +1195,12 @@ fn module_list_owners(node: &SyntaxNode, depth: usize) -> Vec<String> {
             .collect();
     }
     // A let-bound module list: the owners of every use.
-    if !in_list || names.len() != 1 || binding.parent().is_none_or(|p| p.kind() != NODE_LET_IN) {
+    let Some(let_in) = binding.parent().filter(|p| p.kind() == NODE_LET_IN) else {
+        return Vec::new();
+    };
+    if names.len() != 1 {
         return Vec::new();
     }
-    let let_in = binding.parent().unwrap_or_else(|| binding.clone());
     let mut owners: Vec<String> = Vec::new();
     let mut uses = 0;
     for u in let_in.descendants().filter(|n| {
@@ -1139,7 +1212,7 @@ fn module_list_owners(node: &SyntaxNode, depth: usize) -> Vec<String> {
             )
     }) {
         uses += 1;
-        let o = module_list_owners(&u, depth + 1);
+        let o = owners_of_position(&u, depth + 1);
         if o.is_empty() || uses > 64 {
             return Vec::new();
         }
@@ -1860,6 +1933,7 @@ mod tests {
             unreached: false,
             output: None,
             module_list_of: Vec::new(),
+            per_host_name: false,
             suffix: None,
         }));
         assert!(r.refs.iter().any(|x| x.target == p("machines/alpha/a.nix")));
@@ -2180,6 +2254,13 @@ mod precision_tests {
             "",
         );
         assert!(r.refs[0].module_list_of.is_empty());
+        // Inside an inline module of a let-bound list: the list's owners.
+        let r = references(
+            "let common = [ ({ config, ... }: { f = [ (./. + \"/h/${config.networking.hostName}.yml\") ]; }) ]; in { a.imports = common; }",
+            "configurations.nix",
+            "",
+        );
+        assert_eq!(r.refs[0].module_list_of, vec!["a".to_string()]);
     }
 
     #[test]
@@ -2197,6 +2278,29 @@ mod precision_tests {
         ));
         assert!(matches_suffix("hosts/a/secrets/k", "/secrets"));
         assert!(!matches_suffix("hosts/known_hosts", "/configuration.nix"));
+    }
+
+    #[test]
+    fn host_names_and_paths_computed_from_them() {
+        let r = references(
+            "{ config, ... }: { networking.hostName = \"ace\"; sops.defaultSopsFile = ./. + \"/hosts/${config.networking.hostName}.yml\"; }",
+            "hosts/ace.nix",
+            "",
+        );
+        assert_eq!(r.host_names, vec!["ace".to_string()]);
+        assert!(r.refs[0].per_host_name);
+        assert_eq!(r.refs[0].suffix.as_deref(), Some(".yml"));
+        let r = references(
+            "{ lib, name, ... }: { networking = { hostName = lib.mkDefault \"x\"; }; b.networking.hostName = name; }",
+            "m.nix",
+            "",
+        );
+        assert_eq!(r.host_names.len(), 2);
+        assert_eq!(r.host_names[0], "x");
+        assert!(
+            r.host_names[1].starts_with('\u{0}'),
+            "a computed name is marked"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::real_fleets::fleet;
+use crate::real_fleets::{fleet, scratch_clone};
 use crate::support::guard_in;
 
 struct Pin {
@@ -212,4 +212,30 @@ fn doctor_names_every_stamp_with_file_and_line_on_real_fleets() {
     assert_eq!(hosts.len(), n_hosts - 2, "{hosts:?}");
     assert!(!hosts.iter().any(|h| h.starts_with("install-iso")));
     assert!(link["line"].as_u64().is_some());
+}
+
+/// TUM-DSE reads each host's sops file as
+/// `./. + "/hosts/${config.networking.hostName}.yml"`, and each host sets
+/// `networking.hostName = "<name>"`: a change to one host's file changes
+/// that host alone.
+#[test]
+fn a_path_computed_from_the_host_name_is_that_hosts_file() {
+    let repo = scratch_clone("TUM-DSE+doctor-cluster-config");
+    let p = repo.path().join("hosts/ace.yml");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str("\n# touched\n");
+    std::fs::write(&p, text).unwrap();
+    let rev = repo.commit_all("touch ace's sops file");
+    let out = guard_in(
+        repo.path(),
+        &["affected", "--commit", &rev, "--format", "json"],
+    );
+    out.assert_code(0);
+    let v = out.json();
+    assert_eq!(
+        names(&v["hosts"]),
+        BTreeSet::from(["ace".to_string()]),
+        "{}",
+        out.stdout
+    );
 }
