@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
+use std::sync::Arc;
+
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::config::{Config, Stamps};
@@ -55,6 +57,9 @@ pub struct Analysis {
     /// in some host's own directory (`./hosts/${n}/configuration.nix`):
     /// like a hosts directory, for each host they stand for its own files.
     host_templates: HashSet<(String, Option<String>)>,
+    /// The references (file's refs, index) whose owners are all hosts:
+    /// [`Analysis::module_of`] asks on every edge of every walk.
+    host_owned_refs: HashSet<(usize, usize)>,
     /// Hosts whose own definitions name modules (`module_list_of`): only
     /// for these does a walk's result depend on the host itself.
     owning_hosts: BTreeSet<String>,
@@ -128,8 +133,22 @@ impl Analysis {
             graph,
             host_read_outputs: BTreeMap::new(),
             host_templates,
+            host_owned_refs: HashSet::new(),
             owning_hosts: BTreeSet::new(),
         };
+        let mut owned = HashSet::new();
+        for node in analysis.graph.nodes.values() {
+            for (i, r) in node.refs.refs.iter().enumerate() {
+                if !r.module_list_of.is_empty()
+                    && r.module_list_of
+                        .iter()
+                        .all(|o| analysis.hosts.hosts.contains_key(o))
+                {
+                    owned.insert((Arc::as_ptr(&node.refs) as usize, i));
+                }
+            }
+        }
+        analysis.host_owned_refs = owned;
         analysis.owning_hosts = analysis
             .graph
             .nodes
@@ -181,17 +200,44 @@ impl Analysis {
             .then(|| host.name.clone());
         let mut read = self.implicitly_read();
         loop {
-            let wiring = memo
-                .entry((read.clone(), own.clone()))
+            // The wiring no host owns is shared; an owning host adds what
+            // its own modules reach from there.
+            let base = memo
+                .entry((read.clone(), None))
                 .or_insert_with(|| {
                     self.reach(vec![self.hosts.flake_nix.as_str()], |node, dep| {
-                        self.wiring_dep_of(node, dep, &read, name)
+                        self.wiring_dep_of(node, dep, &read, None)
+                            && self.module_of(node, dep).is_none()
                     })
                     .into_iter()
                     .map(String::from)
                     .collect()
                 })
                 .clone();
+            let mut wiring = base;
+            if own.is_some() {
+                let seen: HashSet<&str> = wiring.iter().map(String::as_str).collect();
+                let mut starts = Vec::new();
+                for f in &seen {
+                    let node = &self.graph.nodes[*f];
+                    for (target, dep) in &node.edges {
+                        let d = &node.deps[*dep];
+                        if self.module_of(node, d).is_some()
+                            && self.wiring_dep_of(node, d, &read, name)
+                        {
+                            starts.push(target.as_str());
+                        }
+                    }
+                }
+                let more: Vec<String> = self
+                    .reach_beyond(&seen, starts, |node, dep| {
+                        self.wiring_dep_of(node, dep, &read, name)
+                    })
+                    .into_iter()
+                    .map(String::from)
+                    .collect();
+                wiring.extend(more);
+            }
             let mut next = read.clone();
             for f in host_files
                 .iter()
@@ -227,7 +273,17 @@ impl Analysis {
         starts: Vec<&'a str>,
         follow: impl Fn(&Node, &Dep) -> bool,
     ) -> Vec<&'a str> {
-        let mut seen: HashSet<&str> = HashSet::new();
+        self.reach_beyond(&HashSet::new(), starts, follow)
+    }
+
+    /// As [`Analysis::reach`], not entering the files of `known`.
+    fn reach_beyond<'a>(
+        &'a self,
+        known: &HashSet<&str>,
+        starts: Vec<&'a str>,
+        follow: impl Fn(&Node, &Dep) -> bool,
+    ) -> Vec<&'a str> {
+        let mut seen: HashSet<&str> = known.clone();
         let mut out = Vec::new();
         let mut stack = starts;
         while let Some(file) = stack.pop() {
@@ -306,10 +362,10 @@ impl Analysis {
     /// The hosts whose definitions name this dependency in their modules
     /// lists, when all of them are hosts (None: every host's).
     fn module_of<'a>(&'a self, node: &'a Node, dep: &Dep) -> Option<&'a [String]> {
-        let r = &node.refs.refs[dep.reference?];
-        let owners = &r.module_list_of;
-        (!owners.is_empty() && owners.iter().all(|o| self.hosts.hosts.contains_key(o)))
-            .then_some(owners.as_slice())
+        let i = dep.reference?;
+        self.host_owned_refs
+            .contains(&(Arc::as_ptr(&node.refs) as usize, i))
+            .then(|| node.refs.refs[i].module_list_of.as_slice())
     }
 
     /// The flake's wiring reaches host entries through these references; for
@@ -431,23 +487,43 @@ impl Analysis {
         (read, own)
     }
 
+    /// The files `host`'s wiring and its closure reach (no chains).
+    pub(crate) fn host_files(&self, host: &str) -> (HashSet<&str>, HashSet<&str>) {
+        let none = BTreeSet::new();
+        let read = self.host_read_outputs.get(host).unwrap_or(&none);
+        let wiring = self
+            .reach(vec![self.hosts.flake_nix.as_str()], |node, dep| {
+                self.wiring_dep_of(node, dep, read, Some(host))
+            })
+            .into_iter()
+            .collect();
+        let closure = match self.hosts.hosts.get(host) {
+            Some(h) if self.entry_is_flake(h) => HashSet::new(),
+            Some(h) => self
+                .reach(self.starts(h), |_, _| true)
+                .into_iter()
+                .collect(),
+            None => HashSet::new(),
+        };
+        (wiring, closure)
+    }
+
     /// The host's `networking.hostName`, when the files its evaluation
     /// reaches define exactly one literal value for it.
     pub fn host_name_of(&self, host: &str) -> Option<String> {
-        let none = BTreeSet::new();
-        let read = self.host_read_outputs.get(host).unwrap_or(&none);
+        let (wiring, closure) = self.host_files(host);
+        self.host_name_in(wiring.iter().chain(&closure))
+    }
+
+    /// The one literal hostName these files define, if there is one and no
+    /// computed definition ("\0computed").
+    fn host_name_in<'a>(&self, files: impl Iterator<Item = &'a &'a str>) -> Option<String> {
         let mut names: BTreeSet<&str> = BTreeSet::new();
-        let files = self
-            .wiring_for(read, host)
-            .into_iter()
-            .chain(self.closure(host))
-            .map(|(f, _)| f);
         for f in files {
-            if let Some(n) = self.graph.nodes.get(f) {
+            if let Some(n) = self.graph.nodes.get(*f) {
                 names.extend(n.refs.host_names.iter().map(String::as_str));
             }
         }
-        // One literal, and no computed definition ("\0computed").
         match names.len() {
             1 => names
                 .into_iter()
@@ -1014,24 +1090,16 @@ pub fn affected_hosts(
         // the host's own file when its hostName is known, else any.
         if !host_name_hits.is_empty() {
             let read = new.host_read_outputs.get(*name).unwrap_or(&no_outputs);
-            let mut files: HashMap<&str, Vec<&str>> =
-                new.wiring_for(read, name).into_iter().collect();
-            for (f, c) in new.closure(name) {
-                files.entry(f).or_insert(c);
-            }
-            let host_name = new.host_name_of(name);
+            let (wiring_files, closure_files) = new.host_files(name);
+            let host_name = new.host_name_in(wiring_files.iter().chain(&closure_files));
+            let mut chains: Option<HashMap<&str, Vec<&str>>> = None;
             for (file, dep, changed) in &host_name_hits {
-                let Some(chain) = files.get(file) else {
-                    continue;
-                };
                 let node = &new.graph.nodes[*file];
                 let d = &node.deps[*dep];
-                let counts = if new.entry_is_flake(h) || chain.first().is_none_or(|f| *f != h.entry)
-                {
-                    new.wiring_dep_of(node, d, read, Some(name))
-                } else {
-                    new.closure_dep_of(node, d, name)
-                };
+                // Counted as the walk that reaches the file would count it.
+                let counts = (closure_files.contains(file) && new.closure_dep_of(node, d, name))
+                    || (wiring_files.contains(file)
+                        && new.wiring_dep_of(node, d, read, Some(name)));
                 if !counts {
                     continue;
                 }
@@ -1050,9 +1118,18 @@ pub fn affected_hosts(
                     }
                     None => Some(changed.clone()),
                 };
-                if let Some(p) = hit {
-                    add_dep(&mut result, &mut stamped, name, reason(chain, &p, node, d));
-                }
+                let Some(p) = hit else { continue };
+                // Chains only for a hit: walking for them costs.
+                let chains = chains.get_or_insert_with(|| {
+                    let mut m: HashMap<&str, Vec<&str>> =
+                        new.wiring_for(read, name).into_iter().collect();
+                    for (f, c) in new.closure(name) {
+                        m.entry(f).or_insert(c);
+                    }
+                    m
+                });
+                let chain = chains.get(file).cloned().unwrap_or_else(|| vec![*file]);
+                add_dep(&mut result, &mut stamped, name, reason(&chain, &p, node, d));
             }
         }
         // The entry itself and files of the host's own directory.
