@@ -377,11 +377,7 @@ impl Analysis {
         let hosts_dir = self.hosts.hosts_dir.as_deref();
         match (&r.kind, &r.target) {
             (RefKind::List, Target::Path(d)) => Some(d.as_str()) == hosts_dir,
-            (_, Target::Under(d)) => {
-                Some(d.as_str()) == hosts_dir
-                    || self.hosts.owner(d).is_some()
-                    || self.host_templates.contains(&(d.clone(), r.suffix.clone()))
-            }
+            (_, Target::Under(_)) => self.is_host_template(r),
             (_, Target::Path(p)) => self.hosts.owner(p).is_some(),
             _ => false,
         }
