@@ -180,6 +180,19 @@ pub fn bech32_encode(hrp: &str, data: &[u8]) -> String {
     if bits > 0 {
         values.push(((acc << (5 - bits)) & 31) as u8);
     }
+    let chk = bech32_polymod(hrp, values.iter().copied().chain([0; 6])) ^ 1;
+    let mut out = format!("{hrp}1");
+    for &v in &values {
+        out.push(charset[v as usize] as char);
+    }
+    for i in 0..6 {
+        out.push(charset[((chk >> (5 * (5 - i))) & 31) as usize] as char);
+    }
+    out
+}
+
+/// The BIP 173 checksum polymod over the expanded `hrp` and `values`.
+fn bech32_polymod(hrp: &str, values: impl Iterator<Item = u8>) -> u32 {
     let mut chk: u32 = 1;
     let mut step = |v: u8| {
         let top = chk >> 25;
@@ -206,21 +219,47 @@ pub fn bech32_encode(hrp: &str, data: &[u8]) -> String {
     for b in hrp.bytes() {
         step(b & 31);
     }
-    for &v in &values {
+    for v in values {
         step(v);
     }
-    for _ in 0..6 {
-        step(0);
+    chk
+}
+
+/// Decodes a Bech32 string (checksum verified) into its human-readable
+/// part and data bytes.
+pub fn bech32_decode(s: &str) -> Option<(String, Vec<u8>)> {
+    let s = s.to_ascii_lowercase();
+    let pos = s.rfind('1')?;
+    let (hrp, data) = (&s[..pos], &s[pos + 1..]);
+    if hrp.is_empty() || data.len() < 6 {
+        return None;
     }
-    chk ^= 1;
-    let mut out = format!("{hrp}1");
-    for &v in &values {
-        out.push(charset[v as usize] as char);
+    let values: Vec<u8> = data
+        .bytes()
+        .map(|c| {
+            BECH32
+                .as_bytes()
+                .iter()
+                .position(|&x| x == c)
+                .map(|p| p as u8)
+        })
+        .collect::<Option<_>>()?;
+    // Checksum (BIP 173): polymod over the expanded hrp and the data is 1.
+    let chk = bech32_polymod(hrp, values.iter().copied());
+    if chk != 1 {
+        return None;
     }
-    for i in 0..6 {
-        out.push(charset[((chk >> (5 * (5 - i))) & 31) as usize] as char);
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &v in &values[..values.len() - 6] {
+        acc = (acc << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
     }
-    out
+    Some((hrp.to_string(), out))
 }
 
 /// Whether a string plausibly is a recipient key (for picking keys out of
@@ -285,7 +324,7 @@ mod tests {
         let x = parse_public_key(pairs[0].1).unwrap();
         assert_eq!(ssh_to_age(&x), None);
         // Round trip of the encoding with the decoder agenix-rekey uses.
-        let (hrp, data) = super::super::rekey::bech32_decode(pairs[0].1).unwrap();
+        let (hrp, data) = bech32_decode(pairs[0].1).unwrap();
         assert_eq!(bech32_encode(&hrp, &data), pairs[0].1);
     }
 

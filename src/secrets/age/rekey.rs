@@ -19,6 +19,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use rnix::{SyntaxKind::*, SyntaxNode};
 use sha2::{Digest, Sha256};
 
+use super::keys::bech32_decode;
 use super::nixfacts::string_literal;
 use crate::nix::parse::normalize;
 
@@ -193,68 +194,6 @@ fn storage_dir(value: &SyntaxNode, dir: &str) -> Option<String> {
     normalize(&format!("{base}/{}", suffix.trim_start_matches('/')))
         .map(|d| d.trim_end_matches('/').to_string())
         .filter(|d| !d.is_empty())
-}
-
-/// Bech32 data characters.
-const CHARSET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
-
-/// Decodes a Bech32 string (checksum verified) into its human-readable
-/// part and data bytes.
-pub fn bech32_decode(s: &str) -> Option<(String, Vec<u8>)> {
-    let s = s.to_ascii_lowercase();
-    let pos = s.rfind('1')?;
-    let (hrp, data) = (&s[..pos], &s[pos + 1..]);
-    if hrp.is_empty() || data.len() < 6 {
-        return None;
-    }
-    let values: Vec<u8> = data
-        .bytes()
-        .map(|c| CHARSET.iter().position(|&x| x == c).map(|p| p as u8))
-        .collect::<Option<_>>()?;
-    // Checksum (BIP 173): polymod over the expanded hrp and the data is 1.
-    let mut chk: u32 = 1;
-    let mut step = |v: u8| {
-        let top = chk >> 25;
-        chk = ((chk & 0x1ff_ffff) << 5) ^ u32::from(v);
-        for (i, g) in [
-            0x3b6a_57b2u32,
-            0x2650_8e6d,
-            0x1ea1_19fa,
-            0x3d42_33dd,
-            0x2a14_62b3,
-        ]
-        .iter()
-        .enumerate()
-        {
-            if (top >> i) & 1 == 1 {
-                chk ^= g;
-            }
-        }
-    };
-    for b in hrp.bytes() {
-        step(b >> 5);
-    }
-    step(0);
-    for b in hrp.bytes() {
-        step(b & 31);
-    }
-    for &v in &values {
-        step(v);
-    }
-    if chk != 1 {
-        return None;
-    }
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &v in &values[..values.len() - 6] {
-        acc = (acc << 5) | u32::from(v);
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some((hrp.to_string(), out))
 }
 
 /// The stanza tag of an `age1yubikey1…` recipient: `piv-p256 <tag>` where

@@ -229,7 +229,7 @@ mod tests {
                     let _ = parse(&m);
                     let t = String::from_utf8_lossy(&m);
                     let _ = super::super::config::parse(&t, "d/.sops.yaml");
-                    let _ = crate::secrets::age::rekey::bech32_decode(&t);
+                    let _ = crate::secrets::age::keys::bech32_decode(&t);
                 }
             }
         }
