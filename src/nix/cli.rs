@@ -355,23 +355,7 @@ impl Nix {
         if paths.is_empty() {
             return Ok(BTreeSet::new());
         }
-        let what = "path-info".to_string();
-        let mut c = self.command();
-        c.args(["path-info", "--json"]);
-        c.args(paths);
-        c.args(&self.extra_args);
-        let out = run(c, &what, RunLimits::default(), &mut |_| {})?;
-        if !out.status.success() {
-            return Err(NixError::Failed {
-                what,
-                message: killed_or(&out.status, || error_message(out.stderr.as_bytes())),
-            });
-        }
-        let value: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
-                what,
-                message: e.to_string(),
-            })?;
+        let value = self.path_info_json(&["--json"], paths, "path-info".to_string())?;
         Ok(parse_path_info(&value))
     }
 
@@ -382,9 +366,20 @@ impl Nix {
             return Ok(BTreeMap::new());
         }
         let what = format!("path-info -r of {} paths", roots.len());
+        let value = self.path_info_json(&["-r", "--json"], roots, what)?;
+        Ok(parse_path_infos(&value))
+    }
+
+    /// `nix path-info <flags> <paths>`'s JSON answer.
+    fn path_info_json(
+        &self,
+        flags: &[&str],
+        paths: &[String],
+        what: String,
+    ) -> Result<serde_json::Value, NixError> {
         let mut c = self.command();
-        c.args(["path-info", "-r", "--json"]);
-        c.args(roots);
+        c.arg("path-info").args(flags);
+        c.args(paths);
         c.args(&self.extra_args);
         let out = run(c, &what, RunLimits::default(), &mut |_| {})?;
         if !out.status.success() {
@@ -393,12 +388,10 @@ impl Nix {
                 message: killed_or(&out.status, || error_message(out.stderr.as_bytes())),
             });
         }
-        let value: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
-                what,
-                message: e.to_string(),
-            })?;
-        Ok(parse_path_infos(&value))
+        serde_json::from_slice(&out.stdout).map_err(|e| NixError::Output {
+            what,
+            message: e.to_string(),
+        })
     }
 
     /// `nix flake check` (`--no-build` when `build` is false), with the
