@@ -205,6 +205,15 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl AffectedHost {
+    /// For a restamped host, its (first) stamp: "revision stamp at
+    /// modules/nix.nix:12" (the end of the first reason's chain).
+    pub fn stamp(&self) -> Option<&str> {
+        self.reasons
+            .first()
+            .and_then(|r| r.chain.last())
+            .map(|c| c.trim_matches(|c| c == '(' || c == ')'))
+    }
+
     /// Changed paths beyond the first reason, listed or not.
     pub fn more_paths(&self) -> usize {
         let mut paths: Vec<&str> = self.reasons.iter().map(|r| r.path.as_str()).collect();
@@ -701,13 +710,7 @@ fn write_restamped(a: &Affected, style: Style, out: &mut dyn Write) -> io::Resul
     if a.restamped.is_empty() {
         return Ok(());
     }
-    let stamp_of = |h: &AffectedHost| {
-        h.reasons
-            .first()
-            .and_then(|r| r.chain.last())
-            .map(|s| s.trim_matches(|c| c == '(' || c == ')').to_string())
-            .unwrap_or_default()
-    };
+    let stamp_of = |h: &AffectedHost| h.stamp().unwrap_or_default().to_string();
     let mut stamps: Vec<(String, Vec<&str>)> = Vec::new();
     for h in &a.restamped {
         let stamp = stamp_of(h);

@@ -84,12 +84,7 @@ fn restamped_skips(affected: &Affected, level: Level) -> Vec<BuildHost> {
         .restamped
         .iter()
         .map(|h| {
-            let stamp = h
-                .reasons
-                .first()
-                .and_then(|r| r.chain.last())
-                .map(|c| c.trim_matches(|c| c == '(' || c == ')').to_string())
-                .unwrap_or_else(|| "a stamp".into());
+            let stamp = h.stamp().unwrap_or("a stamp");
             BuildHost {
                 name: h.name.clone(),
                 status: BuildStatus::Skipped,

@@ -228,9 +228,8 @@ fn write_hosts_table(s: &mut String, a: &crate::report::Affected) {
         let stamp = a
             .restamped
             .first()
-            .and_then(|h| h.reasons.first())
-            .and_then(|r| r.chain.last())
-            .map(|c| md(c.trim_matches(|c| c == '(' || c == ')')))
+            .and_then(|h| h.stamp())
+            .map(md)
             .unwrap_or_default();
         let _ = writeln!(
             s,
