@@ -180,7 +180,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         return scan::scan_without_repo(&dir, cli.config.as_deref(), style, args);
     }
     let mut ctx = Context::open(&dir, cli.config.as_deref(), style)?;
-    ctx.build = cli.build.clone();
+    ctx.build = cli.command.build_settings();
     if let Some(args) = scan_args(&cli) {
         return scan::scan(&ctx, args);
     }
@@ -212,6 +212,7 @@ fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
             keep_going,
             format,
             nix_args,
+            ..
         } => build::build(
             &ctx,
             selector,
@@ -229,6 +230,7 @@ fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
             selector,
             level,
             format,
+            ..
         } => check::check(&ctx, selector, *level, *format, cli.quiet),
         Command::Secrets {
             selector,
@@ -242,6 +244,7 @@ fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
             sarif,
             level,
             format,
+            ..
         } => ci::ci(
             &ctx,
             ci::CiArgs {
@@ -263,6 +266,7 @@ fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
             log,
             replay,
             format,
+            ..
         } => bisect::bisect(
             &ctx,
             bisect::BisectArgs {

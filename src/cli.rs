@@ -45,9 +45,6 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
-    #[command(flatten)]
-    pub build: crate::build::settings::Settings,
-
     #[command(subcommand)]
     pub command: Command,
 }
@@ -132,6 +129,8 @@ impl Selector {
 /// Build levels live in the model (configuration and the build stage use
 /// them too); the CLI only parses them.
 pub use crate::report::Level;
+
+use crate::build::settings::{EvalSettings, Settings as BuildSettings};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -259,6 +258,8 @@ pub enum Command {
         keep_going: bool,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        #[command(flatten)]
+        settings: BuildSettings,
         /// Extra arguments passed to nix (after `--`).
         #[arg(last = true)]
         nix_args: Vec<String>,
@@ -272,6 +273,8 @@ pub enum Command {
         level: Option<Level>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        #[command(flatten)]
+        settings: BuildSettings,
     },
 
     /// `check --staged` at the configured pre-commit level (default: no nix).
@@ -315,6 +318,8 @@ pub enum Command {
         /// Output on stdout (default: github under GitHub Actions, else human).
         #[arg(long, value_enum)]
         format: Option<Format>,
+        #[command(flatten)]
+        settings: BuildSettings,
     },
 
     /// Find the first commit at which a host fails, testing only commits that
@@ -361,6 +366,8 @@ guard bisect --host monitor --good main~20 --run './tests/smoke.sh'")]
         replay: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        #[command(flatten)]
+        settings: EvalSettings,
     },
 
     /// Install, remove or inspect guard's git hooks (pre-commit and
@@ -407,6 +414,23 @@ guard bisect --host monitor --good main~20 --run './tests/smoke.sh'")]
     ///
     /// e.g. `guard man > ~/.local/share/man/man1/guard.1`.
     Man,
+}
+
+impl Command {
+    /// The evaluation and build settings of the commands that run nix
+    /// (defaults for the others).
+    pub fn build_settings(&self) -> BuildSettings {
+        match self {
+            Command::Build { settings, .. }
+            | Command::Check { settings, .. }
+            | Command::Ci { settings, .. } => settings.clone(),
+            Command::Bisect { settings, .. } => BuildSettings {
+                eval: settings.clone(),
+                comment_file: None,
+            },
+            _ => BuildSettings::default(),
+        }
+    }
 }
 
 /// `guard hook` actions.

@@ -102,7 +102,7 @@ impl Tester<'_> {
             self.host,
             attr,
             nix,
-            &self.ctx.build,
+            &self.ctx.build.eval,
             || nix.eval_host(&url, self.host, attr, RunLimits::default()),
         );
         let drv = match evaluated {

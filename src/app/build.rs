@@ -342,7 +342,7 @@ fn execute(
         &ctx.parse_cache(),
         &build::runner::host_attrs(&hosts),
         &nix,
-        &ctx.build,
+        &ctx.build.eval,
     );
     let plan = Plan {
         flake: target.flake.clone(),
@@ -356,8 +356,8 @@ fn execute(
         missing_fails: target.named_hosts,
         inputs: flake_inputs(ctx),
         eval: build::eval::Limits {
-            workers: ctx.build.workers(),
-            max_memory: ctx.build.max_memory(),
+            workers: ctx.build.eval.workers(),
+            max_memory: ctx.build.eval.max_memory(),
             timeout: (cfg.timeout_secs > 0).then(|| Duration::from_secs(cfg.timeout_secs)),
         },
         cache,

@@ -333,7 +333,7 @@ pub fn plan(
     parse_cache: &ParseCache,
     hosts: &[(String, HostAttr)],
     nix: &crate::nix::cli::Nix,
-    settings: &super::settings::Settings,
+    settings: &super::settings::EvalSettings,
 ) -> Option<CachePlan> {
     if settings.no_eval_cache {
         return None;
@@ -374,7 +374,7 @@ pub fn eval_one(
     host: &str,
     attr: HostAttr,
     nix: &crate::nix::cli::Nix,
-    settings: &super::settings::Settings,
+    settings: &super::settings::EvalSettings,
     eval: impl FnOnce() -> Result<Drv, crate::nix::cli::NixError>,
 ) -> (Result<Drv, crate::nix::cli::NixError>, bool) {
     let hosts = [(host.to_string(), attr)];
