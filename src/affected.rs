@@ -63,6 +63,10 @@ pub struct Analysis {
     /// Hosts whose own definitions name modules (`module_list_of`): only
     /// for these does a walk's result depend on the host itself.
     owning_hosts: BTreeSet<String>,
+    /// Per owning host, the owned references that make its walks its own
+    /// (not edges into hosts' own files, except for a host whose entry is
+    /// flake.nix): hosts alike here walk alike.
+    ownership: BTreeMap<String, Vec<(usize, usize)>>,
 }
 
 /// Whether a reference in the value of output `o` reaches a host that
@@ -81,13 +85,36 @@ fn output_is_read(o: &str, read: &BTreeSet<String>) -> bool {
     read.contains(o) || !HOST_OPTIONAL_OUTPUTS.contains(&o)
 }
 
-/// The files of the wiring per (outputs read, owning host), shared by the
-/// hosts while their reads are computed.
-type WiringMemo = HashMap<WalkKey, Vec<String>>;
+/// The wiring no host owns, per set of outputs read, shared by the hosts
+/// while their reads are computed.
+type WiringMemo<'a> = HashMap<BTreeSet<String>, SharedWiring<'a>>;
+
+/// A reason (and whether it is a stamp) with the hosts whose definitions
+/// own the dependency it comes from (None: any host's).
+type OwnedReason<'a> = ((Reason, bool), Option<&'a [String]>);
+
+/// The wiring no host owns, with chains (see
+/// [`Analysis::walk_shared_wiring`]).
+struct SharedWalk<'a> {
+    walk: Vec<(&'a str, Vec<&'a str>)>,
+    files: HashSet<&'a str>,
+    /// Edges to modules that hosts' definitions name: target, those hosts,
+    /// and the index in `walk` of the file naming it.
+    owned_starts: Vec<(&'a str, &'a [String], usize)>,
+}
+
+/// See [`Analysis::shared_wiring`].
+struct SharedWiring<'a> {
+    files: HashSet<&'a str>,
+    /// The host-optional outputs its files read.
+    outputs: BTreeSet<String>,
+    /// Edges to modules that hosts' definitions name, with those hosts.
+    owned_starts: Vec<(&'a str, &'a [String])>,
+}
 
 /// What a per-host walk depends on: the outputs the host reads, and the
-/// host itself when it owns modules.
-type WalkKey = (BTreeSet<String>, Option<String>);
+/// references it owns.
+type WalkKey = (BTreeSet<String>, Vec<(usize, usize)>);
 
 /// Per-system outputs: reading one of them reads what flake-parts'
 /// `perSystem` defines.
@@ -135,6 +162,7 @@ impl Analysis {
             host_templates,
             host_owned_refs: HashSet::new(),
             owning_hosts: BTreeSet::new(),
+            ownership: BTreeMap::new(),
         };
         let mut owned = HashSet::new();
         for node in analysis.graph.nodes.values() {
@@ -162,6 +190,22 @@ impl Analysis {
             })
             .flat_map(|r| r.module_list_of.iter().cloned())
             .collect();
+        let mut ownership: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+        for node in analysis.graph.nodes.values() {
+            for (i, r) in node.refs.refs.iter().enumerate() {
+                let id = (Arc::as_ptr(&node.refs) as usize, i);
+                if !analysis.host_owned_refs.contains(&id) {
+                    continue;
+                }
+                let host_edge = analysis.is_host_ref(r);
+                for o in &r.module_list_of {
+                    if !host_edge || analysis.entry_is_flake(&analysis.hosts.hosts[o]) {
+                        ownership.entry(o.clone()).or_default().push(id);
+                    }
+                }
+            }
+        }
+        analysis.ownership = ownership;
         // Hosts starting at flake.nix that own no modules read the same
         // outputs: computed once.
         let mut shared: Option<BTreeSet<String>> = None;
@@ -185,7 +229,11 @@ impl Analysis {
     /// closure and of the wiring, where the wiring grows with each output
     /// found read, and a read inside another host-optional output counts
     /// once that output is read (a fixpoint; a handful of rounds at most).
-    fn outputs_read_by(&self, host: &hosts::Host, memo: &mut WiringMemo) -> BTreeSet<String> {
+    fn outputs_read_by<'a>(
+        &'a self,
+        host: &hosts::Host,
+        memo: &mut WiringMemo<'a>,
+    ) -> BTreeSet<String> {
         // A host whose entry is flake.nix itself has no files of its own:
         // its wiring is all of it.
         let host_files: Vec<&str> = if self.entry_is_flake(host) {
@@ -194,64 +242,31 @@ impl Analysis {
             self.reach(self.starts(host), |_, _| true)
         };
         let name = Some(host.name.as_str());
-        let own = self
-            .owning_hosts
-            .contains(&host.name)
-            .then(|| host.name.clone());
+        let owns = self.owning_hosts.contains(&host.name);
         let mut read = self.implicitly_read();
         loop {
-            // The wiring no host owns is shared; an owning host adds what
-            // its own modules reach from there.
+            // The wiring no host owns is shared (walked once per set of
+            // outputs read); an owning host adds what its own modules reach
+            // from there.
             let base = memo
-                .entry((read.clone(), None))
-                .or_insert_with(|| {
-                    self.reach(vec![self.hosts.flake_nix.as_str()], |node, dep| {
-                        self.wiring_dep_of(node, dep, &read, None)
-                            && self.module_of(node, dep).is_none()
-                    })
-                    .into_iter()
-                    .map(String::from)
-                    .collect()
-                })
-                .clone();
-            let mut wiring = base;
-            if own.is_some() {
-                let seen: HashSet<&str> = wiring.iter().map(String::as_str).collect();
-                let mut starts = Vec::new();
-                for f in &seen {
-                    let node = &self.graph.nodes[*f];
-                    for (target, dep) in &node.edges {
-                        let d = &node.deps[*dep];
-                        if self.module_of(node, d).is_some()
-                            && self.wiring_dep_of(node, d, &read, name)
-                        {
-                            starts.push(target.as_str());
-                        }
-                    }
-                }
-                let more: Vec<String> = self
-                    .reach_beyond(&seen, starts, |node, dep| {
-                        self.wiring_dep_of(node, dep, &read, name)
-                    })
-                    .into_iter()
-                    .map(String::from)
-                    .collect();
-                wiring.extend(more);
-            }
+                .entry(read.clone())
+                .or_insert_with(|| self.shared_wiring(&read));
             let mut next = read.clone();
-            for f in host_files
-                .iter()
-                .copied()
-                .chain(wiring.iter().map(String::as_str))
-            {
-                let Some(node) = self.graph.nodes.get(f) else {
-                    continue;
-                };
-                for (output, within) in &node.refs.output_reads {
-                    if within.as_ref().is_none_or(|w| output_is_read(w, &read)) {
-                        next.insert(output.clone());
-                    }
-                }
+            next.extend(base.outputs.iter().cloned());
+            let mut extension = Vec::new();
+            if owns {
+                let starts: Vec<&str> = base
+                    .owned_starts
+                    .iter()
+                    .filter(|(_, owners)| owners.iter().any(|o| Some(o.as_str()) == name))
+                    .map(|(target, _)| *target)
+                    .collect();
+                extension = self.reach_beyond(&base.files, starts, |node, dep| {
+                    self.wiring_dep_of(node, dep, &read, name)
+                });
+            }
+            for f in host_files.iter().chain(&extension) {
+                self.add_output_reads(f, &read, &mut next);
             }
             if next
                 .iter()
@@ -263,6 +278,50 @@ impl Analysis {
                 return read;
             }
             read = next;
+        }
+    }
+
+    /// The wiring no host owns when the hosts read the outputs `read`: its
+    /// files, the outputs they read, and where host-owned modules start.
+    fn shared_wiring(&self, read: &BTreeSet<String>) -> SharedWiring<'_> {
+        let files: HashSet<&str> = self
+            .reach(vec![self.hosts.flake_nix.as_str()], |node, dep| {
+                self.wiring_dep_of(node, dep, read, None) && self.module_of(node, dep).is_none()
+            })
+            .into_iter()
+            .collect();
+        let mut outputs = BTreeSet::new();
+        let mut owned_starts = Vec::new();
+        for f in &files {
+            self.add_output_reads(f, read, &mut outputs);
+            let node = &self.graph.nodes[*f];
+            for (target, dep) in &node.edges {
+                let d = &node.deps[*dep];
+                if let Some(owners) = self.module_of(node, d)
+                    && !self.is_host_edge(node, d)
+                    && Self::in_read_output(node, d, read)
+                {
+                    owned_starts.push((target.as_str(), owners));
+                }
+            }
+        }
+        SharedWiring {
+            files,
+            outputs,
+            owned_starts,
+        }
+    }
+
+    /// Adds the host-optional outputs `file` reads (where the output it
+    /// reads them in is itself read) to `into`.
+    fn add_output_reads(&self, file: &str, read: &BTreeSet<String>, into: &mut BTreeSet<String>) {
+        let Some(node) = self.graph.nodes.get(file) else {
+            return;
+        };
+        for (output, within) in &node.refs.output_reads {
+            if within.as_ref().is_none_or(|w| output_is_read(w, read)) && !into.contains(output) {
+                into.insert(output.clone());
+            }
         }
     }
 
@@ -371,9 +430,12 @@ impl Analysis {
     /// The flake's wiring reaches host entries through these references; for
     /// one host they stand for that host's own entry, not every host's.
     pub fn is_host_edge(&self, node: &Node, dep: &Dep) -> bool {
-        let Some(r) = dep.reference.map(|i| &node.refs.refs[i]) else {
-            return false;
-        };
+        dep.reference
+            .is_some_and(|i| self.is_host_ref(&node.refs.refs[i]))
+    }
+
+    /// See [`Analysis::is_host_edge`].
+    fn is_host_ref(&self, r: &crate::nix::parse::Reference) -> bool {
         let hosts_dir = self.hosts.hosts_dir.as_deref();
         match (&r.kind, &r.target) {
             (RefKind::List, Target::Path(d)) => Some(d.as_str()) == hosts_dir,
@@ -388,6 +450,53 @@ impl Analysis {
     /// outside the outputs it does not read ([`Analysis::wiring_for`]).
     pub fn wiring(&self) -> Vec<(&str, Vec<&str>)> {
         self.walk_wiring(&self.outputs_read_by_any_host(), None)
+    }
+
+    /// The wiring no host owns, for hosts reading the outputs `read`, with
+    /// chains (the shared part of [`Analysis::wiring_for`]).
+    fn walk_shared_wiring(&self, read: &BTreeSet<String>) -> SharedWalk<'_> {
+        let walk = self.walk(vec![self.hosts.flake_nix.as_str()], |node, dep| {
+            self.wiring_dep_of(node, dep, read, None) && self.module_of(node, dep).is_none()
+        });
+        let files = walk.iter().map(|(f, _)| *f).collect();
+        let mut owned_starts = Vec::new();
+        for (i, (file, _)) in walk.iter().enumerate() {
+            let node = &self.graph.nodes[*file];
+            for (target, dep) in &node.edges {
+                let d = &node.deps[*dep];
+                if let Some(owners) = self.module_of(node, d)
+                    && !self.is_host_edge(node, d)
+                    && Self::in_read_output(node, d, read)
+                {
+                    owned_starts.push((target.as_str(), owners, i));
+                }
+            }
+        }
+        SharedWalk {
+            walk,
+            files,
+            owned_starts,
+        }
+    }
+
+    /// What the modules `host`'s definition names reach beyond the shared
+    /// wiring (`shared`, from [`Analysis::walk_shared_wiring`]), with
+    /// chains through it: with it, [`Analysis::wiring_for`].
+    fn walk_owned_wiring<'a>(
+        &'a self,
+        shared: &SharedWalk<'a>,
+        read: &BTreeSet<String>,
+        host: &str,
+    ) -> Vec<(&'a str, Vec<&'a str>)> {
+        let starts = shared
+            .owned_starts
+            .iter()
+            .filter(|(_, owners, _)| owners.iter().any(|o| o == host))
+            .map(|(target, _, from)| (*target, shared.walk[*from].1.clone()))
+            .collect();
+        self.walk_beyond(&shared.files, starts, |node, dep| {
+            self.wiring_dep_of(node, dep, read, Some(host))
+        })
     }
 
     /// The wiring of `host`, which reads the host-optional outputs `read`.
@@ -471,15 +580,15 @@ impl Analysis {
             .collect()
     }
 
-    /// What a walk for `host` depends on besides the outputs it reads: the
-    /// host itself only when it owns modules (see `owning_hosts`).
+    /// What a walk for `host` depends on: the outputs it reads and the
+    /// references it owns (see `ownership`).
     pub(crate) fn walk_key(&self, host: &str) -> WalkKey {
         let read = self
             .host_read_outputs
             .get(host)
             .cloned()
             .unwrap_or_default();
-        let own = self.owning_hosts.contains(host).then(|| host.to_string());
+        let own = self.ownership.get(host).cloned().unwrap_or_default();
         (read, own)
     }
 
@@ -617,23 +726,55 @@ impl Analysis {
         starts: Vec<&'a str>,
         follow: impl Fn(&Node, &Dep) -> bool,
     ) -> Vec<(&'a str, Vec<&'a str>)> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut queue: VecDeque<(&str, Vec<&str>)> =
-            starts.into_iter().map(|s| (s, vec![])).collect();
-        while let Some((file, mut chain)) = queue.pop_front() {
-            if !seen.insert(file) {
-                continue;
+        let starts = starts.into_iter().map(|s| (s, Vec::new())).collect();
+        self.walk_beyond(&HashSet::new(), starts, follow)
+    }
+
+    /// As [`Analysis::walk`], not entering the files of `known`, each start
+    /// with the chain that leads to it.
+    fn walk_beyond<'a>(
+        &'a self,
+        known: &HashSet<&str>,
+        starts: Vec<(&'a str, Vec<&'a str>)>,
+        follow: impl Fn(&Node, &Dep) -> bool,
+    ) -> Vec<(&'a str, Vec<&'a str>)> {
+        // Breadth first, each file entered once, from its first discoverer
+        // (marking at push equals marking at pop in FIFO order); chains are
+        // built once per file from the parents, not cloned per edge.
+        let mut seen: HashSet<&str> = known.clone();
+        let mut prefixes: Vec<Vec<&'a str>> = Vec::new();
+        let mut order: Vec<(&'a str, Result<usize, usize>)> = Vec::new();
+        let mut queue: VecDeque<(&'a str, Result<usize, usize>)> = VecDeque::new();
+        for (s, prefix) in starts {
+            if self.graph.nodes.contains_key(s) && seen.insert(s) {
+                queue.push_back((s, Err(prefixes.len())));
+                prefixes.push(prefix);
             }
-            let Some(node) = self.graph.nodes.get(file) else {
-                continue;
-            };
-            chain.push(file);
+        }
+        while let Some((file, parent)) = queue.pop_front() {
+            let node = &self.graph.nodes[file];
+            let me = order.len();
+            order.push((file, parent));
             for (target, dep) in &node.edges {
-                if follow(node, &node.deps[*dep]) {
-                    queue.push_back((target.as_str(), chain.clone()));
+                let target = target.as_str();
+                if !seen.contains(target)
+                    && self.graph.nodes.contains_key(target)
+                    && follow(node, &node.deps[*dep])
+                {
+                    seen.insert(target);
+                    queue.push_back((target, Ok(me)));
                 }
             }
+        }
+        // A parent is Ok(index into the walk) or Err(index of a start's
+        // prefix).
+        let mut out: Vec<(&'a str, Vec<&'a str>)> = Vec::with_capacity(order.len());
+        for (file, parent) in order {
+            let mut chain = match parent {
+                Ok(p) => out[p].1.clone(),
+                Err(p) => std::mem::take(&mut prefixes[p]),
+            };
+            chain.push(file);
             out.push((file, chain));
         }
         out
@@ -940,47 +1081,90 @@ pub fn affected_hosts(
     // 1. The wiring (flake.nix and what it evaluates outside hosts), for
     // hosts that read the host-optional outputs `read`.
     let flake_nix = new.hosts.flake_nix.as_str();
-    let wiring_reasons_for = |read: &BTreeSet<String>, host: &str| {
-        let wiring = new.wiring_for(read, host);
-        let mut reasons: Vec<(Reason, bool)> = Vec::new();
-        if ch.paths.contains(flake_nix) {
-            reasons.push(content(Reason {
-                path: flake_nix.to_string(),
-                chain: vec![flake_nix.to_string()],
-            }));
+    // Reasons found in wiring files, kept with the hosts whose definitions
+    // own the dependency (None: any host's).
+    let file_reasons = |file: &str, chain: &[&str], read: &BTreeSet<String>| {
+        let node = &new.graph.nodes[file];
+        let mut out: Vec<OwnedReason> = Vec::new();
+        for (dep, changed) in direct.get(file).into_iter().flatten() {
+            let dep = &node.deps[*dep];
+            // Per host name: judged per host below, not shared.
+            if new.is_host_edge(node, dep)
+                || !Analysis::in_read_output(node, dep, read)
+                || per_host_name(node, dep)
+            {
+                continue;
+            }
+            out.push((reason(chain, changed, node, dep), new.module_of(node, dep)));
         }
-        for (file, chain) in &wiring {
-            let node = &new.graph.nodes[*file];
-            for (dep, changed) in direct.get(file).into_iter().flatten() {
-                let dep = &node.deps[*dep];
-                // Per host name: judged per host below, not shared.
-                if !new.wiring_dep_of(node, dep, read, Some(host)) || per_host_name(node, dep) {
-                    continue;
-                }
-                reasons.push(reason(chain, changed, node, dep));
-            }
-            if uses_changed_input(node) {
-                reasons.push(content(lock_reason(
-                    &lock_path,
-                    chain,
-                    node,
-                    &changed_inputs,
-                )));
-            }
+        if uses_changed_input(node) {
+            out.push((
+                content(lock_reason(&lock_path, chain, node, &changed_inputs)),
+                None,
+            ));
+        }
+        out
+    };
+    // The wiring no host owns, walked once per set of outputs read.
+    let shared_wiring_reasons = |read: &BTreeSet<String>| {
+        let walk = new.walk_shared_wiring(read);
+        let mut reasons: Vec<OwnedReason> = Vec::new();
+        if ch.paths.contains(flake_nix) {
+            reasons.push((
+                content(Reason {
+                    path: flake_nix.to_string(),
+                    chain: vec![flake_nix.to_string()],
+                }),
+                None,
+            ));
+        }
+        for (file, chain) in &walk.walk {
+            reasons.extend(file_reasons(file, chain, read));
         }
         if lock_all {
-            reasons.push(content(Reason {
-                path: lock_path.clone(),
-                chain: vec![lock_path.clone()],
-            }));
+            reasons.push((
+                content(Reason {
+                    path: lock_path.clone(),
+                    chain: vec![lock_path.clone()],
+                }),
+                None,
+            ));
         }
         // 3. Configured global paths.
         for p in &ch.paths {
             if global.is_match(p.as_str()) {
-                reasons.push(content(Reason {
-                    path: p.clone(),
-                    chain: vec!["guard.toml [affected] global".into(), p.clone()],
-                }));
+                reasons.push((
+                    content(Reason {
+                        path: p.clone(),
+                        chain: vec!["guard.toml [affected] global".into(), p.clone()],
+                    }),
+                    None,
+                ));
+            }
+        }
+        (walk, reasons)
+    };
+    let mut shared_memo: HashMap<BTreeSet<String>, _> = HashMap::new();
+    // A host's wiring: the shared part, and for a host that owns modules
+    // what they reach beyond it.
+    let mut wiring_reasons_for = |read: &BTreeSet<String>, host: &str| {
+        let (walk, shared) = shared_memo
+            .entry(read.clone())
+            .or_insert_with(|| shared_wiring_reasons(read));
+        let mine = |owners: &Option<&[String]>| owners.is_none_or(|o| o.iter().any(|x| x == host));
+        let mut reasons: Vec<(Reason, bool)> = shared
+            .iter()
+            .filter(|(_, owners)| mine(owners))
+            .map(|(r, _)| r.clone())
+            .collect();
+        if new.owning_hosts.contains(host) {
+            for (file, chain) in new.walk_owned_wiring(walk, read, host) {
+                reasons.extend(
+                    file_reasons(file, &chain, read)
+                        .into_iter()
+                        .filter(|(_, owners)| mine(owners))
+                        .map(|(r, _)| r),
+                );
             }
         }
         reasons
