@@ -1095,7 +1095,10 @@ pub fn affected_hosts(
             {
                 continue;
             }
-            out.push((reason(chain, changed, node, dep), new.module_of(node, dep)));
+            out.push((
+                reason(new, chain, changed, node, dep),
+                new.module_of(node, dep),
+            ));
         }
         if uses_changed_input(node) {
             out.push((
@@ -1114,6 +1117,7 @@ pub fn affected_hosts(
                 content(Reason {
                     path: flake_nix.to_string(),
                     chain: vec![flake_nix.to_string()],
+                    uncertain: None,
                 }),
                 None,
             ));
@@ -1126,6 +1130,7 @@ pub fn affected_hosts(
                 content(Reason {
                     path: lock_path.clone(),
                     chain: vec![lock_path.clone()],
+                    uncertain: None,
                 }),
                 None,
             ));
@@ -1137,6 +1142,7 @@ pub fn affected_hosts(
                     content(Reason {
                         path: p.clone(),
                         chain: vec!["guard.toml [affected] global".into(), p.clone()],
+                        uncertain: None,
                     }),
                     None,
                 ));
@@ -1226,6 +1232,7 @@ pub fn affected_hosts(
                 Reason {
                     path: new.hosts.hosts[*name].entry.clone(),
                     chain: vec![format!("new host {name}")],
+                    uncertain: None,
                 },
             );
         }
@@ -1239,7 +1246,7 @@ pub fn affected_hosts(
                 for (dep, changed) in direct.get(file).into_iter().flatten() {
                     let d = &node.deps[*dep];
                     if new.closure_dep_of(node, d, name) && !per_host_name(node, d) {
-                        out.push(reason(&chain, changed, node, d));
+                        out.push(reason(new, &chain, changed, node, d));
                     }
                 }
                 if uses_changed_input(node) {
@@ -1309,7 +1316,12 @@ pub fn affected_hosts(
                     m
                 });
                 let chain = chains.get(file).cloned().unwrap_or_else(|| vec![*file]);
-                add_dep(&mut result, &mut stamped, name, reason(&chain, &p, node, d));
+                add_dep(
+                    &mut result,
+                    &mut stamped,
+                    name,
+                    reason(new, &chain, &p, node, d),
+                );
             }
         }
         // The entry itself and files of the host's own directory.
@@ -1320,6 +1332,7 @@ pub fn affected_hosts(
                 Reason {
                     path: h.entry.clone(),
                     chain: vec![h.entry.clone()],
+                    uncertain: None,
                 },
             );
         }
@@ -1332,6 +1345,7 @@ pub fn affected_hosts(
                 Reason {
                     path: p.clone(),
                     chain: vec![own.clone(), p],
+                    uncertain: None,
                 },
             );
         }
@@ -1459,13 +1473,45 @@ fn content(reason: Reason) -> (Reason, bool) {
 /// The reason a dependency of the last file of `chain` gives, and whether
 /// it is a stamp (a revision or the source's store path: restamped, not
 /// changed).
-fn reason(chain: &[&str], changed: &str, node: &Node, dep: &Dep) -> (Reason, bool) {
+fn reason(
+    analysis: &Analysis,
+    chain: &[&str],
+    changed: &str,
+    node: &Node,
+    dep: &Dep,
+) -> (Reason, bool) {
     let at = || {
         let file = chain.last().copied().unwrap_or_default();
         match dep.reference.map(|i| &node.refs.refs[i]) {
             Some(r) => format!("{file}:{}", r.line),
             None => file.to_string(),
         }
+    };
+    let reference = dep.reference.map(|i| &node.refs.refs[i]);
+    let uncertain = match (dep.kind, reference) {
+        (DepKind::Tree, _) => Some(format!(
+            "{} reads the whole source (`src = self`, `./.`, a copy of the tree): \
+             guard cannot tell which files matter, so every change counts",
+            at()
+        )),
+        (_, Some(r)) if matches!(r.target, Target::Under(_)) && !analysis.is_host_template(r) => {
+            let Target::Under(dir) = &r.target else {
+                unreachable!("matched above")
+            };
+            let dir = if dir.is_empty() { "." } else { dir.as_str() };
+            let end = r
+                .suffix
+                .as_deref()
+                .map(|s| format!(" ending in `{s}`"))
+                .unwrap_or_default();
+            Some(format!(
+                "{} computes a path (`{}`): guard cannot tell which file under `{dir}/` it \
+                 reads, so every one{end} counts",
+                at(),
+                r.text
+            ))
+        }
+        _ => None,
     };
     let mut chain: Vec<String> = chain.iter().map(|s| s.to_string()).collect();
     match dep.kind {
@@ -1482,6 +1528,7 @@ fn reason(chain: &[&str], changed: &str, node: &Node, dep: &Dep) -> (Reason, boo
         Reason {
             path: changed.to_string(),
             chain,
+            uncertain,
         },
         dep.kind.is_stamp(),
     )
@@ -1509,6 +1556,11 @@ fn lock_reason(lock_path: &str, chain: &[&str], node: &Node, changed: &BTreeSet<
     Reason {
         path: lock_path.to_string(),
         chain,
+        uncertain: node.refs.all_inputs.then(|| {
+            "`inputs` is used whole here: guard cannot tell which inputs it reads, \
+             so an update of any input counts"
+                .to_string()
+        }),
     }
 }
 

@@ -259,6 +259,7 @@ pub fn range_commits(
             reasons.push(Reason {
                 path: String::new(),
                 chain: vec![format!("host {host} removed")],
+                uncertain: None,
             });
         }
         out.push(RangeCommit {

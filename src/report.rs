@@ -187,6 +187,11 @@ pub struct Warning {
 pub struct Reason {
     pub path: String,
     pub chain: Vec<String>,
+    /// Why the analysis cannot tell whether the host really reads the
+    /// path, when it cannot (a computed path, the whole tree, `inputs`
+    /// passed whole): the host is listed to stay sound; `-v` says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncertain: Option<String>,
 }
 
 /// One affected host.
@@ -688,6 +693,15 @@ fn write_affected(a: &Affected, style: Style, out: &mut dyn Write) -> io::Result
                     "  {:width$}    {}",
                     "",
                     style.dim(&r.chain.join(" → ")),
+                    width = width
+                )?;
+            }
+            if let Some(why) = r.uncertain.as_deref().filter(|_| style.verbose) {
+                writeln!(
+                    out,
+                    "  {:width$}    {}",
+                    "",
+                    style.dim(&format!("cannot tell: {why}")),
                     width = width
                 )?;
             }

@@ -312,6 +312,7 @@ pub fn verify_hosts(ctx: &Context, snapshot: &git::Snapshot, result: &mut Affect
                 reasons: vec![report::Reason {
                     path: "(found only by nix: guard cannot tell what it reads)".into(),
                     chain: Vec::new(),
+                    uncertain: None,
                 }],
                 truncated: 0,
             });

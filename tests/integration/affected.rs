@@ -437,6 +437,35 @@ fn reference_forms_against_nix() {
                 .collect::<BTreeSet<_>>(),
             "{label}"
         );
+        // A computed path the analysis cannot resolve lists the host, and
+        // says why (JSON `uncertain`, `-v` "cannot tell"); a plain import
+        // does not.
+        if label.starts_with("edit mods/") {
+            let interp = v["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["name"] == "interp")
+                .unwrap();
+            let why = interp["reasons"][0]["uncertain"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                why.contains("computes a path") && why.contains("`mods/`"),
+                "{label}: {interp}"
+            );
+            let human = guard_in(root, &["affected", "--commit", &rev, "-v"]);
+            assert!(
+                human.stdout.contains("cannot tell: hosts/interp.nix:"),
+                "{label}: {}",
+                human.stdout
+            );
+        }
+        for h in v["hosts"].as_array().unwrap() {
+            if h["name"] == "copy" || h["name"] == "readfile" {
+                assert!(h["reasons"][0].get("uncertain").is_none(), "{label}: {h}");
+            }
+        }
         // What guard doctor advises, checked with this nix: a path literal
         // is copied on its own, so only a change of c.txt changes it, while
         // "${self}/c.txt" changes with every change of the tree.

@@ -437,6 +437,7 @@ mod tests {
                             "machines/monitor/default.nix".into(),
                             "services/prometheus.nix".into(),
                         ],
+                        uncertain: None,
                     }],
                     truncated: 0,
                 }],
@@ -522,6 +523,7 @@ mod tests {
                 reasons: vec![Reason {
                     path: format!("p{i}.nix"),
                     chain: vec![format!("p{i}.nix")],
+                    uncertain: None,
                 }],
                 truncated: 0,
             })
