@@ -89,6 +89,17 @@ fn output_is_read(o: &str, read: &BTreeSet<String>) -> bool {
 /// while their reads are computed.
 type WiringMemo<'a> = HashMap<BTreeSet<String>, SharedWiring<'a>>;
 
+/// A read of another host's configuration by a file a host reaches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct CrossRead {
+    pub file: String,
+    pub line: u32,
+    /// The host read: a name, or a prefix ending in "*".
+    pub host: String,
+    /// The option path read, when spelled out.
+    pub option: Vec<String>,
+}
+
 /// A reason (and whether it is a stamp) with the hosts whose definitions
 /// own the dependency it comes from (None: any host's).
 type OwnedReason<'a> = ((Reason, bool), Option<&'a [String]>);
@@ -564,19 +575,64 @@ impl Analysis {
         out
     }
 
-    /// Files a host's evaluation reaches that read other hosts'
-    /// configurations (`self.nixosConfigurations`).
-    pub fn cross_host_readers(&self, host: &str) -> Vec<&str> {
-        self.host_references(host)
-            .into_iter()
-            .map(|(f, _)| f)
-            .filter(|f| {
+    /// Per host, the other hosts' configurations its evaluation reads
+    /// (files of its closure and wiring, outside outputs it does not read);
+    /// empty when no file reads any.
+    pub(crate) fn host_config_reads(&self) -> BTreeMap<String, Vec<CrossRead>> {
+        if !self
+            .graph
+            .nodes
+            .values()
+            .any(|n| !n.refs.host_reads.is_empty())
+        {
+            return BTreeMap::new();
+        }
+        self.hosts
+            .hosts
+            .keys()
+            .map(|name| (name.clone(), self.config_reads_of(name)))
+            .filter(|(_, reads)| !reads.is_empty())
+            .collect()
+    }
+
+    /// The other hosts' configurations `host`'s evaluation reads.
+    fn config_reads_of(&self, host: &str) -> Vec<CrossRead> {
+        let none = BTreeSet::new();
+        let read = self.host_read_outputs.get(host).unwrap_or(&none);
+        let (wiring, closure) = self.host_files(host);
+        let mut reads: Vec<CrossRead> = wiring
+            .iter()
+            .chain(&closure)
+            .flat_map(|f| {
                 self.graph.nodes[*f]
                     .refs
-                    .idents
-                    .contains("nixosConfigurations")
-                    && *f != self.hosts.flake_nix
+                    .host_reads
+                    .iter()
+                    .filter(|r| match r.within.as_deref() {
+                        None => true,
+                        Some("deploy") => false,
+                        Some(w) => output_is_read(w, read),
+                    })
+                    .filter(|r| r.host != host)
+                    .map(|r| CrossRead {
+                        file: f.to_string(),
+                        line: r.line,
+                        host: r.host.clone(),
+                        option: r.option.clone(),
+                    })
             })
+            .collect();
+        reads.sort();
+        reads.dedup();
+        reads
+    }
+
+    /// Files a host's evaluation reaches that read other hosts'
+    /// configurations (`self.nixosConfigurations`).
+    pub fn cross_host_readers(&self, host: &str) -> Vec<(String, u32)> {
+        self.config_reads_of(host)
+            .into_iter()
+            .map(|r| (r.file, r.line))
             .collect()
     }
 
@@ -1351,6 +1407,88 @@ pub fn affected_hosts(
         }
     }
 
+    // 6. Other hosts' configurations a host reads (`self.nixosConfigurations.b`,
+    // colmena's `nodes.b`): what changes them changes it. Where the option
+    // read comes from known files (a clan vars value), only those count.
+    let cross = new.host_config_reads();
+    loop {
+        let mut grew = false;
+        for (reader, reads) in &cross {
+            if result.contains_key(reader) {
+                continue;
+            }
+            for read in reads {
+                // (host read, how it changed, changed or only restamped)
+                let mut found: Option<(String, Reason, bool)> = None;
+                let targets = new.hosts.hosts.keys().filter(|t| {
+                    *t != reader && crate::nix::parse::host_pattern_matches(&read.host, t)
+                });
+                for t in targets {
+                    let sources = (!read.host.ends_with('*'))
+                        .then(|| option_sources(new, t, &read.option))
+                        .flatten();
+                    if let Some(sources) = sources {
+                        if let Some(p) = sources.iter().find(|p| ch.paths.contains(*p)) {
+                            let via = Reason {
+                                path: p.clone(),
+                                chain: vec![p.clone()],
+                                uncertain: None,
+                            };
+                            found = Some((t.clone(), via, true));
+                            break;
+                        }
+                        continue;
+                    }
+                    if let Some(r) = result.get(t).and_then(|rs| rs.first()) {
+                        found = Some((t.clone(), r.clone(), true));
+                        break;
+                    }
+                    if found.is_none()
+                        && let Some(r) = stamped.get(t).and_then(|rs| rs.first())
+                    {
+                        found = Some((t.clone(), r.clone(), false));
+                    }
+                }
+                let Some((target, via, changed)) = found else {
+                    continue;
+                };
+                if !changed && stamped.contains_key(reader) {
+                    continue;
+                }
+                let at = format!("{}:{}", read.file, read.line);
+                let mut chain = vec![
+                    read.file.clone(),
+                    format!("(reads host {target}'s configuration at {at})"),
+                ];
+                chain.extend(via.chain);
+                let reason = Reason {
+                    path: via.path,
+                    chain,
+                    uncertain: read.host.ends_with('*').then(|| {
+                        format!(
+                            "{at} reads hosts' configurations by a computed name \
+                             (`nixosConfigurations`, `nodes`): guard cannot tell which \
+                             host's values it uses, so a change to any host it may name \
+                             counts"
+                        )
+                    }),
+                };
+                add(
+                    if changed { &mut result } else { &mut stamped },
+                    reader,
+                    reason,
+                );
+                grew = true;
+                if changed {
+                    break;
+                }
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+
     // Warnings: what could not be resolved in any host's closure.
     let mut warned = HashSet::new();
     for (path, node) in &new.graph.nodes {
@@ -1400,6 +1538,41 @@ pub fn affected_hosts(
         changed_paths: changed_paths.iter().cloned().collect(),
         warnings,
     })
+}
+
+/// The files the option `option` of host `host` takes its value from, when
+/// guard can tell statically; None: anything that changes the host may
+/// change it. A clan vars value (`clan.core.vars.generators.<g>.files.<f>.value`)
+/// is the committed file (per machine or shared; read-only in clan-core),
+/// and clan-core's own code comes with flake.lock.
+fn option_sources(new: &Analysis, host: &str, option: &[String]) -> Option<Vec<String>> {
+    match option {
+        [clan, core, vars, generators, g, files, f, value]
+            if clan == "clan"
+                && core == "core"
+                && vars == "vars"
+                && generators == "generators"
+                && files == "files"
+                && value == "value"
+                && is_plain(g)
+                && is_plain(f) =>
+        {
+            Some(vec![
+                join(
+                    &new.flake_dir,
+                    &format!("vars/per-machine/{host}/{g}/{f}/value"),
+                ),
+                join(&new.flake_dir, &format!("vars/shared/{g}/{f}/value")),
+                join(&new.flake_dir, "flake.lock"),
+            ])
+        }
+        _ => None,
+    }
+}
+
+/// A literal attribute name (no interpolation, no path separator).
+fn is_plain(name: &str) -> bool {
+    !name.is_empty() && !name.contains("${") && !name.contains('/')
 }
 
 /// Reads outside the repository (`<nixpkgs>`, `/etc/x`): guard cannot see

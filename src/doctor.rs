@@ -32,20 +32,21 @@ pub fn diagnose(analysis: &Analysis) -> Doctor {
                     .insert(name.clone());
             }
         }
-        for file in analysis.cross_host_readers(name) {
-            let key = (file.to_string(), 0, AdviceKind::CrossHostRead);
+        for (file, line) in analysis.cross_host_readers(name) {
+            let key = (file.clone(), line, AdviceKind::CrossHostRead);
             found
                 .entry(key)
                 .or_insert_with(|| {
                     (
                         Advice {
                             kind: AdviceKind::CrossHostRead,
-                            file: file.to_string(),
-                            line: None,
+                            file: file.clone(),
+                            line: Some(line),
                             expression: "nixosConfigurations".into(),
-                            why: "reads other hosts' configurations (`nixosConfigurations`): \
-                                  guard counts every file of every host it reads as this \
-                                  host's"
+                            why: "reads other hosts' configurations (`nixosConfigurations`, \
+                                  `nodes`): whatever changes a host it reads changes this \
+                                  one, so guard lists it with them (with every host when \
+                                  the name is computed)"
                                 .into(),
                             fix: "read one value per host where you can (a hosts table in \
                                   a data file both sides import, e.g. hosts.toml), so a \

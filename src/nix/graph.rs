@@ -99,7 +99,7 @@ struct CacheFile {
 const MAX_PERSISTED: usize = 50_000;
 
 fn cache_version() -> String {
-    format!("{}-refs-28", env!("CARGO_PKG_VERSION"))
+    format!("{}-refs-31", env!("CARGO_PKG_VERSION"))
 }
 
 impl ParseCache {

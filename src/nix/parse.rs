@@ -139,6 +139,37 @@ pub struct FileRefs {
     /// `mkDefault`/`mkForce`) in this file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_names: Vec<String>,
+    /// Reads of other hosts' configurations: `self.nixosConfigurations.b`
+    /// (host "b"), colmena's `nodes.b.config`, or the whole set ("*":
+    /// `mapAttrs … self.nixosConfigurations`), each with the line and the
+    /// flake output whose value holds the read, if any ("deploy" for
+    /// deploy-rs/colmena node lists, which no host evaluates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_reads: Vec<HostRead>,
+}
+
+/// Whether a host read's pattern (a name, or a prefix ending in "*")
+/// matches the host `name`.
+pub fn host_pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// One read of another host's configuration (see [`FileRefs::host_reads`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostRead {
+    /// The host read: a name, or a prefix ending in "*" ("*": any host).
+    pub host: String,
+    pub line: u32,
+    /// The flake output whose value holds the read (see
+    /// [`FileRefs::output_reads`]), or "deploy".
+    pub within: Option<String>,
+    /// The option path read (`config.networking.hostName` gives
+    /// ["networking", "hostName"]), when spelled out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub option: Vec<String>,
 }
 
 /// `relativeToRoot "hosts/common/core"`: a call of a possible path function
@@ -276,6 +307,36 @@ impl Extractor<'_> {
             && SELF_NAMES.contains(&chain[chain.len() - 2].as_str())
         {
             return;
+        }
+        // Other hosts' configurations: `self.nixosConfigurations.b…`,
+        // colmena's `nodes.b.config…`.
+        let read_host = chain.iter().enumerate().find_map(|(i, name)| {
+            let next = chain.get(i + 1)?;
+            // `"install-iso-${system}"` may be any host so prefixed.
+            let named = |a: Option<&String>| match a {
+                Some(a) if is_plain_name(a) => a.clone(),
+                Some(a) if a.contains("${") => {
+                    format!("{}*", &a[..a.find("${").unwrap_or_default()])
+                }
+                _ => "*".to_string(),
+            };
+            // The option path read below `config`, when spelled out.
+            let option = |at: usize| -> Vec<String> {
+                match chain.get(at) {
+                    Some(c) if c == "config" => chain[at + 1..].to_vec(),
+                    _ => Vec::new(),
+                }
+            };
+            if SELF_NAMES.contains(&name.as_str()) && next == "nixosConfigurations" {
+                Some((named(chain.get(i + 2)), option(i + 3)))
+            } else if i == 0 && name == "nodes" && chain.get(2).is_some_and(|c| c == "config") {
+                Some((named(Some(next)), option(2)))
+            } else {
+                None
+            }
+        });
+        if let Some((host, option)) = read_host {
+            self.read_host(sel, host, option);
         }
         for (i, name) in chain.iter().enumerate() {
             if name == "self'" || name == "inputs'" && chain.get(i + 1).is_some_and(|n| n == "self")
@@ -504,12 +565,33 @@ impl Extractor<'_> {
         }
         for attr in node.children().filter(|c| c.kind() != NODE_INHERIT_FROM) {
             let name = attr.text().to_string();
+            if name == "nixosConfigurations" {
+                self.read_host(node, "*".to_string(), Vec::new());
+            }
             if HOST_OPTIONAL_OUTPUTS.contains(&name.as_str()) {
                 self.read_output(node, &name);
             }
             if PER_ATTR_OUTPUTS.contains(&name.as_str()) {
                 self.read_output(node, &format!("{name}.*"));
             }
+        }
+    }
+
+    fn read_host(&mut self, node: &SyntaxNode, host: String, option: Vec<String>) {
+        let within = if in_deploy_output(node) {
+            Some("deploy".to_string())
+        } else {
+            flake_output(node)
+        };
+        let (line, _) = self.position(usize::from(node.text_range().start()));
+        let read = HostRead {
+            host,
+            line,
+            within,
+            option,
+        };
+        if !self.out.host_reads.contains(&read) {
+            self.out.host_reads.push(read);
         }
     }
 
@@ -1010,6 +1092,23 @@ pub const HOST_OPTIONAL_OUTPUTS: &[&str] = &[
 /// and a module in `modules = [ ... ]` are never outputs), except the
 /// values of `outputs = ...` and flake-parts' `flake = ...` and
 /// `perSystem = ...`. The innermost such binding names the output.
+/// Inside a deploy-rs `deploy = …` or colmena `colmena = …` output: node
+/// lists that deploy tools read, no host's evaluation.
+fn in_deploy_output(node: &SyntaxNode) -> bool {
+    node.ancestors().any(|a| {
+        a.kind() == NODE_ATTRPATH_VALUE && {
+            let names = attrpath_names(&a);
+            let rest: &[String] = match names.as_slice() {
+                [first, rest @ ..] if first == "flake" && !rest.is_empty() => rest,
+                all => all,
+            };
+            rest.first()
+                .is_some_and(|n| matches!(n.as_str(), "deploy" | "colmena" | "colmenaHive"))
+                && in_output_position(&a)
+        }
+    })
+}
+
 fn flake_output(node: &SyntaxNode) -> Option<String> {
     output_region(node, 0)
 }
@@ -2055,6 +2154,47 @@ mod precision_tests {
 
     fn p(s: &str) -> Target {
         Target::Path(s.into())
+    }
+
+    #[test]
+    fn reads_of_other_hosts_name_the_host_and_the_option() {
+        let reads = |src: &str| -> Vec<(String, Vec<String>, Option<String>)> {
+            references(src, "m.nix", "")
+                .host_reads
+                .into_iter()
+                .map(|r| (r.host, r.option, r.within))
+                .collect()
+        };
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            reads("{ self, ... }: { x = self.nixosConfigurations.b.config.networking.hostName; }"),
+            vec![("b".into(), s(&["networking", "hostName"]), None)]
+        );
+        assert_eq!(
+            reads("{ nodes, ... }: { x = nodes.${n}.config.y; z = nodes.sentinel.config; }"),
+            vec![
+                ("*".into(), s(&["y"]), None),
+                ("sentinel".into(), vec![], None)
+            ]
+        );
+        assert_eq!(
+            reads("{ packages.x = self.nixosConfigurations.\"iso-${system}\".config.a; }"),
+            vec![("iso-*".into(), s(&["a"]), Some("packages".into()))]
+        );
+        assert_eq!(
+            reads(
+                "{ outputs = { self }: { deploy.nodes = mapAttrs f self.nixosConfigurations; }; }"
+            ),
+            vec![("*".into(), vec![], Some("deploy".into()))]
+        );
+        assert_eq!(
+            reads("{ inputs, ... }: { x = inputs.self.nixosConfigurations; }"),
+            vec![("*".into(), vec![], None)]
+        );
+        assert!(reads("{ nixosConfigurations.a = mk ./a.nix; }").is_empty());
+        assert!(host_pattern_matches("iso-*", "iso-x86_64-linux"));
+        assert!(!host_pattern_matches("iso-*", "web01"));
+        assert!(host_pattern_matches("*", "web01") && host_pattern_matches("b", "b"));
     }
 
     #[test]

@@ -293,6 +293,7 @@ fn reference_forms_against_nix() {
       nothing = import ./hosts/nothing.nix { inherit self; };
       selfsub = import ./hosts/selfsub.nix { inherit self; };
       literal = import ./hosts/literal.nix { inherit self; };
+      cross = import ./hosts/cross.nix { inherit self; };
     };
   };
 }
@@ -338,6 +339,14 @@ fn reference_forms_against_nix() {
         drv("selfsub", "s = \"${self}/c.txt\";"),
     );
     repo.write("hosts/literal.nix", drv("literal", "l = \"${../c.txt}\";"));
+    // Another host's configuration read: what changes it changes this one.
+    repo.write(
+        "hosts/cross.nix",
+        drv(
+            "cross",
+            "o = self.nixosConfigurations.readfile.config.system.build.toplevel.c;",
+        ),
+    );
     repo.write("a/x", "x\n");
     repo.write("b/file", "b\n");
     repo.write("c.txt", "c\n");
@@ -348,7 +357,7 @@ fn reference_forms_against_nix() {
     let root = repo.path();
     repo.commit_all("init");
     let mut drvs = drv_paths(root, &repo.rev("HEAD"));
-    assert_eq!(drvs.len(), 10);
+    assert_eq!(drvs.len(), 11);
     let mut tally = Tally::default();
 
     let set = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
@@ -365,7 +374,9 @@ fn reference_forms_against_nix() {
         (
             "edit c.txt",
             Box::new(|| repo.write("c.txt", "c 2\n")),
-            set(&["literal", "readfile", "selfstr", "selfsub", "tostring"]),
+            set(&[
+                "cross", "literal", "readfile", "selfstr", "selfsub", "tostring",
+            ]),
         ),
         (
             "edit dir/one",
@@ -809,4 +820,108 @@ fn doctor_on_the_example_fleet_is_calm() {
     let v = out.json();
     assert_eq!(v["hosts"].as_array().unwrap().len(), 17);
     assert_eq!(v["advice"].as_array().unwrap().len(), 0, "{}", out.stdout);
+}
+
+/// Hosts that read other hosts' configurations: a named host's change
+/// reaches its readers, a computed name reaches every reader, a deploy-rs
+/// node list reaches none, and a clan vars value follows its file only.
+#[test]
+fn cross_host_reads_follow_the_hosts_read() {
+    let repo = TempRepo::new();
+    repo.write(
+        "flake.nix",
+        r#"{
+  outputs = { self, nixpkgs, deploy-rs }: {
+    nixosConfigurations = {
+      a = nixpkgs.lib.nixosSystem { modules = [ ./hosts/a.nix ]; specialArgs = { inherit self; }; };
+      b = nixpkgs.lib.nixosSystem { modules = [ ./hosts/b.nix ]; specialArgs = { inherit self; }; };
+      c = nixpkgs.lib.nixosSystem { modules = [ ./hosts/c.nix ]; specialArgs = { inherit self; }; };
+      d = nixpkgs.lib.nixosSystem { modules = [ ./hosts/d.nix ]; specialArgs = { inherit self; }; };
+    };
+    deploy.nodes = builtins.mapAttrs (n: c: { profiles.system.path = deploy-rs.lib.activate.nixos c; }) self.nixosConfigurations;
+  };
+}
+"#,
+    );
+    repo.write(
+        "hosts/a.nix",
+        "{ self, ... }: { networking.extraHosts = self.nixosConfigurations.b.config.networking.hostName; }\n",
+    );
+    repo.write("hosts/b.nix", "{ ... }: { networking.hostName = \"b\"; }\n");
+    repo.write(
+        "hosts/c.nix",
+        "{ self, lib, ... }: { networking.extraHosts = lib.concatMapStrings (n: self.nixosConfigurations.${n}.config.networking.hostName) [ \"a\" ]; }\n",
+    );
+    repo.write(
+        "hosts/d.nix",
+        "{ self, ... }: { users.users.root.openssh.authorizedKeys.keys = [ self.nixosConfigurations.b.config.clan.core.vars.generators.openssh.files.\"ssh.id_ed25519.pub\".value ]; }\n",
+    );
+    repo.write(
+        "vars/per-machine/b/openssh/ssh.id_ed25519.pub/value",
+        "ssh-ed25519 AAAA b\n",
+    );
+    repo.commit_all("init");
+    let affected = |rev: &str| {
+        let v = guard_in(
+            repo.path(),
+            &["affected", "--commit", rev, "--format", "json"],
+        )
+        .json();
+        let names: BTreeSet<String> = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["name"].as_str().unwrap().to_string())
+            .collect();
+        (names, v)
+    };
+
+    // b's module: a reads b by name; c reads a computed name (any host, so
+    // b too); d reads only b's vars file; deploy.nodes is read by no host.
+    repo.write(
+        "hosts/b.nix",
+        "{ ... }: { networking.hostName = \"b2\"; }\n",
+    );
+    let rev = repo.commit_all("rename b");
+    let (names, v) = affected(&rev);
+    let expect = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(names, expect(&["a", "b", "c"]), "{v}");
+    let reason_of = |v: &serde_json::Value, host: &str| {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == host)
+            .unwrap()["reasons"][0]
+            .clone()
+    };
+    let a = reason_of(&v, "a");
+    assert!(
+        a["chain"]
+            .to_string()
+            .contains("reads host b's configuration at hosts/a.nix:1"),
+        "{a}"
+    );
+    assert!(a.get("uncertain").is_none(), "{a}");
+    let c = reason_of(&v, "c");
+    assert!(
+        c["uncertain"].as_str().unwrap().contains("computed name"),
+        "{c}"
+    );
+
+    // b's key file: d reads it through b's vars value.
+    repo.write(
+        "vars/per-machine/b/openssh/ssh.id_ed25519.pub/value",
+        "ssh-ed25519 BBBB b\n",
+    );
+    let rev = repo.commit_all("rotate b's key");
+    let (names, v) = affected(&rev);
+    assert!(names.contains("d"), "{v}");
+    let d = reason_of(&v, "d");
+    assert!(
+        d["chain"]
+            .to_string()
+            .contains("reads host b's configuration at hosts/d.nix:1"),
+        "{d}"
+    );
 }
