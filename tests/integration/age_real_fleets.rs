@@ -354,7 +354,7 @@ fn agenix_rekey_rekeyed_file_and_source_mutations_are_caught() {
 }
 
 #[test]
-fn agenix_rules_read_through_imports_catch_a_file_not_rekeyed() {
+fn agenix_file_reencrypted_without_its_host_names_host_and_chain() {
     let repo = scratch_clone("srid+nixos-config");
     // secrets.nix: users = [ (import ../config.nix).me.sshKey "…zest" ];
     // systems = [ pureintent ]. Re-encrypt one file to the users only.
@@ -376,18 +376,39 @@ fn agenix_rules_read_through_imports_catch_a_file_not_rekeyed() {
         .unwrap()
         .trim_end_matches("\";")
         .to_string();
+    // beszel-agent-key.age is what pureintent uses (`self +
+    // /secrets/beszel-agent-key.age` in modules/nixos/linux/beszel.nix,
+    // which pureintent's entry imports); hedgedoc.env.age is listed in the
+    // rules but no host imports modules/nixos/linux/hedgedoc.nix.
+    repo.write("secrets/beszel-agent-key.age", age_encrypt(&[&me, &zest]));
     repo.write("secrets/hedgedoc.env.age", age_encrypt(&[&me, &zest]));
-    repo.commit_all("hedgedoc: re-encrypted without pureintent");
+    repo.commit_all("beszel, hedgedoc: re-encrypted without pureintent");
     let out = repo.guard(&["secrets", "--commit", "HEAD", "--format", "json"]);
-    out.assert_code(0);
+    out.assert_code(1);
     let fs = findings(&out);
-    let m = with_rule(&fs, "agenix-rules-mismatch");
+    let m = with_rule(&fs, "age-missing-recipient");
     assert_eq!(m.len(), 1, "{fs:#?}");
     let msg = m[0]["message"].as_str().unwrap();
     assert!(
-        msg.contains("secrets/secrets.nix") && msg.contains("missing ssh keys with tags"),
+        m[0]["path"] == "secrets/beszel-agent-key.age"
+            && msg.contains("host pureintent cannot decrypt")
+            && msg.contains("binding `pureintent` in secrets/secrets.nix")
+            && msg.contains("modules/nixos/linux/beszel.nix")
+            && msg.contains(
+                "chain: configurations/nixos/pureintent/default.nix → modules/nixos/linux/beszel.nix"
+            ),
         "{msg}"
     );
+    // Both files also differ from their rule; the unused one only that.
+    let m = with_rule(&fs, "agenix-rules-mismatch");
+    assert_eq!(m.len(), 2, "{fs:#?}");
+    for f in m {
+        let msg = f["message"].as_str().unwrap();
+        assert!(
+            msg.contains("secrets/secrets.nix") && msg.contains("missing ssh keys with tags"),
+            "{msg}"
+        );
+    }
     // Both users' keys are read from the rules (one through an import):
     // nothing about them is stale or unknown.
     assert!(with_rule(&fs, "age-stale-recipient").is_empty(), "{fs:#?}");
