@@ -386,3 +386,101 @@ fn sops_nix_fleet_passes_then_each_break_is_caught() {
     }
     let _ = &f.beta;
 }
+
+/// `sops encrypt` of a dummy YAML document under the creation rules of
+/// `config` (a .sops.yaml beside the file, as users run it).
+fn sops_encrypt_with_config(config: &str, plaintext: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".sops.yaml"), config).unwrap();
+    std::fs::write(dir.path().join("plain.yaml"), plaintext).unwrap();
+    let out = Command::new(sops_bin())
+        .current_dir(dir.path())
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .args(["encrypt", "plain.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sops encrypt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Key groups split the data key (Shamir): sops needs a share from every
+/// group, or from `shamir_threshold` of them, so a host whose key is a
+/// recipient may still be unable to decrypt alone.
+#[test]
+fn sops_key_groups_are_counted_against_the_threshold() {
+    let f = SopsFleet::new();
+    let (admin, alpha, beta) = (&f.admin, &f.alpha, &f.beta);
+    let write = |config: String, msg: &str| {
+        f.repo.write(
+            "secrets/shared.yaml",
+            sops_encrypt_with_config(&config, "db: dummy-password\n"),
+        );
+        f.repo.commit_all(msg);
+        guard(&f.repo, &["secrets", "--all", "--format", "json"])
+    };
+    let missing = |out: &GuardOutput| -> Vec<String> {
+        findings(out)
+            .iter()
+            .filter(|x| x["rule"] == "sops-missing-recipient")
+            .map(|x| x["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The admin in one group, the hosts in another, no threshold: both
+    // groups are needed, and each host opens one.
+    let out = write(
+        format!(
+            "creation_rules:\n  - path_regex: .*\\.yaml$\n    key_groups:\n      - age: [{admin}]\n      - age: [{alpha}, {beta}]\n"
+        ),
+        "shared.yaml: admin and hosts in two key groups",
+    );
+    out.assert_code(1);
+    let m = missing(&out);
+    assert_eq!(m.len(), 2, "{}", out.stdout);
+    for (msg, host) in m.iter().zip(["alpha", "beta"]) {
+        assert!(
+            msg.contains(&format!("host {host} cannot decrypt"))
+                && msg.contains("opens 1 of its 2 key groups (group 2)")
+                && msg.contains("sops needs 2 (shamir_threshold)")
+                && msg.contains(&format!("machines/{host}/default.nix → modules/shared.nix")),
+            "{msg}"
+        );
+    }
+    // The union of the groups is the rule's: no rules mismatch.
+    let fs = findings(&out);
+    assert!(
+        !fs.iter().any(|x| x["rule"] == "sops-rules-mismatch"),
+        "{fs:#?}"
+    );
+    assert!(!out.stdout.contains("dummy"), "{}", out.stdout);
+
+    // Two shares of three: alpha opens groups 1 and 2, beta only 2.
+    let out = write(
+        format!(
+            "creation_rules:\n  - path_regex: .*\\.yaml$\n    shamir_threshold: 2\n    key_groups:\n      - age: [{admin}, {alpha}]\n      - age: [{alpha}, {beta}]\n      - age: [{admin}]\n"
+        ),
+        "shared.yaml: 2 of 3 groups",
+    );
+    out.assert_code(1);
+    let m = missing(&out);
+    assert_eq!(m.len(), 1, "{}", out.stdout);
+    assert!(
+        m[0].contains("host beta cannot decrypt")
+            && m[0].contains("opens 1 of its 3 key groups (group 2), and sops needs 2"),
+        "{}",
+        m[0]
+    );
+
+    // Two of three, each host in two groups: both decrypt.
+    let out = write(
+        format!(
+            "creation_rules:\n  - path_regex: .*\\.yaml$\n    shamir_threshold: 2\n    key_groups:\n      - age: [{admin}, {alpha}]\n      - age: [{alpha}, {beta}]\n      - age: [{admin}, {beta}]\n"
+        ),
+        "shared.yaml: each host in two of three groups",
+    );
+    out.assert_code(0);
+    assert!(findings(&out).is_empty(), "{}", out.stdout);
+}
