@@ -104,7 +104,45 @@ const PINNED: &[Pin] = &[
         "9f488753bc067f103c8583f56bdff617fdcdc1dc",
         &[],
     ),
+    (
+        "ryan4yin+nix-config",
+        "9ee947dc0ac4bcb594889f5cde2dc65d1b995488",
+        &[],
+    ),
 ];
+
+/// Fleets that use agenix or sops-nix with every encrypted file in a
+/// private flake input (no file of theirs to re-encrypt): (fleet, the
+/// input's URL as flake.nix writes it).
+const PRIVATE_SECRETS: &[(&str, &str)] = &[
+    (
+        "dustinlyons+nixos-config",
+        "git+ssh://git@github.com/dustinlyons/nix-secrets.git",
+    ),
+    (
+        "EmergentMind+nix-config",
+        "git+ssh://git@gitlab.com/emergentmind/nix-secrets.git",
+    ),
+    (
+        "ryan4yin+nix-config",
+        "git+ssh://git@github.com/ryan4yin/nix-secrets.git",
+    ),
+];
+
+/// Those fleets hold no encrypted file (so no re-encryption test applies):
+/// guard reads none and says nothing.
+#[test]
+fn fleets_with_secrets_in_a_private_input_hold_no_encrypted_file() {
+    for (name, url) in PRIVATE_SECRETS {
+        let dir = fleet(name);
+        let flake = std::fs::read_to_string(dir.join("flake.nix")).unwrap();
+        assert!(flake.contains(url), "{name}: {url}");
+        let out = guard_in(&dir, &["secrets", "--all", "--format", "json"]);
+        out.assert_code(0);
+        assert_eq!(out.json()["scanned"]["files"], 0, "{name}: {}", out.stdout);
+        assert!(findings(&out).is_empty(), "{name}: {}", out.stdout);
+    }
+}
 
 fn findings(out: &GuardOutput) -> Vec<serde_json::Value> {
     out.json()["findings"].as_array().unwrap().clone()
@@ -421,6 +459,62 @@ fn agenix_file_reencrypted_without_its_host_names_host_and_chain() {
         "{}",
         out.stdout
     );
+}
+
+/// nmasur/dotfiles: hosts are `import`ed from hosts/<system>/<name>/ by a
+/// directory listing in lib/ (so every host's evaluation can reach every
+/// host's file), and secrets are decrypted with the host's SSH key by its
+/// own module (`secrets.<n>.source`, `age -d -i /etc/ssh/ssh_host_ed25519_key`).
+/// A secret a host's own file references is that host's: re-encrypted
+/// without flame's key (misc/public-keys names it), it is caught.
+#[test]
+fn nmasur_host_file_secret_reencrypted_without_its_host_is_caught() {
+    let dir = fleet("nmasur+dotfiles");
+    let out = guard_in(&dir, &["secrets", "--all", "--format", "json"]);
+    let fs = findings(&out);
+    // Each host's cloudflared credentials are checked against that host,
+    // not "any host may use it".
+    for host in ["flame", "swan", "tempest"] {
+        assert!(
+            !fs.iter().any(|f| f["path"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("cloudflared-{host}"))),
+            "{fs:#?}"
+        );
+    }
+    let repo = scratch_clone("nmasur+dotfiles");
+    let keys = read(&repo, "misc/public-keys");
+    let personal = keys
+        .lines()
+        .find(|l| l.ends_with(" personal"))
+        .unwrap()
+        .trim_end_matches(" personal")
+        .to_string();
+    let file = "hosts/aarch64-linux/flame/cloudflared-flame.age";
+    repo.write(file, age_encrypt(&[&personal]));
+    repo.commit_all("cloudflared credentials re-encrypted without flame");
+    for args in [
+        &["secrets", "--commit", "HEAD", "--format", "json"][..],
+        &["secrets", "--all", "--format", "json"][..],
+    ] {
+        let out = repo.guard(args);
+        out.assert_code(1);
+        let fs = findings(&out);
+        let m = with_rule(&fs, "age-missing-recipient");
+        assert_eq!(m.len(), 1, "{args:?} {fs:#?}");
+        let msg = m[0]["message"].as_str().unwrap();
+        assert!(
+            m[0]["path"] == file
+                && msg.contains("host flame cannot decrypt")
+                && msg.contains("key named `flame` in misc/public-keys")
+                && msg.contains(
+                    "nmasur.presets.services.cloudflared.tunnel.credentialsFile in hosts/aarch64-linux/flame/default.nix"
+                )
+                && msg.contains("chain: hosts/aarch64-linux/flame/default.nix"),
+            "{msg}"
+        );
+    }
 }
 
 #[test]
