@@ -148,6 +148,13 @@ fn findings(out: &GuardOutput) -> Vec<serde_json::Value> {
     out.json()["findings"].as_array().unwrap().clone()
 }
 
+/// The one finding of `rule` among `fs`, and its message.
+fn only<'a>(fs: &'a [serde_json::Value], rule: &str) -> (&'a serde_json::Value, &'a str) {
+    let m = with_rule(fs, rule);
+    assert_eq!(m.len(), 1, "{rule}: {fs:#?}");
+    (m[0], m[0]["message"].as_str().unwrap())
+}
+
 fn with_rule<'a>(fs: &'a [serde_json::Value], rule: &str) -> Vec<&'a serde_json::Value> {
     fs.iter().filter(|f| f["rule"] == rule).collect()
 }
@@ -365,11 +372,9 @@ fn agenix_rekey_rekeyed_file_and_source_mutations_are_caught() {
                 && msg.contains("for envoy"),
             "{msg}"
         );
-        let m = with_rule(&fs, "agenix-rekey-not-rekeyed");
-        assert_eq!(m.len(), 1, "{fs:#?}");
-        let msg = m[0]["message"].as_str().unwrap();
+        let (m, msg) = only(&fs, "agenix-rekey-not-rekeyed");
         assert!(
-            m[0]["path"] == "hosts/envoy/secrets/acme-cloudflare-zone-token.age"
+            m["path"] == "hosts/envoy/secrets/acme-cloudflare-zone-token.age"
                 && msg.contains(
                     "host envoy uses this source as age.secrets.acme-cloudflare-zone-token"
                 )
@@ -424,11 +429,9 @@ fn agenix_file_reencrypted_without_its_host_names_host_and_chain() {
     let out = repo.guard(&["secrets", "--commit", "HEAD", "--format", "json"]);
     out.assert_code(1);
     let fs = findings(&out);
-    let m = with_rule(&fs, "age-missing-recipient");
-    assert_eq!(m.len(), 1, "{fs:#?}");
-    let msg = m[0]["message"].as_str().unwrap();
+    let (m, msg) = only(&fs, "age-missing-recipient");
     assert!(
-        m[0]["path"] == "secrets/beszel-agent-key.age"
+        m["path"] == "secrets/beszel-agent-key.age"
             && msg.contains("host pureintent cannot decrypt")
             && msg.contains("binding `pureintent` in secrets/secrets.nix")
             && msg.contains("modules/nixos/linux/beszel.nix")
@@ -501,11 +504,9 @@ fn nmasur_host_file_secret_reencrypted_without_its_host_is_caught() {
         let out = repo.guard(args);
         out.assert_code(1);
         let fs = findings(&out);
-        let m = with_rule(&fs, "age-missing-recipient");
-        assert_eq!(m.len(), 1, "{args:?} {fs:#?}");
-        let msg = m[0]["message"].as_str().unwrap();
+        let (m, msg) = only(&fs, "age-missing-recipient");
         assert!(
-            m[0]["path"] == file
+            m["path"] == file
                 && msg.contains("host flame cannot decrypt")
                 && msg.contains("key named `flame` in misc/public-keys")
                 && msg.contains(
@@ -528,11 +529,9 @@ fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
     let out = repo.guard(&["secrets", "--worktree", "--format", "json"]);
     out.assert_code(1);
     let fs = findings(&out);
-    let m = with_rule(&fs, "sops-missing-recipient");
-    assert_eq!(m.len(), 1, "{fs:#?}");
-    let msg = m[0]["message"].as_str().unwrap();
+    let (m, msg) = only(&fs, "sops-missing-recipient");
     assert!(
-        m[0]["path"] == file
+        m["path"] == file
             && msg.contains("host web01 cannot decrypt")
             && msg.contains("sops/machines/web01/key.json")
             && msg.contains(&format!(
@@ -582,9 +581,7 @@ fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
     let out = repo.guard(&["secrets", "--commit", "HEAD", "--format", "json"]);
     out.assert_code(1);
     let fs = findings(&out);
-    let m = with_rule(&fs, "sops-missing-recipient");
-    assert_eq!(m.len(), 1, "{fs:#?}");
-    let msg = m[0]["message"].as_str().unwrap();
+    let (_, msg) = only(&fs, "sops-missing-recipient");
     assert!(
         msg.contains("host astrid cannot decrypt")
             && msg.contains("pubkeys.json")
@@ -611,9 +608,7 @@ fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
     let out = repo.guard(&["secrets", "--worktree", "--format", "json"]);
     out.assert_code(1);
     let fs = findings(&out);
-    let m = with_rule(&fs, "sops-missing-recipient");
-    assert_eq!(m.len(), 1, "{fs:#?}");
-    let msg = m[0]["message"].as_str().unwrap();
+    let (_, msg) = only(&fs, "sops-missing-recipient");
     assert!(
         msg.contains("host raisin cannot decrypt")
             && msg.contains("sops.secrets.nix-access-tokens.sopsFile in mixins/nix.nix")

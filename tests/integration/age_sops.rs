@@ -31,33 +31,42 @@ fn sops_bin() -> PathBuf {
     PathBuf::from(String::from_utf8(found.stdout).unwrap().trim())
 }
 
+/// Runs the real sops in `dir` (no age identity from the environment) and
+/// returns what it wrote to stdout.
+fn sops_in(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(sops_bin())
+        .current_dir(dir)
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sops {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// `sops encrypt` of a dummy YAML document to `recipients` (age1… or
 /// ssh-ed25519), run outside any repository so no .sops.yaml applies.
 fn sops_encrypt(recipients: &[&str], plaintext: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    let plain = dir.path().join("plain.yaml");
-    std::fs::write(&plain, plaintext).unwrap();
-    let out = Command::new(sops_bin())
-        .current_dir(dir.path())
-        .env_remove("SOPS_AGE_KEY_FILE")
-        .args([
+    std::fs::write(dir.path().join("plain.yaml"), plaintext).unwrap();
+    let to = recipients.join(",");
+    sops_in(
+        dir.path(),
+        &[
             "encrypt",
             "--input-type",
             "yaml",
             "--output-type",
             "yaml",
             "--age",
-        ])
-        .arg(recipients.join(","))
-        .arg(&plain)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sops encrypt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+            &to,
+            "plain.yaml",
+        ],
+    )
 }
 
 /// An ed25519 key made with ssh-keygen: (private key path, public line).
@@ -393,18 +402,7 @@ fn sops_encrypt_with_config(config: &str, plaintext: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".sops.yaml"), config).unwrap();
     std::fs::write(dir.path().join("plain.yaml"), plaintext).unwrap();
-    let out = Command::new(sops_bin())
-        .current_dir(dir.path())
-        .env_remove("SOPS_AGE_KEY_FILE")
-        .args(["encrypt", "plain.yaml"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sops encrypt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    sops_in(dir.path(), &["encrypt", "plain.yaml"])
 }
 
 /// Key groups split the data key (Shamir): sops needs a share from every
@@ -422,6 +420,20 @@ fn sops_key_groups_are_counted_against_the_threshold() {
         f.repo.commit_all(msg);
         guard(&f.repo, &["secrets", "--all", "--format", "json"])
     };
+    // One creation rule for every file: `shamir_threshold` (if any) and
+    // the key groups, each a list of age recipients.
+    let rule = |threshold: Option<u32>, groups: &[&[&String]]| -> String {
+        let mut r = "creation_rules:\n  - path_regex: .*\\.yaml$\n".to_string();
+        if let Some(t) = threshold {
+            r.push_str(&format!("    shamir_threshold: {t}\n"));
+        }
+        r.push_str("    key_groups:\n");
+        for g in groups {
+            let keys: Vec<&str> = g.iter().map(|k| k.as_str()).collect();
+            r.push_str(&format!("      - age: [{}]\n", keys.join(", ")));
+        }
+        r
+    };
     let missing = |out: &GuardOutput| -> Vec<String> {
         findings(out)
             .iter()
@@ -432,9 +444,7 @@ fn sops_key_groups_are_counted_against_the_threshold() {
     // The admin in one group, the hosts in another, no threshold: both
     // groups are needed, and each host opens one.
     let out = write(
-        format!(
-            "creation_rules:\n  - path_regex: .*\\.yaml$\n    key_groups:\n      - age: [{admin}]\n      - age: [{alpha}, {beta}]\n"
-        ),
+        rule(None, &[&[admin], &[alpha, beta]]),
         "shared.yaml: admin and hosts in two key groups",
     );
     out.assert_code(1);
@@ -459,9 +469,7 @@ fn sops_key_groups_are_counted_against_the_threshold() {
 
     // Two shares of three: alpha opens groups 1 and 2, beta only 2.
     let out = write(
-        format!(
-            "creation_rules:\n  - path_regex: .*\\.yaml$\n    shamir_threshold: 2\n    key_groups:\n      - age: [{admin}, {alpha}]\n      - age: [{alpha}, {beta}]\n      - age: [{admin}]\n"
-        ),
+        rule(Some(2), &[&[admin, alpha], &[alpha, beta], &[admin]]),
         "shared.yaml: 2 of 3 groups",
     );
     out.assert_code(1);
@@ -476,9 +484,7 @@ fn sops_key_groups_are_counted_against_the_threshold() {
 
     // Two of three, each host in two groups: both decrypt.
     let out = write(
-        format!(
-            "creation_rules:\n  - path_regex: .*\\.yaml$\n    shamir_threshold: 2\n    key_groups:\n      - age: [{admin}, {alpha}]\n      - age: [{alpha}, {beta}]\n      - age: [{admin}, {beta}]\n"
-        ),
+        rule(Some(2), &[&[admin, alpha], &[alpha, beta], &[admin, beta]]),
         "shared.yaml: each host in two of three groups",
     );
     out.assert_code(0);

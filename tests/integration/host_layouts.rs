@@ -17,6 +17,19 @@ fn hosts_of(repo: &TempRepo) -> Vec<String> {
     names
 }
 
+/// The hosts `guard affected --commit HEAD` names.
+fn changed_hosts(repo: &TempRepo) -> Vec<String> {
+    let j = repo
+        .guard(&["affected", "--commit", "HEAD", "--format", "json"])
+        .json();
+    j["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn repo(files: &[(&str, &str)]) -> TempRepo {
     let r = TempRepo::new();
     for (path, text) in files {
@@ -220,16 +233,7 @@ fn host_keeps_its_own_directory_as_entry() {
     // A change to one host's directory names that host alone.
     r.write("hosts/a/hw.nix", "{ ... }: { boot.x = 1; }\n");
     r.commit_all("a only");
-    let j = r
-        .guard(&["affected", "--commit", "HEAD", "--format", "json"])
-        .json();
-    let hit: Vec<&str> = j["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(hit, ["a"]);
+    assert_eq!(changed_hosts(&r), ["a"]);
 }
 
 /// nmasur/dotfiles' layout: each host's module is the value of `import`
@@ -286,16 +290,7 @@ fn imported_host_module_after_many_shared_modules_is_the_entry() {
         "{ networking.hostName = \"a\"; boot.x = 1; }\n",
     );
     r.commit_all("a only");
-    let j = r
-        .guard(&["affected", "--commit", "HEAD", "--format", "json"])
-        .json();
-    let hit: Vec<&str> = j["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(hit, ["a"], "{j:#}");
+    assert_eq!(changed_hosts(&r), ["a"]);
 }
 
 /// A flake without NixOS hosts, where every command must refuse.
