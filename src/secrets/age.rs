@@ -302,6 +302,10 @@ pub fn prove(
 /// (one implementation, shared with `guard scan`).
 pub const IDENTITY_RULES: [&str; 3] = ["age-secret-key", "age-plugin-identity", "ssh-private-key"];
 
+/// Bump when what makes a blob clean changes beyond the rules' keywords
+/// (`Scanner::content_may_match`): remembered blobs are then read again.
+const CLEAN_FORMAT: &str = "identity-clean-1";
+
 /// Errors of [`identity_leaks`].
 #[derive(Debug, thiserror::Error)]
 pub enum LeakError {
@@ -336,7 +340,7 @@ pub fn identity_leaks(
             d,
             "identity-clean",
             &format!(
-                "{}-identity-clean-1 {}",
+                "{}-{CLEAN_FORMAT} {}",
                 env!("CARGO_PKG_VERSION"),
                 scanner.content_key()
             ),
