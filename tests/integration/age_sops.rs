@@ -490,3 +490,94 @@ fn sops_key_groups_are_counted_against_the_threshold() {
     out.assert_code(0);
     assert!(findings(&out).is_empty(), "{}", out.stdout);
 }
+
+/// A sops file as sops writes it (YAML), with the given age recipients and
+/// PGP fingerprints and placeholder ciphertext: guard reads only the
+/// metadata, so no key (and no gpg) is needed to judge it.
+fn sops_yaml_metadata(age: &[&str], pgp: &[&str]) -> String {
+    let mut s = String::from("wifi: ENC[AES256_GCM,data:AAAA,iv:BBBB,tag:CCCC,type:str]\nsops:\n");
+    s.push_str("    age:\n");
+    for a in age {
+        s.push_str(&format!("        - recipient: {a}\n          enc: |\n            -----BEGIN AGE ENCRYPTED FILE-----\n            -----END AGE ENCRYPTED FILE-----\n"));
+    }
+    s.push_str("    pgp:\n");
+    for f in pgp {
+        s.push_str(&format!("        - fp: {f}\n          enc: |\n            -----BEGIN PGP MESSAGE-----\n            -----END PGP MESSAGE-----\n"));
+    }
+    s.push_str("    mac: ENC[AES256_GCM,data:x,iv:y,tag:z,type:str]\n    version: 3.9.4\n");
+    s
+}
+
+/// A host whose PGP key `.sops.yaml` anchors under its name (and that has
+/// no age key: an age key file, no SSH key paths) decrypts a file encrypted
+/// to that fingerprint; a file encrypted to another declared PGP key is a
+/// missing recipient naming the anchor; to an undeclared one, unverifiable.
+#[test]
+fn sops_pgp_host_key_from_a_sops_yaml_anchor() {
+    let f = SopsFleet::new();
+    let beta_fp = "2504791468B153B8A3963CC97BA53D1919C5DFD4";
+    let cole_fp = "8A94ED58A476A13AE0D6E85E9758078DE5308308";
+    f.repo.write(
+        "machines/beta/default.nix",
+        host("beta").replace(
+            "sops.secrets.wifi = { };",
+            "sops.secrets.wifi = { };\n  sops.age.keyFile = \"/var/lib/sops-nix/key.txt\";\n  sops.age.sshKeyPaths = [ ];",
+        ),
+    );
+    f.repo.write(
+        ".sops.yaml",
+        format!(
+            "keys:\n  - &admin {}\n  - &host_beta 2504 7914 68B1 53B8 A396  3CC9 7BA5 3D19 19C5 DFD4\n  - &cole {cole_fp}\ncreation_rules:\n  - path_regex: secrets/beta\\.yaml$\n    key_groups:\n      - age: [*admin]\n        pgp: [*host_beta]\n",
+            f.admin
+        ),
+    );
+    let judge = |pgp: &str| {
+        f.repo
+            .write("secrets/beta.yaml", sops_yaml_metadata(&[&f.admin], &[pgp]));
+        f.repo.commit_all("beta.yaml");
+        let out = guard(&f.repo, &["secrets", "--all", "--format", "json"]);
+        findings(&out)
+            .into_iter()
+            .filter(|x| x["path"] == "secrets/beta.yaml")
+            .map(|x| {
+                (
+                    x["rule"].as_str().unwrap().to_string(),
+                    x["message"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(judge(beta_fp), []);
+    let got = judge(cole_fp);
+    let missing: Vec<&String> = got
+        .iter()
+        .filter(|(r, _)| r == "sops-missing-recipient")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(missing.len(), 1, "{got:#?}");
+    assert!(
+        missing[0].contains("host beta cannot decrypt")
+            && missing[0].contains(&format!(
+                "its PGP key {beta_fp} (from anchor &host_beta in .sops.yaml:3)"
+            ))
+            && missing[0].contains("1 age recipient(s) and 1 PGP key(s)"),
+        "{}",
+        missing[0]
+    );
+    // The rule still names beta's key: not re-encrypted after it changed.
+    assert!(
+        got.iter()
+            .any(|(r, m)| r == "sops-rules-mismatch" && m.contains(&format!("PGP {beta_fp}"))),
+        "{got:#?}"
+    );
+    let got = judge("0123456789ABCDEF0123456789ABCDEF01234567");
+    assert!(
+        got.iter()
+            .any(|(r, m)| r == "sops-unverifiable" && m.contains("host beta")),
+        "{got:#?}"
+    );
+    assert!(
+        !got.iter().any(|(r, _)| r == "sops-missing-recipient"),
+        "{got:#?}"
+    );
+}
