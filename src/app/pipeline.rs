@@ -236,12 +236,15 @@ impl<'c> Pipeline<'c> {
             .flat_map(|r| &r.findings)
             .map(|f| (f.path.as_str(), f.line, f.rule.as_str()))
             .collect();
-        Ok(
-            age::identity_leaks(&self.changes, &self.ctx.config, self.baseline()?)?
-                .into_iter()
-                .filter(|f| !reported.contains(&(f.path.as_str(), f.line, f.rule.as_str())))
-                .collect(),
-        )
+        Ok(age::identity_leaks(
+            &self.changes,
+            &self.ctx.config,
+            self.baseline()?,
+            Some(self.ctx.repo.git_dir()),
+        )?
+        .into_iter()
+        .filter(|f| !reported.contains(&(f.path.as_str(), f.line, f.rule.as_str())))
+        .collect())
     }
 
     /// The secret scheme of the new snapshot (fixes name it).

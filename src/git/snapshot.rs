@@ -192,6 +192,18 @@ impl Snapshot {
         self.inner.label.clone()
     }
 
+    /// The blob id of `bytes` read for `entry`: the entry's own id for a
+    /// commit or the index; hashed again for the work tree, whose file may
+    /// have changed after it was hashed.
+    pub fn id_of_read(&self, entry: &Entry, bytes: &[u8]) -> Option<ObjectId> {
+        match self.inner.source {
+            Source::Worktree { .. } => {
+                gix::objs::compute_hash(entry.id.kind(), gix::object::Kind::Blob, bytes).ok()
+            }
+            _ => Some(entry.id),
+        }
+    }
+
     /// The commit this is a snapshot of, if any.
     pub fn commit(&self) -> Option<ObjectId> {
         match self.inner.source {

@@ -39,6 +39,7 @@ use crate::affected::Analysis;
 use crate::config::Config;
 use crate::git::{BStr, ChangeSet, GitError, Snapshot};
 use crate::report::{Affected, Finding, Findings, Scanned, Severity, Warning};
+use crate::secrets::clean::CleanBlobs;
 use crate::secrets::scan::{Baseline, ScanError, Scanner};
 
 pub use check::{Checker, Counts, finding, fingerprint, rule_infos};
@@ -301,6 +302,10 @@ pub fn prove(
 /// (one implementation, shared with `guard scan`).
 pub const IDENTITY_RULES: [&str; 3] = ["age-secret-key", "age-plugin-identity", "ssh-private-key"];
 
+/// Bump when what makes a blob clean changes beyond the rules' keywords
+/// (`Scanner::content_may_match`): remembered blobs are then read again.
+const CLEAN_FORMAT: &str = "identity-clean-1";
+
 /// Errors of [`identity_leaks`].
 #[derive(Debug, thiserror::Error)]
 pub enum LeakError {
@@ -313,11 +318,14 @@ pub enum LeakError {
 /// Identities (`AGE-SECRET-KEY-1…`, age plugin identities, SSH private
 /// keys) in the files the change adds or modifies, found by the plaintext
 /// scanner's rules; the baseline and allow-lists of `guard scan` apply.
-/// Rules turned off with `[secrets] disable` stay off.
+/// Rules turned off with `[secrets] disable` stay off. With `git_dir`,
+/// blobs found clean (binary, or no rule keyword in them) are remembered
+/// under it and not read again (`--all` reads every file).
 pub fn identity_leaks(
     changes: &ChangeSet,
     config: &Config,
     baseline: &Baseline,
+    git_dir: Option<&std::path::Path>,
 ) -> Result<Vec<Finding>, LeakError> {
     let ids: Vec<&str> = IDENTITY_RULES
         .into_iter()
@@ -327,17 +335,38 @@ pub fn identity_leaks(
         return Ok(Vec::new());
     }
     let scanner = Scanner::with_rules(config, &ids)?.with_baseline(baseline);
+    let clean = match git_dir {
+        Some(d) => CleanBlobs::persistent(
+            d,
+            "identity-clean",
+            &format!(
+                "{}-{CLEAN_FORMAT} {}",
+                env!("CARGO_PKG_VERSION"),
+                scanner.content_key()
+            ),
+        ),
+        None => CleanBlobs::new(),
+    };
     let commit = changes.new.commit().map(|c| c.to_string());
     let results: Vec<Result<Vec<Finding>, GitError>> = changes
         .changes
         .par_iter()
-        .filter(|c| c.new.is_some())
-        .map(|c| {
+        .filter_map(|c| c.new.map(|e| (c, e)))
+        .map(|(c, entry)| {
+            if clean.contains(&entry.id) {
+                return Ok(Vec::new());
+            }
             let path = crate::git::ByteSlice::to_str_lossy(c.path.as_slice()).into_owned();
-            Ok(match changes.new.read(BStr::new(&path))? {
-                Some(bytes) => scanner.scan_bytes(&path, &bytes, commit.as_deref()),
-                None => Vec::new(),
-            })
+            let Some(bytes) = changes.new.read(BStr::new(&path))? else {
+                return Ok(Vec::new());
+            };
+            if !scanner.content_may_match(&bytes) {
+                if let Some(id) = changes.new.id_of_read(&entry, &bytes) {
+                    clean.insert(id);
+                }
+                return Ok(Vec::new());
+            }
+            Ok(scanner.scan_bytes(&path, &bytes, commit.as_deref()))
         })
         .collect();
     let mut out = Vec::new();

@@ -2,6 +2,7 @@
 //! checks of encrypted files (`age`, `sops`).
 
 pub mod age;
+pub mod clean;
 pub mod scan;
 pub mod scheme;
 pub mod sops;

@@ -228,6 +228,8 @@ pub struct Scanner {
     rules: Vec<Rule>,
     meta: Vec<Meta>,
     prefilter: Option<AhoCorasick>,
+    /// The prefilter's keywords (lowercase), for [`Scanner::content_key`].
+    keywords: Vec<String>,
     /// Rules each prefilter pattern belongs to.
     pattern_rules: Vec<Mask>,
     /// Rules run over the whole file (user rules without keywords).
@@ -600,6 +602,7 @@ impl Scanner {
             rules: rules_out,
             meta,
             prefilter,
+            keywords,
             pattern_rules,
             file_rules,
             allow_paths,
@@ -618,6 +621,32 @@ impl Scanner {
                 .map(|e| (e.commit, e.path, e.line))
                 .collect(),
         })
+    }
+
+    /// Whether a finding can come out of `bytes` at some path: the content
+    /// is text and one of the rules' keywords occurs in it, or a rule reads
+    /// whole files or flags paths. When false, [`Scanner::scan_bytes`] finds
+    /// nothing in these bytes at any path (so a blob id may be cached as
+    /// clean under [`Scanner::content_key`]).
+    pub fn content_may_match(&self, bytes: &[u8]) -> bool {
+        if !self.file_rules.is_empty() || !self.path_rules.is_empty() {
+            return true;
+        }
+        classify_content(bytes) == Content::Text
+            && self.prefilter.as_ref().is_some_and(|ac| ac.is_match(bytes))
+    }
+
+    /// What [`Scanner::content_may_match`] depends on: the keywords, and
+    /// whether whole-file or path rules exist.
+    pub fn content_key(&self) -> String {
+        let mut k = self.keywords.clone();
+        k.sort();
+        format!(
+            "{}|{}|{}",
+            k.join(","),
+            self.file_rules.len(),
+            self.path_rules.len()
+        )
     }
 
     /// Ids of the active rules, in rule order, without duplicates.

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use crate::git::{BStr, ByteSlice, GitError, Snapshot};
 use crate::report::{Finding, RuleInfo, Severity, Warning};
-use crate::secrets::age::declared::keys_named;
+use crate::secrets::age::declared::{keys_named, names_host};
 use crate::secrets::age::keys::{KeyKind, PublicKey, parse_public_key, ssh_to_age};
 use crate::secrets::age::{Model, finding};
 
@@ -209,6 +209,30 @@ pub fn check(
     configs.sort_by_key(|c| {
         std::cmp::Reverse(c.dir.matches('/').count() + usize::from(!c.dir.is_empty()))
     });
+
+    // PGP fingerprints the .sops.yaml files declare (rules and anchors),
+    // and the names anchors give them.
+    let mut known_pgp: BTreeSet<String> = BTreeSet::new();
+    let mut pgp_anchors: Vec<(String, String, String)> = Vec::new();
+    for c in &configs {
+        for r in &c.rules {
+            known_pgp.extend(r.pgp.iter().cloned());
+        }
+        for (name, fp, line) in &c.pgp_anchors {
+            known_pgp.insert(fp.clone());
+            pgp_anchors.push((name.clone(), fp.clone(), format!("{}:{line}", c.path)));
+        }
+    }
+    // A host's PGP keys: fingerprints anchored under its name.
+    let pgp_of = |host: &str| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (name, fp, source) in &pgp_anchors {
+            if names_host(name, host) && !out.iter().any(|(f, _)| f == fp) {
+                out.push((fp.clone(), format!("anchor &{name} in {source}")));
+            }
+        }
+        out
+    };
 
     // The files to check, and why.
     let mut roles: BTreeMap<String, Role> = BTreeMap::new();
@@ -407,17 +431,24 @@ pub fn check(
         // sops 3.10+ also takes SSH keys as age recipients: compare them in
         // X25519 form.
         let mut meta = meta;
-        let ssh: Vec<String> = meta
-            .age
-            .iter()
-            .filter_map(|r| parse_public_key(r).ok())
-            .filter_map(|k| ssh_to_age(&k))
-            .collect();
-        meta.age.extend(ssh);
+        meta.add_forms(|r| parse_public_key(r).ok().and_then(|k| ssh_to_age(&k)));
         let unknown: Vec<&String> = meta
             .age
             .iter()
             .filter(|a| a.starts_with("age1") && !known.contains(*a))
+            .collect();
+        let unknown_pgp = meta.pgp.iter().filter(|f| !known_pgp.contains(*f)).count();
+        // Groups a key no file declares (or a KMS entry) may open.
+        let open_to_unknown: Vec<bool> = meta
+            .groups
+            .iter()
+            .map(|g| {
+                g.other > 0
+                    || g.age
+                        .iter()
+                        .any(|a| a.starts_with("age1") && !known.contains(a))
+                    || g.pgp.iter().any(|f| !known_pgp.contains(f))
+            })
             .collect();
 
         // 1. Hosts that use it.
@@ -444,18 +475,32 @@ pub fn check(
         }
         for (host, via) in &users {
             let recips = recipients_of(host);
-            if recips.iter().any(|(a, _)| meta.age.contains(a)) {
-                continue;
-            }
-            if recips.is_empty() || !unknown.is_empty() {
-                let why = if recips.is_empty() {
+            // A clan machine decrypts with its clan key alone.
+            let pgp = if clan_machine_keys.contains_key(host) {
+                Vec::new()
+            } else {
+                pgp_of(host)
+            };
+            let age_keys: Vec<&str> = recips.iter().map(|(a, _)| a.as_str()).collect();
+            let pgp_keys: Vec<&str> = pgp.iter().map(|(f, _)| f.as_str()).collect();
+            let opened = match access(&meta, &age_keys, &pgp_keys, &open_to_unknown) {
+                Access::Yes => continue,
+                Access::Maybe { .. } => None,
+                Access::No { opened } => Some(opened),
+            };
+            let Some(opened) = opened.filter(|_| !recips.is_empty() || !pgp.is_empty()) else {
+                let why = if recips.is_empty() && pgp.is_empty() {
                     format!(
                         "guard does not know host {host}'s age recipient (commit its SSH host public key, or name its age key after it in .sops.yaml)"
+                    )
+                } else if unknown.is_empty() && unknown_pgp == 0 {
+                    format!(
+                        "host {host}'s known recipients are not among the file's, and its KMS/Vault entries may serve the host"
                     )
                 } else {
                     format!(
                         "host {host}'s known recipients are not among the file's, but {} recipient(s) of it are keys no file of the repository declares (one may be the host's)",
-                        unknown.len()
+                        unknown.len() + unknown_pgp
                     )
                 };
                 let e = unverifiable
@@ -463,12 +508,49 @@ pub fn check(
                     .or_insert((why, Vec::new()));
                 e.1.push(path.clone());
                 continue;
-            }
-            let (key, source) = &recips[0];
+            };
             let fix = if clan_machine_keys.contains_key(host) {
                 format!("re-encrypt it for the machine with clan (clan vars fix {host})")
             } else {
                 format!("add the key to .sops.yaml and run sops updatekeys {path}")
+            };
+            // (A host without any key was unverifiable above.)
+            let key = match recips.first() {
+                Some((key, source)) => {
+                    format!(
+                        "its age recipient {} (from {source})",
+                        describe(key, &names)
+                    )
+                }
+                None => pgp
+                    .iter()
+                    .map(|(fp, source)| format!("its PGP key {fp} (from {source})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            let what = if meta.groups.len() <= 1 {
+                format!(
+                    "{key} is not among the file's {} age recipient(s){}",
+                    meta.age.len(),
+                    if meta.pgp.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and {} PGP key(s)", meta.pgp.len())
+                    }
+                )
+            } else {
+                let list: Vec<String> = opened.iter().map(|i| (i + 1).to_string()).collect();
+                format!(
+                    "{key} opens {} of its {} key groups{}, and sops needs {} (shamir_threshold)",
+                    opened.len(),
+                    meta.groups.len(),
+                    if list.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (group {})", list.join(", "))
+                    },
+                    meta.threshold
+                )
             };
             out.findings.push(finding(
                 "sops-missing-recipient",
@@ -476,11 +558,7 @@ pub fn check(
                 &path,
                 1,
                 host,
-                format!(
-                    "host {host} cannot decrypt this sops file: its age recipient {} (from {source}) is not among the file's {} age recipient(s); {via}; {fix}",
-                    describe(key, &names),
-                    meta.age.len()
-                ),
+                format!("host {host} cannot decrypt this sops file: {what}; {via}; {fix}"),
                 commit,
             ));
         }
@@ -587,6 +665,38 @@ pub fn check(
     Ok(out)
 }
 
+/// Whether a host holding these keys can decrypt a sops file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Access {
+    /// Its keys open `threshold` key groups.
+    Yes,
+    /// Only if keys no file declares (or KMS entries) are the host's.
+    Maybe { opened: Vec<usize> },
+    /// No: the groups it opens (0-based) are fewer than the threshold,
+    /// even counting every group an undeclared key could open.
+    No { opened: Vec<usize> },
+}
+
+/// The host's access to `meta` with its age recipients `age` and PGP
+/// fingerprints `pgp`; `open_to_unknown[i]`: group `i` has a recipient no
+/// file of the repository declares, or a KMS entry (it may be the host's).
+fn access(meta: &SopsMeta, age: &[&str], pgp: &[&str], open_to_unknown: &[bool]) -> Access {
+    let opened = meta.groups_opened(age, pgp);
+    if opened.len() >= meta.threshold {
+        return Access::Yes;
+    }
+    let maybe = open_to_unknown
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| **m && !opened.contains(i))
+        .count();
+    if opened.len() + maybe >= meta.threshold {
+        Access::Maybe { opened }
+    } else {
+        Access::No { opened }
+    }
+}
+
 /// "a, b, c and 4 more".
 fn list(files: &[String]) -> String {
     const SHOWN: usize = 5;
@@ -621,6 +731,63 @@ fn users_text(model: &Model, path: &str, role: &Role) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta(text: &str) -> SopsMeta {
+        meta::parse(text.as_bytes()).unwrap()
+    }
+
+    /// A host decrypts when its keys open `threshold` key groups; groups a
+    /// key no file declares could open make it unverifiable, not an error.
+    #[test]
+    fn access_counts_key_groups_against_the_threshold() {
+        let (a, b, c) = ("age1aaa", "age1bbb", "age1ccc");
+        let fp = "8A94ED58A476A13AE0D6E85E9758078DE5308308";
+        // Two groups, both needed (no shamir_threshold).
+        let two = meta(&format!(
+            r#"{{"data": "ENC[x]", "sops": {{"key_groups": [{{"age": [{{"recipient": "{a}"}}, {{"recipient": "{b}"}}]}}, {{"age": [{{"recipient": "{c}"}}], "pgp": [{{"fp": "{fp}"}}]}}], "mac": "x"}}}}"#
+        ));
+        let none = [false, false];
+        assert_eq!(
+            access(&two, &[a], &[], &none),
+            Access::No { opened: vec![0] }
+        );
+        assert_eq!(access(&two, &[a, c], &[], &none), Access::Yes);
+        // A host's PGP key opens the second group.
+        assert_eq!(access(&two, &[b], &[fp], &none), Access::Yes);
+        assert_eq!(
+            access(&two, &[], &[fp], &none),
+            Access::No { opened: vec![1] }
+        );
+        // An undeclared key in the second group may be the host's.
+        assert_eq!(
+            access(&two, &[a], &[], &[false, true]),
+            Access::Maybe { opened: vec![0] }
+        );
+        // ... but not when the host opens no group and two are needed.
+        assert_eq!(
+            access(&two, &["age1zzz"], &[], &[false, true]),
+            Access::No { opened: vec![] }
+        );
+        // Crafted: shamir_threshold 1 of 2 (sops itself writes at least
+        // 2): any one group is enough.
+        let one_of_two = meta(&format!(
+            "a: ENC[x]\nsops:\n    shamir_threshold: 1\n    key_groups:\n        - age:\n            - recipient: {a}\n        - pgp:\n            - fp: {fp}\n    mac: ENC[x]\n"
+        ));
+        assert_eq!(access(&one_of_two, &[], &[fp], &none), Access::Yes);
+        assert_eq!(access(&one_of_two, &[a], &[], &none), Access::Yes);
+        assert_eq!(
+            access(&one_of_two, &[b], &[], &none),
+            Access::No { opened: vec![] }
+        );
+        // A threshold above the number of groups: nobody decrypts.
+        let broken = meta(&format!(
+            "a: ENC[x]\nsops:\n    shamir_threshold: 3\n    key_groups:\n        - age:\n            - recipient: {a}\n        - age:\n            - recipient: {b}\n    mac: ENC[x]\n"
+        ));
+        assert_eq!(
+            access(&broken, &[a, b], &[], &none),
+            Access::No { opened: vec![0, 1] }
+        );
+    }
 
     #[test]
     fn clan_paths_and_key_files() {

@@ -613,6 +613,43 @@ fn identities_in_the_change_are_errors() {
     assert!(!out.stdout.contains(identity.lines().last().unwrap()));
 }
 
+/// `--all` remembers blobs found clean under the git dir: a second run
+/// reads none of them again, yet an identity committed later (a new blob)
+/// or written into a file known clean is found, in the work tree too.
+#[test]
+fn identity_scan_remembers_clean_blobs_and_still_finds_new_identities() {
+    let f = Fleet::new();
+    f.repo.write("keys/notes.txt", "no key here\n");
+    f.repo.commit_all("notes");
+    let cache = f.repo.path().join(".git/guard/cache/identity-clean");
+    for _ in 0..2 {
+        let out = guard(&f.repo, &["secrets", "--all", "--format", "json"]);
+        assert!(!rules(&out).iter().any(|(r, _)| r == "age-secret-key"));
+    }
+    let notes = f.repo.git(&["rev-parse", "HEAD:keys/notes.txt"]);
+    let cached = std::fs::read_to_string(&cache).unwrap();
+    assert!(cached.lines().any(|l| l == notes.trim()), "{cached}");
+    let (identity, _) = age_key();
+    f.repo.write("keys/notes.txt", &identity);
+    let out = guard(&f.repo, &["secrets", "--worktree", "--format", "json"]);
+    assert!(
+        rules(&out).contains(&("age-secret-key".into(), "keys/notes.txt".into())),
+        "{}",
+        out.stdout
+    );
+    f.repo.commit_all("a key in the notes");
+    for _ in 0..2 {
+        let out = guard(&f.repo, &["secrets", "--all", "--format", "json"]);
+        out.assert_code(1);
+        assert!(
+            rules(&out).contains(&("age-secret-key".into(), "keys/notes.txt".into())),
+            "{}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains(identity.lines().last().unwrap()));
+    }
+}
+
 #[test]
 fn agenix_rules_give_host_keys_and_must_match_the_files() {
     let repo = TempRepo::new();

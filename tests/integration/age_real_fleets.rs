@@ -104,10 +104,55 @@ const PINNED: &[Pin] = &[
         "9f488753bc067f103c8583f56bdff617fdcdc1dc",
         &[],
     ),
+    (
+        "ryan4yin+nix-config",
+        "9ee947dc0ac4bcb594889f5cde2dc65d1b995488",
+        &[],
+    ),
 ];
+
+/// Fleets that use agenix or sops-nix with every encrypted file in a
+/// private flake input (no file of theirs to re-encrypt): (fleet, the
+/// input's URL as flake.nix writes it).
+const PRIVATE_SECRETS: &[(&str, &str)] = &[
+    (
+        "dustinlyons+nixos-config",
+        "git+ssh://git@github.com/dustinlyons/nix-secrets.git",
+    ),
+    (
+        "EmergentMind+nix-config",
+        "git+ssh://git@gitlab.com/emergentmind/nix-secrets.git",
+    ),
+    (
+        "ryan4yin+nix-config",
+        "git+ssh://git@github.com/ryan4yin/nix-secrets.git",
+    ),
+];
+
+/// Those fleets hold no encrypted file (so no re-encryption test applies):
+/// guard reads none and says nothing.
+#[test]
+fn fleets_with_secrets_in_a_private_input_hold_no_encrypted_file() {
+    for (name, url) in PRIVATE_SECRETS {
+        let dir = fleet(name);
+        let flake = std::fs::read_to_string(dir.join("flake.nix")).unwrap();
+        assert!(flake.contains(url), "{name}: {url}");
+        let out = guard_in(&dir, &["secrets", "--all", "--format", "json"]);
+        out.assert_code(0);
+        assert_eq!(out.json()["scanned"]["files"], 0, "{name}: {}", out.stdout);
+        assert!(findings(&out).is_empty(), "{name}: {}", out.stdout);
+    }
+}
 
 fn findings(out: &GuardOutput) -> Vec<serde_json::Value> {
     out.json()["findings"].as_array().unwrap().clone()
+}
+
+/// The one finding of `rule` among `fs`, and its message.
+fn only<'a>(fs: &'a [serde_json::Value], rule: &str) -> (&'a serde_json::Value, &'a str) {
+    let m = with_rule(fs, rule);
+    assert_eq!(m.len(), 1, "{rule}: {fs:#?}");
+    (m[0], m[0]["message"].as_str().unwrap())
 }
 
 fn with_rule<'a>(fs: &'a [serde_json::Value], rule: &str) -> Vec<&'a serde_json::Value> {
@@ -327,11 +372,9 @@ fn agenix_rekey_rekeyed_file_and_source_mutations_are_caught() {
                 && msg.contains("for envoy"),
             "{msg}"
         );
-        let m = with_rule(&fs, "agenix-rekey-not-rekeyed");
-        assert_eq!(m.len(), 1, "{fs:#?}");
-        let msg = m[0]["message"].as_str().unwrap();
+        let (m, msg) = only(&fs, "agenix-rekey-not-rekeyed");
         assert!(
-            m[0]["path"] == "hosts/envoy/secrets/acme-cloudflare-zone-token.age"
+            m["path"] == "hosts/envoy/secrets/acme-cloudflare-zone-token.age"
                 && msg.contains(
                     "host envoy uses this source as age.secrets.acme-cloudflare-zone-token"
                 )
@@ -354,7 +397,7 @@ fn agenix_rekey_rekeyed_file_and_source_mutations_are_caught() {
 }
 
 #[test]
-fn agenix_rules_read_through_imports_catch_a_file_not_rekeyed() {
+fn agenix_file_reencrypted_without_its_host_names_host_and_chain() {
     let repo = scratch_clone("srid+nixos-config");
     // secrets.nix: users = [ (import ../config.nix).me.sshKey "…zest" ];
     // systems = [ pureintent ]. Re-encrypt one file to the users only.
@@ -376,18 +419,37 @@ fn agenix_rules_read_through_imports_catch_a_file_not_rekeyed() {
         .unwrap()
         .trim_end_matches("\";")
         .to_string();
+    // beszel-agent-key.age is what pureintent uses (`self +
+    // /secrets/beszel-agent-key.age` in modules/nixos/linux/beszel.nix,
+    // which pureintent's entry imports); hedgedoc.env.age is listed in the
+    // rules but no host imports modules/nixos/linux/hedgedoc.nix.
+    repo.write("secrets/beszel-agent-key.age", age_encrypt(&[&me, &zest]));
     repo.write("secrets/hedgedoc.env.age", age_encrypt(&[&me, &zest]));
-    repo.commit_all("hedgedoc: re-encrypted without pureintent");
+    repo.commit_all("beszel, hedgedoc: re-encrypted without pureintent");
     let out = repo.guard(&["secrets", "--commit", "HEAD", "--format", "json"]);
-    out.assert_code(0);
+    out.assert_code(1);
     let fs = findings(&out);
-    let m = with_rule(&fs, "agenix-rules-mismatch");
-    assert_eq!(m.len(), 1, "{fs:#?}");
-    let msg = m[0]["message"].as_str().unwrap();
+    let (m, msg) = only(&fs, "age-missing-recipient");
     assert!(
-        msg.contains("secrets/secrets.nix") && msg.contains("missing ssh keys with tags"),
+        m["path"] == "secrets/beszel-agent-key.age"
+            && msg.contains("host pureintent cannot decrypt")
+            && msg.contains("binding `pureintent` in secrets/secrets.nix")
+            && msg.contains("modules/nixos/linux/beszel.nix")
+            && msg.contains(
+                "chain: configurations/nixos/pureintent/default.nix → modules/nixos/linux/beszel.nix"
+            ),
         "{msg}"
     );
+    // Both files also differ from their rule; the unused one only that.
+    let m = with_rule(&fs, "agenix-rules-mismatch");
+    assert_eq!(m.len(), 2, "{fs:#?}");
+    for f in m {
+        let msg = f["message"].as_str().unwrap();
+        assert!(
+            msg.contains("secrets/secrets.nix") && msg.contains("missing ssh keys with tags"),
+            "{msg}"
+        );
+    }
     // Both users' keys are read from the rules (one through an import):
     // nothing about them is stale or unknown.
     assert!(with_rule(&fs, "age-stale-recipient").is_empty(), "{fs:#?}");
@@ -402,6 +464,60 @@ fn agenix_rules_read_through_imports_catch_a_file_not_rekeyed() {
     );
 }
 
+/// nmasur/dotfiles: hosts are `import`ed from hosts/<system>/<name>/ by a
+/// directory listing in lib/ (so every host's evaluation can reach every
+/// host's file), and secrets are decrypted with the host's SSH key by its
+/// own module (`secrets.<n>.source`, `age -d -i /etc/ssh/ssh_host_ed25519_key`).
+/// A secret a host's own file references is that host's: re-encrypted
+/// without flame's key (misc/public-keys names it), it is caught.
+#[test]
+fn nmasur_host_file_secret_reencrypted_without_its_host_is_caught() {
+    let dir = fleet("nmasur+dotfiles");
+    let out = guard_in(&dir, &["secrets", "--all", "--format", "json"]);
+    let fs = findings(&out);
+    // Each host's cloudflared credentials are checked against that host,
+    // not "any host may use it".
+    for host in ["flame", "swan", "tempest"] {
+        assert!(
+            !fs.iter().any(|f| f["path"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("cloudflared-{host}"))),
+            "{fs:#?}"
+        );
+    }
+    let repo = scratch_clone("nmasur+dotfiles");
+    let keys = read(&repo, "misc/public-keys");
+    let personal = keys
+        .lines()
+        .find(|l| l.ends_with(" personal"))
+        .unwrap()
+        .trim_end_matches(" personal")
+        .to_string();
+    let file = "hosts/aarch64-linux/flame/cloudflared-flame.age";
+    repo.write(file, age_encrypt(&[&personal]));
+    repo.commit_all("cloudflared credentials re-encrypted without flame");
+    for args in [
+        &["secrets", "--commit", "HEAD", "--format", "json"][..],
+        &["secrets", "--all", "--format", "json"][..],
+    ] {
+        let out = repo.guard(args);
+        out.assert_code(1);
+        let fs = findings(&out);
+        let (m, msg) = only(&fs, "age-missing-recipient");
+        assert!(
+            m["path"] == file
+                && msg.contains("host flame cannot decrypt")
+                && msg.contains("key named `flame` in misc/public-keys")
+                && msg.contains(
+                    "nmasur.presets.services.cloudflared.tunnel.credentialsFile in hosts/aarch64-linux/flame/default.nix"
+                )
+                && msg.contains("chain: hosts/aarch64-linux/flame/default.nix"),
+            "{msg}"
+        );
+    }
+}
+
 #[test]
 fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
     // clan vars: web01's SSH host key secret, without web01's clan key.
@@ -413,11 +529,9 @@ fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
     let out = repo.guard(&["secrets", "--worktree", "--format", "json"]);
     out.assert_code(1);
     let fs = findings(&out);
-    let m = with_rule(&fs, "sops-missing-recipient");
-    assert_eq!(m.len(), 1, "{fs:#?}");
-    let msg = m[0]["message"].as_str().unwrap();
+    let (m, msg) = only(&fs, "sops-missing-recipient");
     assert!(
-        m[0]["path"] == file
+        m["path"] == file
             && msg.contains("host web01 cannot decrypt")
             && msg.contains("sops/machines/web01/key.json")
             && msg.contains(&format!(
@@ -467,9 +581,7 @@ fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
     let out = repo.guard(&["secrets", "--commit", "HEAD", "--format", "json"]);
     out.assert_code(1);
     let fs = findings(&out);
-    let m = with_rule(&fs, "sops-missing-recipient");
-    assert_eq!(m.len(), 1, "{fs:#?}");
-    let msg = m[0]["message"].as_str().unwrap();
+    let (_, msg) = only(&fs, "sops-missing-recipient");
     assert!(
         msg.contains("host astrid cannot decrypt")
             && msg.contains("pubkeys.json")
@@ -496,9 +608,7 @@ fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
     let out = repo.guard(&["secrets", "--worktree", "--format", "json"]);
     out.assert_code(1);
     let fs = findings(&out);
-    let m = with_rule(&fs, "sops-missing-recipient");
-    assert_eq!(m.len(), 1, "{fs:#?}");
-    let msg = m[0]["message"].as_str().unwrap();
+    let (_, msg) = only(&fs, "sops-missing-recipient");
     assert!(
         msg.contains("host raisin cannot decrypt")
             && msg.contains("sops.secrets.nix-access-tokens.sopsFile in mixins/nix.nix")

@@ -31,33 +31,42 @@ fn sops_bin() -> PathBuf {
     PathBuf::from(String::from_utf8(found.stdout).unwrap().trim())
 }
 
+/// Runs the real sops in `dir` (no age identity from the environment) and
+/// returns what it wrote to stdout.
+fn sops_in(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(sops_bin())
+        .current_dir(dir)
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sops {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// `sops encrypt` of a dummy YAML document to `recipients` (age1… or
 /// ssh-ed25519), run outside any repository so no .sops.yaml applies.
 fn sops_encrypt(recipients: &[&str], plaintext: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    let plain = dir.path().join("plain.yaml");
-    std::fs::write(&plain, plaintext).unwrap();
-    let out = Command::new(sops_bin())
-        .current_dir(dir.path())
-        .env_remove("SOPS_AGE_KEY_FILE")
-        .args([
+    std::fs::write(dir.path().join("plain.yaml"), plaintext).unwrap();
+    let to = recipients.join(",");
+    sops_in(
+        dir.path(),
+        &[
             "encrypt",
             "--input-type",
             "yaml",
             "--output-type",
             "yaml",
             "--age",
-        ])
-        .arg(recipients.join(","))
-        .arg(&plain)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sops encrypt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+            &to,
+            "plain.yaml",
+        ],
+    )
 }
 
 /// An ed25519 key made with ssh-keygen: (private key path, public line).
@@ -385,4 +394,190 @@ fn sops_nix_fleet_passes_then_each_break_is_caught() {
         assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     }
     let _ = &f.beta;
+}
+
+/// `sops encrypt` of a dummy YAML document under the creation rules of
+/// `config` (a .sops.yaml beside the file, as users run it).
+fn sops_encrypt_with_config(config: &str, plaintext: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".sops.yaml"), config).unwrap();
+    std::fs::write(dir.path().join("plain.yaml"), plaintext).unwrap();
+    sops_in(dir.path(), &["encrypt", "plain.yaml"])
+}
+
+/// Key groups split the data key (Shamir): sops needs a share from every
+/// group, or from `shamir_threshold` of them, so a host whose key is a
+/// recipient may still be unable to decrypt alone.
+#[test]
+fn sops_key_groups_are_counted_against_the_threshold() {
+    let f = SopsFleet::new();
+    let (admin, alpha, beta) = (&f.admin, &f.alpha, &f.beta);
+    let write = |config: String, msg: &str| {
+        f.repo.write(
+            "secrets/shared.yaml",
+            sops_encrypt_with_config(&config, "db: dummy-password\n"),
+        );
+        f.repo.commit_all(msg);
+        guard(&f.repo, &["secrets", "--all", "--format", "json"])
+    };
+    // One creation rule for every file: `shamir_threshold` (if any) and
+    // the key groups, each a list of age recipients.
+    let rule = |threshold: Option<u32>, groups: &[&[&String]]| -> String {
+        let mut r = "creation_rules:\n  - path_regex: .*\\.yaml$\n".to_string();
+        if let Some(t) = threshold {
+            r.push_str(&format!("    shamir_threshold: {t}\n"));
+        }
+        r.push_str("    key_groups:\n");
+        for g in groups {
+            let keys: Vec<&str> = g.iter().map(|k| k.as_str()).collect();
+            r.push_str(&format!("      - age: [{}]\n", keys.join(", ")));
+        }
+        r
+    };
+    let missing = |out: &GuardOutput| -> Vec<String> {
+        findings(out)
+            .iter()
+            .filter(|x| x["rule"] == "sops-missing-recipient")
+            .map(|x| x["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The admin in one group, the hosts in another, no threshold: both
+    // groups are needed, and each host opens one.
+    let out = write(
+        rule(None, &[&[admin], &[alpha, beta]]),
+        "shared.yaml: admin and hosts in two key groups",
+    );
+    out.assert_code(1);
+    let m = missing(&out);
+    assert_eq!(m.len(), 2, "{}", out.stdout);
+    for (msg, host) in m.iter().zip(["alpha", "beta"]) {
+        assert!(
+            msg.contains(&format!("host {host} cannot decrypt"))
+                && msg.contains("opens 1 of its 2 key groups (group 2)")
+                && msg.contains("sops needs 2 (shamir_threshold)")
+                && msg.contains(&format!("machines/{host}/default.nix → modules/shared.nix")),
+            "{msg}"
+        );
+    }
+    // The union of the groups is the rule's: no rules mismatch.
+    let fs = findings(&out);
+    assert!(
+        !fs.iter().any(|x| x["rule"] == "sops-rules-mismatch"),
+        "{fs:#?}"
+    );
+    assert!(!out.stdout.contains("dummy"), "{}", out.stdout);
+
+    // Two shares of three: alpha opens groups 1 and 2, beta only 2.
+    let out = write(
+        rule(Some(2), &[&[admin, alpha], &[alpha, beta], &[admin]]),
+        "shared.yaml: 2 of 3 groups",
+    );
+    out.assert_code(1);
+    let m = missing(&out);
+    assert_eq!(m.len(), 1, "{}", out.stdout);
+    assert!(
+        m[0].contains("host beta cannot decrypt")
+            && m[0].contains("opens 1 of its 3 key groups (group 2), and sops needs 2"),
+        "{}",
+        m[0]
+    );
+
+    // Two of three, each host in two groups: both decrypt.
+    let out = write(
+        rule(Some(2), &[&[admin, alpha], &[alpha, beta], &[admin, beta]]),
+        "shared.yaml: each host in two of three groups",
+    );
+    out.assert_code(0);
+    assert!(findings(&out).is_empty(), "{}", out.stdout);
+}
+
+/// A sops file as sops writes it (YAML), with the given age recipients and
+/// PGP fingerprints and placeholder ciphertext: guard reads only the
+/// metadata, so no key (and no gpg) is needed to judge it.
+fn sops_yaml_metadata(age: &[&str], pgp: &[&str]) -> String {
+    let mut s = String::from("wifi: ENC[AES256_GCM,data:AAAA,iv:BBBB,tag:CCCC,type:str]\nsops:\n");
+    s.push_str("    age:\n");
+    for a in age {
+        s.push_str(&format!("        - recipient: {a}\n          enc: |\n            -----BEGIN AGE ENCRYPTED FILE-----\n            -----END AGE ENCRYPTED FILE-----\n"));
+    }
+    s.push_str("    pgp:\n");
+    for f in pgp {
+        s.push_str(&format!("        - fp: {f}\n          enc: |\n            -----BEGIN PGP MESSAGE-----\n            -----END PGP MESSAGE-----\n"));
+    }
+    s.push_str("    mac: ENC[AES256_GCM,data:x,iv:y,tag:z,type:str]\n    version: 3.9.4\n");
+    s
+}
+
+/// A host whose PGP key `.sops.yaml` anchors under its name (and that has
+/// no age key: an age key file, no SSH key paths) decrypts a file encrypted
+/// to that fingerprint; a file encrypted to another declared PGP key is a
+/// missing recipient naming the anchor; to an undeclared one, unverifiable.
+#[test]
+fn sops_pgp_host_key_from_a_sops_yaml_anchor() {
+    let f = SopsFleet::new();
+    let beta_fp = "2504791468B153B8A3963CC97BA53D1919C5DFD4";
+    let cole_fp = "8A94ED58A476A13AE0D6E85E9758078DE5308308";
+    f.repo.write(
+        "machines/beta/default.nix",
+        host("beta").replace(
+            "sops.secrets.wifi = { };",
+            "sops.secrets.wifi = { };\n  sops.age.keyFile = \"/var/lib/sops-nix/key.txt\";\n  sops.age.sshKeyPaths = [ ];",
+        ),
+    );
+    f.repo.write(
+        ".sops.yaml",
+        format!(
+            "keys:\n  - &admin {}\n  - &host_beta 2504 7914 68B1 53B8 A396  3CC9 7BA5 3D19 19C5 DFD4\n  - &cole {cole_fp}\ncreation_rules:\n  - path_regex: secrets/beta\\.yaml$\n    key_groups:\n      - age: [*admin]\n        pgp: [*host_beta]\n",
+            f.admin
+        ),
+    );
+    let judge = |pgp: &str| {
+        f.repo
+            .write("secrets/beta.yaml", sops_yaml_metadata(&[&f.admin], &[pgp]));
+        f.repo.commit_all("beta.yaml");
+        let out = guard(&f.repo, &["secrets", "--all", "--format", "json"]);
+        findings(&out)
+            .into_iter()
+            .filter(|x| x["path"] == "secrets/beta.yaml")
+            .map(|x| {
+                (
+                    x["rule"].as_str().unwrap().to_string(),
+                    x["message"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(judge(beta_fp), []);
+    let got = judge(cole_fp);
+    let missing: Vec<&String> = got
+        .iter()
+        .filter(|(r, _)| r == "sops-missing-recipient")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(missing.len(), 1, "{got:#?}");
+    assert!(
+        missing[0].contains("host beta cannot decrypt")
+            && missing[0].contains(&format!(
+                "its PGP key {beta_fp} (from anchor &host_beta in .sops.yaml:3)"
+            ))
+            && missing[0].contains("1 age recipient(s) and 1 PGP key(s)"),
+        "{}",
+        missing[0]
+    );
+    // The rule still names beta's key: not re-encrypted after it changed.
+    assert!(
+        got.iter()
+            .any(|(r, m)| r == "sops-rules-mismatch" && m.contains(&format!("PGP {beta_fp}"))),
+        "{got:#?}"
+    );
+    let got = judge("0123456789ABCDEF0123456789ABCDEF01234567");
+    assert!(
+        got.iter()
+            .any(|(r, m)| r == "sops-unverifiable" && m.contains("host beta")),
+        "{got:#?}"
+    );
+    assert!(
+        !got.iter().any(|(r, _)| r == "sops-missing-recipient"),
+        "{got:#?}"
+    );
 }

@@ -17,6 +17,19 @@ fn hosts_of(repo: &TempRepo) -> Vec<String> {
     names
 }
 
+/// The hosts `guard affected --commit HEAD` names.
+fn changed_hosts(repo: &TempRepo) -> Vec<String> {
+    let j = repo
+        .guard(&["affected", "--commit", "HEAD", "--format", "json"])
+        .json();
+    j["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn repo(files: &[(&str, &str)]) -> TempRepo {
     let r = TempRepo::new();
     for (path, text) in files {
@@ -220,16 +233,64 @@ fn host_keeps_its_own_directory_as_entry() {
     // A change to one host's directory names that host alone.
     r.write("hosts/a/hw.nix", "{ ... }: { boot.x = 1; }\n");
     r.commit_all("a only");
-    let j = r
-        .guard(&["affected", "--commit", "HEAD", "--format", "json"])
-        .json();
-    let hit: Vec<&str> = j["hosts"]
-        .as_array()
-        .unwrap()
+    assert_eq!(changed_hosts(&r), ["a"]);
+}
+
+/// nmasur/dotfiles' layout: each host's module is the value of `import`
+/// of its directory (listed from hosts/<system>/), placed in the modules
+/// list after a long listing of shared modules. The imported file is the
+/// host's entry, its directory its own: a change there names it alone.
+#[test]
+fn imported_host_module_after_many_shared_modules_is_the_entry() {
+    let mut files: Vec<(String, String)> = vec![
+        (
+            "flake.nix".into(),
+            r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs";
+  outputs = { nixpkgs, ... }:
+    let
+      lib = nixpkgs.lib;
+      hosts = builtins.listToAttrs (map (n: { name = n; value = import (./hosts/x86_64-linux + "/${n}"); })
+        (builtins.attrNames (builtins.readDir ./hosts/x86_64-linux)));
+    in {
+      nixosConfigurations = builtins.mapAttrs (name: module: lib.nixosSystem {
+        modules = [ { imports = lib.filesystem.listFilesRecursive ./platforms; } module ];
+      }) hosts;
+    };
+}"#
+            .into(),
+        ),
+        (
+            "hosts/x86_64-linux/a/default.nix".into(),
+            "{ networking.hostName = \"a\"; }\n".into(),
+        ),
+        (
+            "hosts/x86_64-linux/b/default.nix".into(),
+            "{ networking.hostName = \"b\"; }\n".into(),
+        ),
+    ];
+    for i in 0..80 {
+        files.push((format!("platforms/m{i:02}.nix"), MODULE.into()));
+    }
+    let refs: Vec<(&str, &str)> = files
         .iter()
-        .map(|h| h["name"].as_str().unwrap())
+        .map(|(p, t)| (p.as_str(), t.as_str()))
         .collect();
-    assert_eq!(hit, ["a"]);
+    let r = repo(&refs);
+    assert_eq!(hosts_of(&r), ["a", "b"]);
+    let dry = r.guard(&["init", "--dry-run"]);
+    assert!(
+        dry.stdout
+            .contains("a = \"hosts/x86_64-linux/a/default.nix\""),
+        "{}",
+        dry.stdout
+    );
+    r.write(
+        "hosts/x86_64-linux/a/default.nix",
+        "{ networking.hostName = \"a\"; boot.x = 1; }\n",
+    );
+    r.commit_all("a only");
+    assert_eq!(changed_hosts(&r), ["a"]);
 }
 
 /// A flake without NixOS hosts, where every command must refuse.

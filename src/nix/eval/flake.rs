@@ -285,12 +285,22 @@ fn entry_points(ev: &Eval, t: &Thunk) -> Vec<String> {
 }
 
 fn collect_module_paths(ev: &Eval, t: &Thunk, out: &mut Vec<String>, depth: usize) {
-    if depth > 4 || out.len() > 64 {
+    // Plain paths are capped (a directory listing of shared modules can be
+    // long); the file an imported module came from is always kept: it is
+    // what names a host's own module after its shared ones.
+    const MAX_PATHS: usize = 64;
+    if depth > 4 {
         return;
     }
     let Ok(v) = ev.force(t) else {
         return;
     };
+    if let Some(file) = ev.origin(&v) {
+        out.push(file);
+    }
+    if out.len() > MAX_PATHS && !matches!(v, Value::List(_)) {
+        return;
+    }
     match &v {
         Value::List(items) => {
             for i in items.iter() {

@@ -182,6 +182,10 @@ pub struct Eval<'a> {
     files: RefCell<HashMap<String, Rc<(ast::Root, String)>>>,
     /// `import` results: nix evaluates each file once.
     imports: RefCell<HashMap<String, Value>>,
+    /// The file an attribute set or function came from, when it is the
+    /// value of an `import` (by address: `imports` keeps each alive), so a
+    /// module list holding `import ./hosts/alpha` names that file.
+    origins: RefCell<HashMap<usize, String>>,
     fuel: Cell<u64>,
     depth: Cell<u32>,
     root_env: Rc<Env>,
@@ -196,6 +200,7 @@ impl<'a> Eval<'a> {
             tree: Tree::new(snapshot),
             files: Default::default(),
             imports: Default::default(),
+            origins: Default::default(),
             fuel: Cell::new(FUEL),
             depth: Cell::new(0),
             root_env: builtins::root_env(),
@@ -297,8 +302,17 @@ impl<'a> Eval<'a> {
             file: file.as_str().into(),
         });
         let v = self.eval(&expr, &env)?;
+        if let Some(addr) = value_address(&v) {
+            self.origins.borrow_mut().insert(addr, file.clone());
+        }
         self.imports.borrow_mut().insert(file, v.clone());
         Ok(v)
+    }
+
+    /// The file `v` is the `import` of, if it is one (an attribute set or a
+    /// function, as a file's value).
+    pub fn origin(&self, v: &Value) -> Option<String> {
+        self.origins.borrow().get(&value_address(v)?).cloned()
     }
 
     fn parse(&self, file: &str) -> Result<Rc<(ast::Root, String)>, EvalError> {
@@ -1219,6 +1233,15 @@ impl<'a> Eval<'a> {
 
 /// What each recorded read (see [`Eval::reads`]) sees in `snapshot`: two
 /// snapshots with equal fingerprints evaluate the flake's outputs alike.
+/// The address identifying an attribute set or function value.
+fn value_address(v: &Value) -> Option<usize> {
+    match v {
+        Value::Attrs(a) => Some(Rc::as_ptr(a) as *const () as usize),
+        Value::Lambda(c) => Some(Rc::as_ptr(c) as *const () as usize),
+        _ => None,
+    }
+}
+
 pub fn fingerprint(snapshot: &Snapshot, reads: &[String]) -> Vec<String> {
     let tree = Tree::new(snapshot);
     reads

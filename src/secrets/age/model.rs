@@ -292,8 +292,14 @@ impl Model {
             uses.retain(|u| seen.insert((u.host.clone(), u.file.clone(), u.line)));
         }
 
-        // Uses from the wiring (any host).
+        // Uses from the wiring (any host). A host's own file the wiring
+        // reaches (through a computed listing of the hosts' directories:
+        // static edges into it are host edges) is that host's, read in its
+        // closure above, not every host's.
         for (file, _) in analysis.wiring() {
+            if analysis.hosts.owner(file).is_some() {
+                continue;
+            }
             for r in secret_refs(analysis, &tree, file, &facts_of(file), &is_pattern) {
                 match r {
                     Ref::Secret { path, line, option } => {

@@ -31,6 +31,9 @@ pub struct SopsConfig {
     /// Its directory ("" at the root).
     pub dir: String,
     pub rules: Vec<CreationRule>,
+    /// PGP fingerprints written with an anchor (`- &host_alpha 2504…`):
+    /// (anchor name, fingerprint, line).
+    pub pgp_anchors: Vec<(String, String, usize)>,
 }
 
 impl SopsConfig {
@@ -77,6 +80,23 @@ fn items(v: &Yaml) -> Vec<String> {
     out
 }
 
+/// `&name <fingerprint>` anchors whose value is a PGP fingerprint (40 hex
+/// digits, optionally in groups of four).
+fn pgp_anchors(text: &str) -> Vec<(String, String, usize)> {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        Regex::new(r#"&([A-Za-z0-9_.-]+)\s+["']?((?:[0-9A-Fa-f]{4} {0,2}){9}[0-9A-Fa-f]{4})["']?\s*(?:#.*)?$"#)
+            .unwrap()
+    });
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            re.captures(l)
+                .map(|c| (c[1].to_string(), fingerprint(&c[2]), i + 1))
+        })
+        .collect()
+}
+
 /// Parses `.sops.yaml` text at repository path `path`.
 pub fn parse(text: &str, path: &str) -> Result<SopsConfig, String> {
     let docs = YamlLoader::load_from_str(text).map_err(|e| {
@@ -91,6 +111,7 @@ pub fn parse(text: &str, path: &str) -> Result<SopsConfig, String> {
         path: path.to_string(),
         dir,
         rules: Vec::new(),
+        pgp_anchors: pgp_anchors(text),
     };
     let Some(doc) = docs.first() else {
         return Ok(out);
@@ -165,6 +186,22 @@ mod tests {
         assert!(c.rule_for("elsewhere/x.yaml").is_none());
         assert!(c.covers("nix/secrets/a.yaml") && !c.covers("nixos/a.yaml"));
         assert!(parse("creation_rules:\n  - path_regex: '('\n", ".sops.yaml").is_err());
+        let pgp = "keys:\n  - &host_alpha 2504 7914 68B1 53B8 A396  3CC9 7BA5 3D19 19C5 DFD4\n  - &admin 8A94ED58A476A13AE0D6E85E9758078DE5308308 # cole\n  - &short ABCD\n";
+        assert_eq!(
+            parse(pgp, ".sops.yaml").unwrap().pgp_anchors,
+            [
+                (
+                    "host_alpha".to_string(),
+                    "2504791468B153B8A3963CC97BA53D1919C5DFD4".to_string(),
+                    2
+                ),
+                (
+                    "admin".to_string(),
+                    "8A94ED58A476A13AE0D6E85E9758078DE5308308".to_string(),
+                    3
+                )
+            ]
+        );
         assert!(parse("a: [\n", ".sops.yaml").unwrap_err().contains("line"));
     }
 }
