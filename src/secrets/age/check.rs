@@ -31,13 +31,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sha2::{Digest, Sha256};
-
 use super::header::{self, Header, HeaderError, StanzaKind};
 use super::keys::PublicKey;
 use super::model::Model;
 use crate::git::{BStr, GitError, Snapshot};
-use crate::report::{Finding, Redacted, RuleInfo, Severity};
+use crate::report::{Finding, RuleInfo, Severity};
 
 /// A finding of this checker: no secret value, a stable fingerprint made of
 /// the rule, the path and what the finding is about (a host, a key tag),
@@ -51,18 +49,7 @@ pub fn finding(
     message: String,
     commit: Option<&str>,
 ) -> Finding {
-    Finding {
-        rule: rule.to_string(),
-        severity,
-        path: path.to_string(),
-        line: line.max(1),
-        column: 1,
-        commit: commit.map(str::to_string),
-        secret: Redacted::new(""),
-        fingerprint: fingerprint(rule, path, about),
-        message,
-        end: None,
-    }
+    Finding::located(rule, severity, path, line, about, message, commit)
 }
 
 /// Descriptions of this checker's rules (SARIF `tool.driver.rules`).
@@ -180,17 +167,7 @@ pub fn rule_infos() -> Vec<RuleInfo> {
 }
 
 /// First 128 bits of SHA-256 over the rule, path and subject, in hex.
-pub fn fingerprint(rule: &str, path: &str, about: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [rule, path, about] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::report::fingerprint;
 
 /// Whether bytes are a sops-encrypted document (age-and-secrix.md, E.2):
 /// such files are recognised and left to sops.
