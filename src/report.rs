@@ -606,15 +606,15 @@ pub fn write_human(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
     }
     if let Some(f) = &report.scan {
         heading("plaintext secrets", out)?;
-        write_findings(f, style, out)?;
+        write_findings(f, true, style, out)?;
     }
     if let Some(f) = &report.secrets {
         heading("encrypted secrets (age)", out)?;
-        write_findings(f, style, out)?;
+        write_findings(f, true, style, out)?;
     }
     if let Some(f) = &report.policy {
         heading("fleet policy", out)?;
-        write_findings(f, style, out)?;
+        write_findings(f, false, style, out)?;
     }
     if let Some(b) = &report.build {
         heading("nix", out)?;
@@ -860,7 +860,12 @@ fn split_message(m: &str) -> (&str, Option<&str>, Option<&str>) {
     }
 }
 
-fn write_findings(f: &Findings, style: Style, out: &mut dyn Write) -> io::Result<()> {
+fn write_findings(
+    f: &Findings,
+    scanned: bool,
+    style: Style,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut fixes: Vec<(&str, &str)> = Vec::new();
     let mut allow_hint = None;
     for x in &f.findings {
@@ -899,6 +904,10 @@ fn write_findings(f: &Findings, style: Style, out: &mut dyn Write) -> io::Result
     }
     for w in &f.warnings {
         write_warning(w, style, out)?;
+    }
+    if !scanned {
+        // The fleet policy reads the graph and the lock: no file count.
+        return writeln!(out, "{}", plural(f.findings.len(), "finding", "findings"));
     }
     writeln!(
         out,

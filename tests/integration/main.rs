@@ -21,6 +21,7 @@ mod hostile;
 mod layering;
 mod nix_versions;
 mod pipeline;
+mod policy;
 mod real_fleets;
 mod real_hosts;
 mod real_precision;
