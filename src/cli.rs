@@ -264,9 +264,10 @@ pub enum Command {
         nix_args: Vec<String>,
     },
 
-    /// A staged rollout of a change: the hosts it changes, in waves, with
-    /// the command that deploys each. guard prints the plan; it never deploys.
+    /// Deploy waves for a change (canaries first, critical hosts last), with
+    /// the commands; printed, never run.
     ///
+    /// guard prints the plan; it never deploys.
     /// Default change: --worktree; in CI, `guard plan --base origin/main`.
     /// Waves: the canaries first (`[rollout] canary = ["monitor", "swarm-*"]`
     /// in guard.toml), then every other changed host, the `[build] critical`

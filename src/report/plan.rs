@@ -9,7 +9,7 @@ use super::{Plan, Style, write_warning};
 pub fn write_human(p: &Plan, style: Style, out: &mut dyn Write) -> io::Result<()> {
     let changed: usize = p.waves.iter().map(|w| w.hosts.len()).sum();
     if changed == 0 {
-        writeln!(out, "nothing to deploy: the change affects no host")?;
+        writeln!(out, "nothing to deploy: no host's system changes")?;
     } else {
         writeln!(
             out,

@@ -25,6 +25,7 @@ mod policy;
 mod real_fleets;
 mod real_hosts;
 mod real_precision;
+mod rollout;
 mod scan;
 mod scan_sources;
 mod scan_verdicts;
