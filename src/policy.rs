@@ -171,9 +171,12 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
                 let Some(found) = uses.get(name) else {
                     continue;
                 };
+                // A use by name explains more than a use of every input
+                // (`attrValues inputs`), and a short chain more than a long.
                 let Some(r) = found
                     .iter()
-                    .find(|r| !r.chain.iter().any(|f| rule.only_via.iter().any(|v| v == f)))
+                    .filter(|r| !r.chain.iter().any(|f| rule.only_via.iter().any(|v| v == f)))
+                    .min_by_key(|r| (r.every_input, r.chain.len()))
                 else {
                     continue;
                 };
