@@ -107,8 +107,6 @@ pub struct PolicyInput<'a> {
     /// Seconds since the epoch the lock's age is measured at: the judged
     /// commit's time, or now for the index and the work tree.
     pub now: i64,
-    /// The judged commit, for findings.
-    pub commit: Option<String>,
 }
 
 /// Runs every policy check: input rules, lock hygiene, changed inputs.
@@ -151,7 +149,8 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
             Some("info") => Severity::Info,
             _ => default,
         };
-    let commit = input.commit.as_deref();
+    // Findings name no commit: the policy judges a snapshot, not history.
+    let commit = None;
     let hosts_reaching = |name: &str| -> Vec<&str> {
         reach
             .iter()
@@ -215,7 +214,18 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
 
     // 2. Lock hygiene.
     if let Some(lock) = &new_lock {
-        let at = |key: &str| node_line(&lock_text, key);
+        // A finding about the lock node `key`, on its line.
+        let lock_finding = |rule: &str, default: Severity, key: &str, about: &str, message| {
+            Finding::located(
+                rule,
+                severity(rule, default),
+                &lock_path,
+                node_line(&lock_text, key),
+                about,
+                message,
+                commit,
+            )
+        };
         let supported = policy
             .lock
             .supported_branches
@@ -225,18 +235,16 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
             let node = key.as_ref().and_then(|k| lock.nodes.get(k));
             let Some(node) = node else { continue };
             if !node.is_locked() {
-                out.findings.push(Finding::located(
+                out.findings.push(lock_finding(
                     UNLOCKED_INPUT,
-                    severity(UNLOCKED_INPUT, Severity::Error),
-                    &lock_path,
-                    at(&node.key),
+                    Severity::Error,
+                    &node.key,
                     name,
                     format!(
                         "input {name} ({}) is not locked to a revision: each evaluation may fetch \
                          something else. Fix: run `nix flake lock` and commit flake.lock.",
                         describe(node)
                     ),
-                    commit,
                 ));
             }
             if !node.is_nixpkgs() {
@@ -252,18 +260,16 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
                     Some(r) => format!("follows branch {r}"),
                     None => "follows the default branch (no ref)".into(),
                 };
-                out.findings.push(Finding::located(
+                out.findings.push(lock_finding(
                     UNSUPPORTED_BRANCH,
-                    severity(UNSUPPORTED_BRANCH, Severity::Warning),
-                    &lock_path,
-                    at(&node.key),
+                    Severity::Warning,
+                    &node.key,
                     name,
                     format!(
                         "nixpkgs input {name} {on}, which is not a supported branch ({}). \
                          Fix: point it at a supported release or nixos-unstable in flake.nix.",
                         supported.join(", ")
                     ),
-                    commit,
                 ));
             }
             if let Some(modified) = node.last_modified
@@ -271,11 +277,10 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
             {
                 let days = (input.now - modified) / 86_400;
                 if days > i64::from(policy.lock.max_age_days) {
-                    out.findings.push(Finding::located(
+                    out.findings.push(lock_finding(
                         OUTDATED_NIXPKGS,
-                        severity(OUTDATED_NIXPKGS, Severity::Warning),
-                        &lock_path,
-                        at(&node.key),
+                        Severity::Warning,
+                        &node.key,
                         name,
                         format!(
                             "nixpkgs input {name} is locked to a commit {days} days old \
@@ -285,7 +290,6 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
                             date(modified),
                             policy.lock.max_age_days
                         ),
-                        commit,
                     ));
                 }
             }
@@ -306,11 +310,10 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
                 })
                 .collect();
             let hosts: Vec<&str> = hosts.into_iter().collect();
-            out.findings.push(Finding::located(
+            out.findings.push(lock_finding(
                 DUPLICATE_NIXPKGS,
-                severity(DUPLICATE_NIXPKGS, Severity::Warning),
-                &lock_path,
-                at(&dup.key),
+                Severity::Warning,
+                &dup.key,
                 &dup.key,
                 format!(
                     "a second copy of nixpkgs (lock node {}, {}) comes in through {} and is \
@@ -329,7 +332,6 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
                         fixes.join(" ")
                     }
                 ),
-                commit,
             ));
         }
     }
@@ -496,13 +498,7 @@ fn join(dir: &str, name: &str) -> String {
 
 /// Descriptions of the policy rules (SARIF `tool.driver.rules`).
 pub fn rule_infos() -> Vec<RuleInfo> {
-    let rule = |id: &str, severity, title: &str, description: &str, help: &str| RuleInfo {
-        id: id.into(),
-        title: title.into(),
-        description: description.into(),
-        help: help.into(),
-        severity,
-    };
+    let rule = RuleInfo::new;
     vec![
         rule(
             FORBIDDEN_INPUT,

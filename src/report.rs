@@ -154,6 +154,20 @@ pub struct RuleInfo {
     pub severity: Severity,
 }
 
+impl RuleInfo {
+    /// A rule's description (the registries of the age, sops and policy
+    /// checks build theirs with it).
+    pub fn new(id: &str, severity: Severity, title: &str, description: &str, help: &str) -> Self {
+        RuleInfo {
+            id: id.into(),
+            title: title.into(),
+            description: description.into(),
+            help: help.into(),
+            severity,
+        }
+    }
+}
+
 /// The rules each section of a report can use, from the one registry
 /// (`app::pipeline::rules`: scan rules, age/secrix rules, identity-leak
 /// rules). Writers that describe rules (SARIF `tool.driver.rules`) take

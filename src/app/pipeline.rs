@@ -268,7 +268,6 @@ impl<'c> Pipeline<'c> {
             new: &self.changes.new,
             old: (!self.checks_everything()).then_some(&self.changes.old),
             now,
-            commit: None,
         };
         Ok(Some(crate::policy::check(&input, &self.ctx.config, policy)))
     }

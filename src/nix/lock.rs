@@ -25,12 +25,7 @@ fn fingerprints(lock: Option<&[u8]>) -> Result<BTreeMap<String, String>, String>
         return Ok(BTreeMap::new());
     };
     let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
-    let nodes = v
-        .get("nodes")
-        .and_then(Value::as_object)
-        .ok_or("no \"nodes\" object")?;
-    let root_key = v.get("root").and_then(Value::as_str).unwrap_or("root");
-    let root = nodes.get(root_key).ok_or("the root node is missing")?;
+    let (nodes, root_key, root) = parts(&v)?;
     let mut out = BTreeMap::new();
     if let Some(inputs) = root.get("inputs").and_then(Value::as_object) {
         for (name, spec) in inputs {
@@ -40,6 +35,17 @@ fn fingerprints(lock: Option<&[u8]>) -> Result<BTreeMap<String, String>, String>
         }
     }
     Ok(out)
+}
+
+/// The nodes, the root's key and the root node of a parsed lock.
+fn parts(v: &Value) -> Result<(&serde_json::Map<String, Value>, &str, &Value), String> {
+    let nodes = v
+        .get("nodes")
+        .and_then(Value::as_object)
+        .ok_or("no \"nodes\" object")?;
+    let root_key = v.get("root").and_then(Value::as_str).unwrap_or("root");
+    let root = nodes.get(root_key).ok_or("the root node is missing")?;
+    Ok((nodes, root_key, root))
 }
 
 /// An input spec is a node key, or a `follows` path from the root.
@@ -173,12 +179,7 @@ impl LockFile {
     /// Parses flake.lock bytes (format version 7).
     pub fn parse(bytes: &[u8]) -> Result<LockFile, String> {
         let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
-        let nodes = v
-            .get("nodes")
-            .and_then(Value::as_object)
-            .ok_or("no \"nodes\" object")?;
-        let root_key = v.get("root").and_then(Value::as_str).unwrap_or("root");
-        let root = nodes.get(root_key).ok_or("the root node is missing")?;
+        let (nodes, root_key, root) = parts(&v)?;
         let inputs_of = |node: &Value| -> Vec<(String, Option<String>)> {
             node.get("inputs")
                 .and_then(Value::as_object)

@@ -37,30 +37,9 @@ use super::model::Model;
 use crate::git::{BStr, GitError, Snapshot};
 use crate::report::{Finding, RuleInfo, Severity};
 
-/// A finding of this checker: no secret value, a stable fingerprint made of
-/// the rule, the path and what the finding is about (a host, a key tag),
-/// so it survives unrelated edits.
-pub fn finding(
-    rule: &str,
-    severity: Severity,
-    path: &str,
-    line: usize,
-    about: &str,
-    message: String,
-    commit: Option<&str>,
-) -> Finding {
-    Finding::located(rule, severity, path, line, about, message, commit)
-}
-
 /// Descriptions of this checker's rules (SARIF `tool.driver.rules`).
 pub fn rule_infos() -> Vec<RuleInfo> {
-    let rule = |id: &str, severity, title: &str, description: &str, help: &str| RuleInfo {
-        id: id.into(),
-        title: title.into(),
-        description: description.into(),
-        help: help.into(),
-        severity,
-    };
+    let rule = RuleInfo::new;
     vec![
         rule(
             "age-plaintext",
@@ -325,7 +304,7 @@ impl Checker<'_> {
         about: &str,
         message: String,
     ) -> Finding {
-        finding(
+        Finding::located(
             rule,
             severity,
             path,
@@ -1152,7 +1131,7 @@ mod tests {
 
     #[test]
     fn findings_carry_no_secret() {
-        let f = finding(
+        let f = Finding::located(
             "age-plaintext",
             Severity::Error,
             "s.age",
