@@ -114,8 +114,18 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
     let mut out = Findings::default();
     let analysis = input.analysis;
     let lock_path = join(&analysis.flake_dir, "flake.lock");
-    let read = |s: &Snapshot| s.read(BStr::new(&lock_path)).ok().flatten();
+    let mut read = |s: &Snapshot| match s.read(BStr::new(&lock_path)) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            out.warnings.push(Warning {
+                path: Some(lock_path.clone()),
+                message: format!("cannot read the lock file from git ({e}); lock checks skipped"),
+            });
+            None
+        }
+    };
     let new_lock_bytes = read(input.new);
+    let old_lock_bytes = input.old.map(&mut read);
     let new_lock = match new_lock_bytes.as_deref().map(LockFile::parse) {
         Some(Ok(l)) => Some(l),
         Some(Err(e)) => {
@@ -337,8 +347,7 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
     }
 
     // 3. Inputs the change adds, bumps or removes.
-    if let Some(old) = input.old {
-        let old_bytes = read(old);
+    if let Some(old_bytes) = old_lock_bytes {
         if old_bytes != new_lock_bytes
             && let Ok(changed) =
                 lock::changed_inputs(old_bytes.as_deref(), new_lock_bytes.as_deref())
