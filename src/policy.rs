@@ -67,14 +67,19 @@ pub fn input_reach(
 ) -> BTreeMap<String, BTreeMap<String, Vec<Reach>>> {
     let mut out = BTreeMap::new();
     let none = BTreeSet::new();
+    // Hosts with the same walk key share their wiring (as in `affected`).
+    let mut wiring_memo = std::collections::HashMap::new();
     for host in analysis.hosts.hosts.keys() {
         let read = analysis.host_read_outputs.get(host).unwrap_or(&none);
         let mut uses: BTreeMap<String, Vec<Reach>> = BTreeMap::new();
         let mut seen = BTreeSet::new();
+        let wiring = wiring_memo
+            .entry(analysis.walk_key(host))
+            .or_insert_with(|| analysis.wiring_for(read, host));
         let walks = analysis
             .closure(host)
             .into_iter()
-            .chain(analysis.wiring_for(read, host));
+            .chain(wiring.iter().cloned());
         for (file, chain) in walks {
             if !seen.insert(file) {
                 continue;
