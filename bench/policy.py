@@ -19,16 +19,12 @@ ENV.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null", NO_COLOR="1")
 POLICY = '[build]\ncritical = []\n\n[[policy.rules]]\nhosts = ["*"]\nforbid_inputs = ["nixpkgs_unstable", "nixpkgs-unstable", "nixpkgs-master"]\n'
 
 
-def ms(repo, args):
-    times = []
-    for i in range(RUNS + 1):
-        t = time.perf_counter()
-        r = subprocess.run([GUARD, "-C", repo, *args], env=ENV, capture_output=True)
-        if r.returncode not in (0, 1):
-            sys.exit(f"guard {args} failed in {repo}: {r.stderr.decode()[-800:]}")
-        if i > 0:  # the first run warms the parse cache
-            times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+def once(repo, args):
+    t = time.perf_counter()
+    r = subprocess.run([GUARD, "-C", repo, *args], env=ENV, capture_output=True)
+    if r.returncode not in (0, 1):
+        sys.exit(f"guard {args} failed in {repo}: {r.stderr.decode()[-800:]}")
+    return (time.perf_counter() - t) * 1000
 
 
 def measure(name, repo, tmp):
@@ -39,9 +35,17 @@ def measure(name, repo, tmp):
     with open(policy, "w") as f:
         f.write(POLICY)
     check = ["check", "--commit", "HEAD", "--level", "none"]
-    without = ms(repo, ["--config", empty, *check])
-    with_policy = ms(repo, ["--config", policy, *check])
-    plan = ms(repo, ["--config", empty, "plan", "--commit", "HEAD"])
+    cases = [["--config", empty, *check], ["--config", policy, *check],
+             ["--config", empty, "plan", "--commit", "HEAD"]]
+    times = [[], [], []]
+    # Interleaved, after one warm-up round (page cache, parse cache): a
+    # busy machine slows every case alike.
+    for i in range(RUNS + 1):
+        for c, args in enumerate(cases):
+            t = once(repo, args)
+            if i > 0:
+                times[c].append(t)
+    without, with_policy, plan = (statistics.median(t) for t in times)
     print(f"| {name} | {without:.1f} | {with_policy:.1f} | {with_policy - without:+.1f} | {plan:.1f} |")
 
 
@@ -53,7 +57,7 @@ def main():
     for exe in (GUARD, FLEETGEN):
         if not os.path.exists(exe):
             sys.exit(f"missing {exe}: run scripts/bench-policy")
-    print(f"median of {RUNS} warm runs, ms; policy = one input rule for every host + lock hygiene")
+    print(f"median of {RUNS} warm runs (interleaved), ms; policy = one input rule for every host + lock hygiene")
     print("| repository | check | check + [policy] | policy cost | plan |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="guard-bench-") as tmp:

@@ -115,6 +115,8 @@ pub struct LockNode {
     pub owner_repo: Option<String>,
     /// `url` of git/tarball/... inputs (locked, else original).
     pub url: Option<String>,
+    /// `path` of a `path:` input (locked, else original).
+    pub path: Option<String>,
     /// The branch or tag the input follows (`original.ref`, or the third
     /// part of a `github:owner/repo/ref` reference).
     pub reference: Option<String>,
@@ -301,6 +303,23 @@ impl LockFile {
     }
 }
 
+/// Root inputs that are directories of this repository: `path:` inputs
+/// with a relative path (`./inputs/x`), relative to the flake's directory.
+/// An unreadable lock has none (the lock's own change is judged apart).
+pub fn local_inputs(lock: Option<&[u8]>) -> Vec<(String, String)> {
+    let Some(lock) = lock.and_then(|b| LockFile::parse(b).ok()) else {
+        return Vec::new();
+    };
+    lock.root_inputs
+        .iter()
+        .filter_map(|(name, key)| {
+            let node = lock.nodes.get(key.as_ref()?)?;
+            let path = node.path.as_ref()?;
+            (node.kind == "path" && !path.starts_with('/')).then(|| (name.clone(), path.clone()))
+        })
+        .collect()
+}
+
 /// A copy of nixpkgs that a `follows` would remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DuplicateNixpkgs {
@@ -334,6 +353,7 @@ fn lock_node(key: &str, node: &Value) -> LockNode {
             .unwrap_or_default(),
         owner_repo,
         url: field(locked, "url").or_else(|| field(original, "url")),
+        path: field(locked, "path").or_else(|| field(original, "path")),
         reference: field(original, "ref").or_else(|| {
             // `git+https://…?ref=nixos-24.05` keeps the ref in the URL.
             field(original, "url").and_then(|u| {
@@ -428,6 +448,11 @@ mod tests {
             [("hm".to_string(), "nixpkgs".to_string())]
         );
         assert!(LockFile::parse(b"[]").is_err());
+        assert_eq!(
+            local_inputs(Some(HYGIENE.as_bytes())),
+            [("local".to_string(), "./x".to_string())]
+        );
+        assert!(local_inputs(None).is_empty());
     }
 
     #[test]
