@@ -174,8 +174,52 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
             .collect()
     };
 
-    // 1. Inputs hosts must not reach.
+    // A rule that names nothing real would pass silently: say so.
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let at = format!("guard.toml [[policy.rules]] #{}", i + 1);
+        if let Some(l) = &new_lock {
+            for name in rule
+                .forbid_inputs
+                .iter()
+                .filter(|n| !l.root_inputs.contains_key(*n))
+            {
+                let known: Vec<&str> = l.root_inputs.keys().map(String::as_str).collect();
+                out.warnings.push(Warning {
+                    path: Some(at.clone()),
+                    message: format!(
+                        "forbid_inputs: {name:?} is no input of this flake (inputs: {})",
+                        known.join(", ")
+                    ),
+                });
+            }
+        }
+        for module in rule
+            .only_via
+            .iter()
+            .filter(|m| input.new.get(BStr::new(m.as_str())).is_none())
+        {
+            out.warnings.push(Warning {
+                path: Some(at.clone()),
+                message: format!("only_via: {module:?} is not a tracked file"),
+            });
+        }
+        for sel in &rule.hosts {
+            if !reach
+                .keys()
+                .any(|h| selects(std::slice::from_ref(sel), &config.build.critical, h))
+            {
+                out.warnings.push(Warning {
+                    path: Some(at.clone()),
+                    message: format!("hosts: {sel:?} selects no host of this flake"),
+                });
+            }
+        }
+    }
+
+    // 1. Inputs hosts must not reach (once per host and input, however
+    // many rules forbid it).
     let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    let mut reported: BTreeSet<(&str, &str)> = BTreeSet::new();
     for (host, uses) in &reach {
         for rule in &policy.rules {
             if !selects(&rule.hosts, &config.build.critical, host) {
@@ -185,6 +229,9 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
                 let Some(found) = uses.get(name) else {
                     continue;
                 };
+                if reported.contains(&(host.as_str(), name.as_str())) {
+                    continue;
+                }
                 // A use by name explains more than a use of every input
                 // (`attrValues inputs`), and a short chain more than a long.
                 let Some(r) = found
@@ -210,6 +257,7 @@ pub fn check(input: &PolicyInput, config: &Config, policy: &PolicyConfig) -> Fin
                 } else {
                     format!(" except through {}", rule.only_via.join(", "))
                 };
+                reported.insert((host.as_str(), name.as_str()));
                 out.findings.push(Finding::located(
                     FORBIDDEN_INPUT,
                     severity(FORBIDDEN_INPUT, Severity::Error),

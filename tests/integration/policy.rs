@@ -338,3 +338,47 @@ fn a_bumped_input_is_reported_with_the_hosts_it_reaches() {
         .collect();
     assert_eq!(hosts, ["web"]);
 }
+
+#[test]
+fn a_rule_that_names_nothing_real_is_a_warning_not_a_silent_pass() {
+    let repo = lock_fleet(&lock("nixos-unstable", 3, true, "h1", true));
+    repo.write(
+        "guard.toml",
+        "[[policy.rules]]\nhosts = [\"critical\", \"wbe\"]\nforbid_inputs = [\"home-manger\"]\n\
+         only_via = [\"hosts/nope.nix\"]\n",
+    );
+    repo.commit_all("typos");
+    let out = check_all(&repo);
+    out.assert_code(0);
+    let v = out.json();
+    let warnings: Vec<String> = v["policy"]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            format!(
+                "{}: {}",
+                w["path"].as_str().unwrap(),
+                w["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "guard.toml [[policy.rules]] #1: forbid_inputs: \"home-manger\" is no input of this flake (inputs: floating, home-manager, nixpkgs)",
+            "guard.toml [[policy.rules]] #1: only_via: \"hosts/nope.nix\" is not a tracked file",
+            "guard.toml [[policy.rules]] #1: hosts: \"critical\" selects no host of this flake",
+            "guard.toml [[policy.rules]] #1: hosts: \"wbe\" selects no host of this flake",
+        ]
+    );
+    // The human form shows them too.
+    let human = repo.guard(&["check", "--all", "--level", "none"]);
+    assert!(
+        human
+            .stdout
+            .contains("warning: guard.toml [[policy.rules]] #1: forbid_inputs"),
+        "{}",
+        human.stdout
+    );
+}
