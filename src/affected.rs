@@ -1114,12 +1114,16 @@ pub fn affected_hosts(
 
     // 2. flake.lock: only hosts that use a changed input.
     let lock_path = join(&new.flake_dir, "flake.lock");
-    let mut changed_inputs = BTreeSet::new();
+    // Changed input -> the changed path that changed it (the lock, or a
+    // file of a `path:./x` input inside the repository).
+    let mut changed_inputs: BTreeMap<String, String> = BTreeMap::new();
     let mut lock_all = false;
+    let read = |s: &Snapshot| s.read(BStr::new(&lock_path)).ok().flatten();
     if ch.paths.contains(&lock_path) {
-        let read = |s: &Snapshot| s.read(BStr::new(&lock_path)).ok().flatten();
         match lock::changed_inputs(read(query.old).as_deref(), read(query.new).as_deref()) {
-            Ok(c) => changed_inputs = c,
+            Ok(c) => {
+                changed_inputs = c.into_iter().map(|i| (i, lock_path.clone())).collect();
+            }
             Err(e) => {
                 lock_all = true;
                 warnings.push(Warning {
@@ -1129,9 +1133,23 @@ pub fn affected_hosts(
             }
         }
     }
+    // An input that is a directory of this repository (a relative `path:`
+    // input, as subflakes are) changes with the files below it, whatever
+    // the lock says: nix reads it from the same source tree.
+    for (name, rel) in lock::local_inputs(read(query.new).as_deref()) {
+        let dir = crate::nix::parse::normalize(&join(&new.flake_dir, &rel));
+        if let Some(p) = dir.and_then(|d| ch.first_at_or_below(&d)) {
+            changed_inputs.entry(name).or_insert(p);
+        }
+    }
     let uses_changed_input = |node: &Node| {
         !changed_inputs.is_empty()
-            && (node.refs.all_inputs || node.refs.idents.iter().any(|i| changed_inputs.contains(i)))
+            && (node.refs.all_inputs
+                || node
+                    .refs
+                    .idents
+                    .iter()
+                    .any(|i| changed_inputs.contains_key(i)))
     };
 
     // 1. The wiring (flake.nix and what it evaluates outside hosts), for
@@ -1707,27 +1725,36 @@ fn reason(
     )
 }
 
-fn lock_reason(lock_path: &str, chain: &[&str], node: &Node, changed: &BTreeSet<String>) -> Reason {
+/// The reason a changed input gives: `changed` maps each changed input to
+/// the path that changed it (flake.lock, or a file of a `path:` input).
+fn lock_reason(
+    lock_path: &str,
+    chain: &[&str],
+    node: &Node,
+    changed: &BTreeMap<String, String>,
+) -> Reason {
     let mut chain: Vec<String> = chain.iter().map(|s| s.to_string()).collect();
-    let used: Vec<&String> = node
-        .refs
-        .idents
+    let used: Vec<(&String, &String)> = changed
         .iter()
-        .filter(|i| changed.contains(*i))
+        .filter(|(i, _)| node.refs.idents.contains(*i))
         .collect();
-    chain.push(if node.refs.all_inputs {
-        format!("{lock_path} (uses every input)")
+    let source = used
+        .first()
+        .map_or(lock_path, |(_, p)| p.as_str())
+        .to_string();
+    chain.push(if used.is_empty() {
+        format!("{source} (uses every input)")
     } else {
         format!(
-            "{lock_path} (input {})",
+            "{source} (input {})",
             used.iter()
-                .map(|s| s.as_str())
+                .map(|(i, _)| i.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         )
     });
     Reason {
-        path: lock_path.to_string(),
+        path: source,
         chain,
         uncertain: node.refs.all_inputs.then(|| {
             "`inputs` is used whole here: guard cannot tell which inputs it reads, \

@@ -204,6 +204,7 @@ fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
             collapse,
         } => commands::graph(&ctx, *format, host.as_deref(), *collapse),
         Command::Doctor { format } => commands::doctor(&ctx, *format),
+        Command::Plan { selector, format } => commands::plan(&ctx, selector, *format),
         Command::Build {
             selector,
             hosts,
@@ -344,6 +345,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Explain { .. } => "explain",
         Command::Graph { .. } => "graph",
         Command::Doctor { .. } => "doctor",
+        Command::Plan { .. } => "plan",
         Command::Scan { .. } => "scan",
         Command::Secrets { .. } => "secrets",
         Command::Build { .. } => "build",

@@ -265,6 +265,33 @@ pub enum Command {
         nix_args: Vec<String>,
     },
 
+    /// Deploy waves for a change (canaries first, critical hosts last), with
+    /// the commands; printed, never run.
+    ///
+    /// guard prints the plan; it never deploys.
+    /// Default change: --worktree; in CI, `guard plan --base origin/main`.
+    /// Waves: the canaries first (`[rollout] canary = ["monitor", "swarm-*"]`
+    /// in guard.toml), then every other changed host, the `[build] critical`
+    /// hosts last (a critical host is never a canary). Commands are those of
+    /// the deploy tool the flake is set up for: nixinate
+    /// (`nix run .#apps.nixinate.<host>`), colmena (`colmena apply --on
+    /// <hosts>`, one per wave), deploy-rs (`deploy .#<host>`), otherwise
+    /// `nixos-rebuild switch --flake .#<host> --target-host root@<host>`
+    /// (`[rollout] tool` and `target_host` override). Hosts whose system
+    /// differs only by a revision stamp (restamped) are listed apart, in no
+    /// wave. `--format json` is for a pipeline that runs the waves:
+    /// `{"tool", "waves": [{"name", "hosts", "commands"}], "restamped",
+    /// "removed", "warnings"}`.
+    #[command(after_help = "Example:\n  \
+guard plan --base origin/main\n  \
+guard plan --base origin/main --format json | jq -r '.waves[].commands[]'")]
+    Plan {
+        #[command(flatten)]
+        selector: Selector,
+        #[arg(long, value_enum, default_value_t = DoctorFormat::Human)]
+        format: DoctorFormat,
+    },
+
     /// affected + scan + secrets (+ build at --level): what the hook and CI run.
     Check {
         #[command(flatten)]

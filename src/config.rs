@@ -40,6 +40,107 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// nix evaluation and builds.
     pub build: BuildConfig,
+    /// Fleet rules checked on every change: inputs hosts must not reach,
+    /// lock hygiene. Absent: no policy checks (`[policy]`, even empty,
+    /// turns the lock hygiene checks on with their defaults).
+    pub policy: Option<PolicyConfig>,
+    /// How `guard plan` orders a rollout.
+    pub rollout: RolloutConfig,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// `[[policy.rules]]`: inputs some hosts must not reach.
+    pub rules: Vec<InputRule>,
+    /// `[policy.lock]`: flake.lock hygiene.
+    pub lock: LockPolicy,
+    /// `[policy.severity]`: rule id -> `error`, `warning` or `info`,
+    /// overriding the rule's default (only `error` findings fail a run).
+    pub severity: BTreeMap<String, String>,
+}
+
+/// `[[policy.rules]]`: the hosts it applies to must not reach the inputs,
+/// except through the modules `only_via` names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputRule {
+    /// Host names, host-name globs (`display-*`), or `critical` (the hosts
+    /// of `[build] critical`).
+    pub hosts: Vec<String>,
+    /// Root input names (as in flake.nix), e.g. `nixpkgs_unstable`.
+    pub forbid_inputs: Vec<String>,
+    /// Repository paths of the modules through which the inputs may be
+    /// reached (the module that uses the input, or one that imports it on
+    /// the way). Empty: not at all.
+    #[serde(default)]
+    pub only_via: Vec<String>,
+}
+
+/// `[policy.lock]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockPolicy {
+    /// A nixpkgs input locked to a commit older than this many days (at
+    /// the time of the judged commit) is reported; 0 turns it off.
+    pub max_age_days: u32,
+    /// Branches a nixpkgs input may follow. Default: the unstable branches
+    /// and the NixOS releases still supported at the time of the judged
+    /// commit (`nixos-YY.MM`, `-small`, `nixpkgs-YY.MM-darwin`).
+    pub supported_branches: Option<Vec<String>>,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        LockPolicy {
+            max_age_days: 30,
+            supported_branches: None,
+        }
+    }
+}
+
+/// `[rollout]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// Hosts deployed first (names or globs); `[build] critical` hosts are
+    /// always deployed last, never as canaries.
+    pub canary: Vec<String>,
+    /// The deploy tool (`nixinate`, `colmena`, `deploy-rs`,
+    /// `nixos-rebuild`); default: the one the flake is set up for.
+    pub tool: Option<String>,
+    /// `--target-host` of `nixos-rebuild` commands; `{host}` is the host's
+    /// name.
+    pub target_host: String,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig {
+            canary: Vec::new(),
+            tool: None,
+            target_host: "root@{host}".into(),
+        }
+    }
+}
+
+/// The deploy tools `guard plan` writes commands for.
+pub const DEPLOY_TOOLS: &[&str] = &["nixinate", "colmena", "deploy-rs", "nixos-rebuild"];
+
+/// Whether `host` is one of `selectors`: a name, a glob, or `critical`
+/// (the hosts of `[build] critical`). Invalid globs match nothing (the
+/// configuration rejects them when it is loaded).
+pub fn selects(selectors: &[String], critical: &[String], host: &str) -> bool {
+    selectors.iter().any(|s| {
+        if s == "critical" {
+            critical.iter().any(|c| c == host)
+        } else if s == host {
+            true
+        } else {
+            globset::Glob::new(s).is_ok_and(|g| g.compile_matcher().is_match(host))
+        }
+    })
 }
 
 /// `[flake]`
@@ -308,6 +409,41 @@ impl Config {
                 return Err(invalid(format!("build.levels: invalid glob {glob:?}: {e}")));
             }
         }
+        let selectors = self
+            .policy
+            .iter()
+            .flat_map(|p| p.rules.iter().flat_map(|r| &r.hosts))
+            .map(|g| ("policy.rules.hosts", g))
+            .chain(self.rollout.canary.iter().map(|g| ("rollout.canary", g)));
+        for (key, glob) in selectors {
+            if let Err(e) = globset::Glob::new(glob) {
+                return Err(invalid(format!("{key}: invalid glob {glob:?}: {e}")));
+            }
+        }
+        if let Some(tool) = &self.rollout.tool
+            && !DEPLOY_TOOLS.contains(&tool.as_str())
+        {
+            return Err(invalid(format!(
+                "rollout.tool: {tool:?} is not one of {}",
+                DEPLOY_TOOLS.join(", ")
+            )));
+        }
+        if let Some(policy) = &self.policy {
+            for (i, rule) in policy.rules.iter().enumerate() {
+                if rule.hosts.is_empty() || rule.forbid_inputs.is_empty() {
+                    return Err(invalid(format!(
+                        "policy.rules[{i}]: needs `hosts` and `forbid_inputs` (hint: hosts = [\"critical\"], forbid_inputs = [\"nixpkgs_unstable\"])"
+                    )));
+                }
+            }
+            for (id, sev) in &policy.severity {
+                if !matches!(sev.as_str(), "error" | "warning" | "info") {
+                    return Err(invalid(format!(
+                        "policy.severity.{id}: severity must be error, warning or info, not {sev:?}"
+                    )));
+                }
+            }
+        }
         for (host, entry) in &self.hosts {
             if !is_valid_host_name(host) {
                 return Err(invalid(format!(
@@ -502,6 +638,43 @@ mod tests {
         assert!(parse("[build]\ncritical = [\"a b\"]\n").is_err());
         assert!(parse("[build.levels]\n\"[\" = \"vm\"\n").is_err());
         assert!(parse("[build.levels]\nx = \"fast\"\n").is_err());
+    }
+
+    #[test]
+    fn policy_and_rollout_sections() {
+        let c = parse(
+            "[build]\ncritical = [\"cortex-alpha\"]\n\
+             [[policy.rules]]\nhosts = [\"critical\", \"display-*\"]\nforbid_inputs = [\"nixpkgs_unstable\"]\n\
+             only_via = [\"environments/ai.nix\"]\n\
+             [policy.lock]\nmax_age_days = 60\n[policy.severity]\nforbidden-input = \"warning\"\n\
+             [rollout]\ncanary = [\"monitor\"]\n",
+        )
+        .unwrap();
+        let p = c.policy.as_ref().unwrap();
+        assert_eq!(p.rules[0].forbid_inputs, ["nixpkgs_unstable"]);
+        assert_eq!(p.lock.max_age_days, 60);
+        assert_eq!(c.rollout.canary, ["monitor"]);
+        let sel = &p.rules[0].hosts;
+        assert!(selects(sel, &c.build.critical, "cortex-alpha"));
+        assert!(selects(sel, &c.build.critical, "display-2"));
+        assert!(!selects(sel, &c.build.critical, "linda"));
+        assert!(parse("").unwrap().policy.is_none());
+        assert_eq!(
+            parse("[policy]\n")
+                .unwrap()
+                .policy
+                .unwrap()
+                .lock
+                .max_age_days,
+            30
+        );
+        assert!(parse("[[policy.rules]]\nhosts = [\"a\"]\nforbid = [\"x\"]\n").is_err());
+        assert!(parse("[[policy.rules]]\nhosts = []\nforbid_inputs = [\"x\"]\n").is_err());
+        assert!(parse("[policy.severity]\nx = \"loud\"\n").is_err());
+        assert!(parse("[rollout]\ncanary = [\"[\"]\n").is_err());
+        assert!(parse("[rollout]\ncanaries = []\n").is_err());
+        assert!(parse("[rollout]\ntool = \"ansible\"\n").is_err());
+        assert_eq!(parse("").unwrap().rollout.target_host, "root@{host}");
     }
 
     #[test]

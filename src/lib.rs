@@ -12,6 +12,8 @@ pub mod doctor;
 pub mod git;
 pub mod github_env;
 pub mod nix;
+pub mod policy;
 pub mod process;
 pub mod report;
+pub mod rollout;
 pub mod secrets;

@@ -13,6 +13,7 @@ pub mod explain;
 pub mod github;
 pub mod graph;
 pub mod hook;
+pub mod plan;
 mod sarif;
 
 pub use github::{escape_data, escape_property, stop_token, write_github};
@@ -86,6 +87,49 @@ pub struct Finding {
     pub end: Option<RegionEnd>,
 }
 
+impl Finding {
+    /// A finding about a place that holds no secret (an age file, a host's
+    /// module, a lock entry): the value is empty, the fingerprint made of
+    /// the rule, the path and what the finding is about (a host, an input),
+    /// so it survives unrelated edits.
+    pub fn located(
+        rule: &str,
+        severity: Severity,
+        path: &str,
+        line: usize,
+        about: &str,
+        message: String,
+        commit: Option<&str>,
+    ) -> Finding {
+        Finding {
+            rule: rule.to_string(),
+            severity,
+            path: path.to_string(),
+            line: line.max(1),
+            column: 1,
+            commit: commit.map(str::to_string),
+            secret: Redacted::new(""),
+            fingerprint: fingerprint(rule, path, about),
+            message,
+            end: None,
+        }
+    }
+}
+
+/// A stable fingerprint of (rule, path, what a finding is about).
+pub fn fingerprint(rule: &str, path: &str, about: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [rule, path, about] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Where a finding's text ends: its last line, and the column after its
 /// last character.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +154,20 @@ pub struct RuleInfo {
     pub severity: Severity,
 }
 
+impl RuleInfo {
+    /// A rule's description (the registries of the age, sops and policy
+    /// checks build theirs with it).
+    pub fn new(id: &str, severity: Severity, title: &str, description: &str, help: &str) -> Self {
+        RuleInfo {
+            id: id.into(),
+            title: title.into(),
+            description: description.into(),
+            help: help.into(),
+            severity,
+        }
+    }
+}
+
 /// The rules each section of a report can use, from the one registry
 /// (`app::pipeline::rules`: scan rules, age/secrix rules, identity-leak
 /// rules). Writers that describe rules (SARIF `tool.driver.rules`) take
@@ -121,6 +179,8 @@ pub struct Rules {
     /// What the age checks and the identity-leak rules (`secrets`
     /// section) can report.
     pub secrets: Vec<RuleInfo>,
+    /// What the fleet policy (`policy` section) can report.
+    pub policy: Vec<RuleInfo>,
 }
 
 impl Rules {
@@ -130,6 +190,7 @@ impl Rules {
         let sections = [
             (report.scan.is_some(), &self.scan),
             (report.secrets.is_some(), &self.secrets),
+            (report.policy.is_some(), &self.policy),
         ];
         for (_, rules) in sections.into_iter().filter(|(has, _)| *has) {
             for r in rules {
@@ -421,6 +482,34 @@ impl BuildReport {
     }
 }
 
+/// A staged rollout (`guard plan`): the hosts a change affects, in waves,
+/// with the commands that deploy them. guard prints it; it never deploys.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    /// The deploy tool the commands are for: `nixinate`, `colmena`,
+    /// `deploy-rs` or `nixos-rebuild`.
+    pub tool: String,
+    /// Canaries first, then the rest, `critical` hosts last; empty waves
+    /// are left out.
+    pub waves: Vec<Wave>,
+    /// Hosts whose drvPath changes only through a revision stamp or the
+    /// source's store path: not changed, so not in any wave.
+    pub restamped: Vec<String>,
+    /// Hosts the change removes: nothing to deploy.
+    pub removed: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// One wave of a [`Plan`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Wave {
+    /// `canary`, `main` or `critical`.
+    pub name: String,
+    pub hosts: Vec<String>,
+    /// Shell commands, run from the repository root, one after another.
+    pub commands: Vec<String>,
+}
+
 /// Everything one command found. A single-section report prints that
 /// section's shape at the top level of the JSON (docs/cli.md); `check`
 /// reports nest each section under its name.
@@ -434,23 +523,35 @@ pub struct Report {
     pub secrets: Option<Findings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildReport>,
+    /// Fleet policy and lock hygiene (`[policy]` in guard.toml).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Findings>,
 }
 
 impl Report {
     /// 1 when anything blocks (an error-severity finding, a failed
     /// build), else 0.
     pub fn exit_code(&self) -> i32 {
-        let blocking = [&self.scan, &self.secrets]
-            .into_iter()
-            .flatten()
-            .flat_map(|f| &f.findings)
-            .any(|f| f.severity == Severity::Error);
+        let blocking = self.findings().any(|f| f.severity == Severity::Error);
         let failed = self.build.as_ref().is_some_and(BuildReport::failed);
         i32::from(blocking || failed)
     }
 
+    /// The sections that hold findings: scan, secrets, policy.
+    pub fn finding_sections(&self) -> impl Iterator<Item = &Findings> {
+        [&self.scan, &self.secrets, &self.policy]
+            .into_iter()
+            .flatten()
+    }
+
+    /// Every finding of every section, in section order.
+    pub fn findings(&self) -> impl Iterator<Item = &Finding> {
+        self.finding_sections().flat_map(|f| &f.findings)
+    }
+
     fn sections(&self) -> usize {
-        usize::from(self.affected.is_some())
+        usize::from(self.policy.is_some())
+            + usize::from(self.affected.is_some())
             + usize::from(self.scan.is_some())
             + usize::from(self.secrets.is_some())
             + usize::from(self.build.is_some())
@@ -466,6 +567,8 @@ pub fn write_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             serde_json::to_value(s)
         } else if let Some(b) = &report.build {
             serde_json::to_value(b)
+        } else if let Some(p) = &report.policy {
+            serde_json::to_value(p)
         } else {
             serde_json::to_value(report.secrets.as_ref().unwrap())
         }
@@ -522,11 +625,15 @@ pub fn write_human(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
     }
     if let Some(f) = &report.scan {
         heading("plaintext secrets", out)?;
-        write_findings(f, style, out)?;
+        write_findings(f, true, style, out)?;
     }
     if let Some(f) = &report.secrets {
         heading("encrypted secrets (age)", out)?;
-        write_findings(f, style, out)?;
+        write_findings(f, true, style, out)?;
+    }
+    if let Some(f) = &report.policy {
+        heading("fleet policy", out)?;
+        write_findings(f, false, style, out)?;
     }
     if let Some(b) = &report.build {
         heading("nix", out)?;
@@ -781,7 +888,12 @@ fn split_message(m: &str) -> (&str, Option<&str>, Option<&str>) {
     }
 }
 
-fn write_findings(f: &Findings, style: Style, out: &mut dyn Write) -> io::Result<()> {
+fn write_findings(
+    f: &Findings,
+    scanned: bool,
+    style: Style,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut fixes: Vec<(&str, &str)> = Vec::new();
     let mut allow_hint = None;
     for x in &f.findings {
@@ -820,6 +932,10 @@ fn write_findings(f: &Findings, style: Style, out: &mut dyn Write) -> io::Result
     }
     for w in &f.warnings {
         write_warning(w, style, out)?;
+    }
+    if !scanned {
+        // The fleet policy reads the graph and the lock: no file count.
+        return writeln!(out, "{}", plural(f.findings.len(), "finding", "findings"));
     }
     writeln!(
         out,

@@ -1,7 +1,7 @@
 //! `guard check`, and what it runs on one change, shared by `check`, `ci`
 //! and `pre-commit`: every stage of the [`Pipeline`] (affected hosts, the
-//! plaintext-secret scan, the age/secrix checks and, at a nix level, the
-//! build section).
+//! plaintext-secret scan, the age/secrix checks, the fleet policy when
+//! guard.toml has a `[policy]` and, at a nix level, the build section).
 
 use anyhow::Result;
 
@@ -78,12 +78,14 @@ pub(crate) fn judge(
         f.message = scheme.adapt(&f.message);
     }
     let rules = pipeline::rules(scan.rules, Some(scheme));
+    let policy = p.policy()?;
     let section = super::build::build_section(ctx, sel, &p.changes, &affected, level, quiet)?;
     let report = Report {
         affected: Some(affected),
         scan: Some(findings),
         secrets: Some(secrets),
         build: section.report,
+        policy,
     };
     let code = if section.interrupted {
         exit::INTERRUPTED

@@ -400,11 +400,7 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
         .flat_map(|a| &a.restamped)
         .map(|h| h.name.as_str())
         .collect();
-    let findings = [&report.scan, &report.secrets]
-        .into_iter()
-        .flatten()
-        .map(|f| f.findings.len())
-        .sum::<usize>();
+    let findings = report.findings().count();
     report::github::write_outputs(
         env.output.as_deref(),
         &[

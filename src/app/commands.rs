@@ -144,6 +144,20 @@ pub fn doctor(ctx: &Context, format: crate::cli::DoctorFormat) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// `guard plan`: the changed hosts in deploy waves (printed, never run).
+pub fn plan(ctx: &Context, selector: &Selector, format: crate::cli::DoctorFormat) -> Result<i32> {
+    let sel = selector.resolve(git::Selector::Worktree);
+    let p = Pipeline::new(ctx, sel)?;
+    let affected = p.affected()?;
+    let plan = crate::rollout::plan(affected, &p.analysis().hosts, &ctx.flake_dir, &ctx.config);
+    let mut out = std::io::stdout().lock();
+    match format {
+        crate::cli::DoctorFormat::Json => report::plan::write_json(&plan, &mut out)?,
+        crate::cli::DoctorFormat::Human => report::plan::write_human(&plan, ctx.style, &mut out)?,
+    }
+    Ok(exit::OK)
+}
+
 pub fn graph(
     ctx: &Context,
     format: GraphFormat,

@@ -366,6 +366,27 @@ fn render(f: &Found) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let _ = writeln!(
+        w,
+        "\n# Fleet policy, checked by check, pre-commit and ci (README, \"Fleet policy\").\n\
+         # Uncomment [policy] to check flake.lock hygiene too.\n\
+         # [policy]\n\
+         # [[policy.rules]]\n\
+         # hosts = [\"critical\"]              # names, globs, or the [build] critical hosts\n\
+         # forbid_inputs = [\"nixpkgs-unstable\"]\n\
+         # only_via = []                     # modules through which they are allowed\n\
+         # [policy.lock]\n\
+         # max_age_days = 30                 # nixpkgs locked longer ago warns; 0: off\n\
+         # [policy.severity]                 # rule id -> error | warning | info\n\
+         # forbidden-input = \"warning\"\n\
+         \n\
+         # Staged rollout: `guard plan --base origin/main` (README, \"Staged rollout\").\n\
+         # [rollout]\n\
+         # canary = [{}]           # deployed first; critical hosts last\n\
+         # tool = \"nixos-rebuild\"           # default: nixinate, colmena or deploy-rs if the flake has it\n\
+         # target_host = \"root@{{host}}\"",
+        f.hosts.keys().next().map(|h| q(h)).unwrap_or_default()
+    );
     s
 }
 
@@ -415,6 +436,32 @@ mod tests {
         assert_eq!(c.build.pre_commit_level, Level::None);
         assert!(text.contains("#   alpha  machines/alpha/default.nix"));
         assert!(text.contains("secrets/db.enc  (used by alpha)"));
+    }
+
+    #[test]
+    fn the_commented_policy_and_rollout_parse_when_uncommented() {
+        let text = render(&found());
+        let start = text.find("# Fleet policy").unwrap();
+        let mut uncommented = text[..start].to_string();
+        for line in text[start..].lines() {
+            let body = line.strip_prefix("# ").unwrap_or(line);
+            let is_toml = body.starts_with('[')
+                || body.split_once(" = ").is_some_and(|(k, _)| {
+                    k.trim()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                });
+            if is_toml {
+                uncommented.push_str(body);
+            }
+            uncommented.push('\n');
+        }
+        let c = Config::parse(&uncommented, Path::new("guard.toml")).unwrap();
+        let p = c.policy.expect("[policy] uncommented");
+        assert_eq!(p.rules[0].forbid_inputs, ["nixpkgs-unstable"]);
+        assert_eq!(p.lock.max_age_days, 30);
+        assert_eq!(c.rollout.canary, ["alpha"]);
+        assert_eq!(c.rollout.tool.as_deref(), Some("nixos-rebuild"));
     }
 
     #[test]

@@ -87,7 +87,11 @@ pub fn rules(scan: Vec<RuleInfo>, scheme: Option<crate::secrets::scheme::Scheme>
             .filter(|r| age::IDENTITY_RULES.contains(&r.id.as_str()))
             .cloned(),
     );
-    let mut rules = Rules { scan, secrets };
+    let mut rules = Rules {
+        scan,
+        secrets,
+        policy: crate::policy::rule_infos(),
+    };
     if let Some(scheme) = scheme {
         for r in rules.scan.iter_mut().chain(rules.secrets.iter_mut()) {
             r.help = scheme.adapt(&r.help);
@@ -245,6 +249,30 @@ impl<'c> Pipeline<'c> {
         .into_iter()
         .filter(|f| !reported.contains(&(f.path.as_str(), f.line, f.rule.as_str())))
         .collect())
+    }
+
+    /// The fleet policy checks (`[policy]`), None when guard.toml has no
+    /// `[policy]`. Lock ages are measured at the judged commit's time (now
+    /// for the index and the work tree), so a result does not change with
+    /// the day it is asked.
+    pub fn policy(&self) -> Result<Option<Findings>> {
+        let Some(policy) = &self.ctx.config.policy else {
+            return Ok(None);
+        };
+        let commit = self.changes.new.commit();
+        let now = match commit {
+            Some(id) => self.ctx.repo.commit_info(id)?.time,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        };
+        let input = crate::policy::PolicyInput {
+            analysis: self.analysis(),
+            new: &self.changes.new,
+            old: (!self.checks_everything()).then_some(&self.changes.old),
+            now,
+        };
+        Ok(Some(crate::policy::check(&input, &self.ctx.config, policy)))
     }
 
     /// The secret scheme of the new snapshot (fixes name it).

@@ -35,7 +35,7 @@ use crate::nix::parse::RefKind;
 
 /// Bumped whenever the analysis (what counts as a dependency) changes, so
 /// keys of an older guard are never trusted.
-pub const ANALYSIS_VERSION: u32 = 1;
+pub const ANALYSIS_VERSION: u32 = 2;
 
 /// What besides the files decides a drvPath.
 #[derive(Debug, Clone)]
@@ -59,7 +59,8 @@ impl KeyEnv {
 }
 
 /// The keys of `hosts` at a commit snapshot; hosts without one (reads
-/// outside the repository, not a commit) are left out.
+/// outside the repository or of other hosts' configurations, not a commit)
+/// are left out.
 pub fn host_keys(
     snapshot: &Snapshot,
     flake_dir: &str,
@@ -88,6 +89,9 @@ pub fn host_keys(
         .ok()
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok());
+    // A host that reads other hosts' configurations depends on their files
+    // too: no key (evaluated every time) rather than a partial one.
+    let cross = analysis.host_config_reads();
     let mut whole_tree: Option<String> = None;
     // Paths guard.toml says affect every host: part of every key (an
     // invalid glob makes no key at all, as the analysis would refuse it).
@@ -98,6 +102,9 @@ pub fn host_keys(
         let Some(h) = analysis.hosts.hosts.get(host) else {
             continue;
         };
+        if cross.contains_key(host) {
+            continue;
+        }
         let mut files: BTreeSet<&str> = wiring.clone();
         files.extend(analysis.closure(host).into_iter().map(|(f, _)| f));
         let mut text = format!(

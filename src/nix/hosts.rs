@@ -65,6 +65,10 @@ pub struct HostSet {
     /// Targets that are not NixOS hosts: darwin and home-manager
     /// configurations, deploy-tool nodes (kind -> names).
     pub others: BTreeMap<String, Vec<String>>,
+    /// Deploy tools the flake is set up for (`nixinate`, `colmena`,
+    /// `deploy-rs`) -> the names each deploys.
+    #[serde(skip)]
+    pub deploy_tools: BTreeMap<String, Vec<String>>,
     pub warnings: Vec<Warning>,
     /// Entry files and own directories -> host name.
     #[serde(skip)]
@@ -80,6 +84,7 @@ impl HostSet {
             flake_nix: flake_nix.to_string(),
             discovery: Discovery::None,
             others: BTreeMap::new(),
+            deploy_tools: BTreeMap::new(),
             warnings: Vec::new(),
             by_path: Default::default(),
         }
@@ -229,6 +234,7 @@ fn discover_into(
                 .map(|(name, t)| (name.clone(), host_from_target(name, t, &flake_nix, tree)))
                 .collect();
             set.others = other_targets(&found);
+            set.deploy_tools = found.deploy_tools.clone();
             set.discovery = Discovery::Evaluated;
             // A builder guard does not model (a custom evaluator instead of
             // nixosSystem) names no entry points: take the entry the
@@ -257,6 +263,7 @@ fn discover_into(
         }
         Ok(found) => {
             set.others = other_targets(&found);
+            set.deploy_tools = found.deploy_tools.clone();
             let why = match (&found.nixos.incomplete, found.nixos.present) {
                 (Some(why), _) => why.clone(),
                 (None, true) => "nixosConfigurations is empty".into(),

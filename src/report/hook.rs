@@ -29,11 +29,7 @@ pub fn write_verdict(
     style: Style,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let findings: Vec<&Finding> = [&report.scan, &report.secrets]
-        .into_iter()
-        .flatten()
-        .flat_map(|f| &f.findings)
-        .collect();
+    let findings: Vec<&Finding> = report.findings().collect();
     let built: Vec<&BuildHost> = report
         .build
         .iter()

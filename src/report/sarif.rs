@@ -32,11 +32,7 @@ fn security_severity(s: Severity) -> &'static str {
 /// a finding uses that the registry lacks (a bug) still gets a minimal
 /// description, as SARIF requires one.
 pub fn write_sarif(report: &Report, rules: &Rules, out: &mut dyn Write) -> io::Result<()> {
-    let findings: Vec<&Finding> = [&report.scan, &report.secrets]
-        .into_iter()
-        .flatten()
-        .flat_map(|f| &f.findings)
-        .collect();
+    let findings: Vec<&Finding> = report.findings().collect();
     let mut described: BTreeMap<String, RuleInfo> = BTreeMap::new();
     for r in rules.for_report(report) {
         described.entry(r.id.clone()).or_insert_with(|| r.clone());
@@ -273,6 +269,7 @@ mod tests {
         let rules = Rules {
             scan: vec![info("nix-password"), info("age-secret-key")],
             secrets: vec![info("age-plaintext"), info("age-secret-key")],
+            policy: vec![info("forbidden-input")],
         };
         let report = Report {
             secrets: Some(Findings::default()),

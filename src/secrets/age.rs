@@ -42,7 +42,7 @@ use crate::report::{Affected, Finding, Findings, Scanned, Severity, Warning};
 use crate::secrets::clean::CleanBlobs;
 use crate::secrets::scan::{Baseline, ScanError, Scanner};
 
-pub use check::{Checker, Counts, finding, fingerprint, rule_infos};
+pub use check::{Checker, Counts, fingerprint, rule_infos};
 pub use decrypt::{Identity, IdentityError, ProofError};
 pub use model::{FactsCache, Model, ModelError};
 
@@ -283,7 +283,7 @@ pub fn prove(
                 } else {
                     String::new()
                 };
-                findings.push(finding(
+                findings.push(Finding::located(
                     "age-decrypt-failed",
                     Severity::Error,
                     path,

@@ -33,22 +33,16 @@ use rayon::prelude::*;
 
 use crate::git::{BStr, ByteSlice, GitError, Snapshot};
 use crate::report::{Finding, RuleInfo, Severity, Warning};
+use crate::secrets::age::Model;
 use crate::secrets::age::declared::{keys_named, names_host};
 use crate::secrets::age::keys::{KeyKind, PublicKey, parse_public_key, ssh_to_age};
-use crate::secrets::age::{Model, finding};
 
 use config::SopsConfig;
 use meta::{SopsError, SopsMeta};
 
 /// Descriptions of this checker's rules (SARIF `tool.driver.rules`).
 pub fn rule_infos() -> Vec<RuleInfo> {
-    let rule = |id: &str, severity, title: &str, description: &str, help: &str| RuleInfo {
-        id: id.into(),
-        title: title.into(),
-        description: description.into(),
-        help: help.into(),
-        severity,
-    };
+    let rule = RuleInfo::new;
     vec![
         rule(
             "sops-missing-recipient",
@@ -390,7 +384,7 @@ pub fn check(
         let Some((len, meta)) = res? else {
             if role.referenced {
                 let u = &model.sops_uses[&path][0];
-                out.findings.push(finding(
+                out.findings.push(Finding::located(
                     "sops-missing-file",
                     Severity::Error,
                     &path,
@@ -414,7 +408,7 @@ pub fn check(
                 out.files += 1;
                 out.bytes += len as u64;
                 let users = users_text(model, &path, role);
-                out.findings.push(finding(
+                out.findings.push(Finding::located(
                     "sops-malformed",
                     Severity::Error,
                     &path,
@@ -552,7 +546,7 @@ pub fn check(
                     meta.threshold
                 )
             };
-            out.findings.push(finding(
+            out.findings.push(Finding::located(
                 "sops-missing-recipient",
                 Severity::Error,
                 &path,
@@ -613,7 +607,7 @@ pub fn check(
     }
 
     for (host, (why, files)) in unverifiable {
-        out.findings.push(finding(
+        out.findings.push(Finding::located(
             "sops-unverifiable",
             Severity::Info,
             &files[0],
@@ -629,7 +623,7 @@ pub fn check(
     }
     for (u, gaps) in user_gaps {
         let files: Vec<String> = gaps.iter().map(|(p, _)| p.clone()).collect();
-        out.findings.push(finding(
+        out.findings.push(Finding::located(
             "sops-rules-mismatch",
             Severity::Warning,
             &files[0],
@@ -645,7 +639,7 @@ pub fn check(
         ));
     }
     for ((config, line, diff), files) in mismatches {
-        out.findings.push(finding(
+        out.findings.push(Finding::located(
             "sops-rules-mismatch",
             Severity::Warning,
             &files[0],

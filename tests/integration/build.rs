@@ -404,6 +404,24 @@ fn flake_check_runs_when_configured() {
     repo.write("guard.toml", "[build]\nflake_check = true\n");
     touch_module(&repo, "environments/zfs.nix");
     repo.commit_all("zfs + flake check");
+    // `nix flake check` rejects nixinate-style `apps.nixinate.<host>`
+    // ("nixinate" is no system), as on the fleets that use nixinate: the
+    // check fails, with nix's reason.
+    let out = repo.guard(&["build", "--commit", "HEAD", "--format", "json"]);
+    out.assert_code(1);
+    let v = out.json();
+    assert_eq!(v["flake_check"]["status"], "failed", "{v}");
+    let why = v["flake_check"].to_string();
+    assert!(
+        why.contains("'nixinate' is not a valid system type"),
+        "{why}"
+    );
+    // Without the deploy apps the flake checks clean.
+    let flake = std::fs::read_to_string(repo.path().join("flake.nix")).unwrap();
+    let line = "      apps.nixinate = builtins.mapAttrs deployApp hosts;\n";
+    assert!(flake.contains(line), "{flake}");
+    repo.write("flake.nix", flake.replace(line, ""));
+    repo.commit_all("no deploy apps");
     let out = repo.guard(&["build", "--commit", "HEAD", "--format", "json"]);
     out.assert_code(0);
     let v = out.json();

@@ -277,6 +277,11 @@ fn edits_change_exactly_the_hosts_that_read_the_file() {
             set(&["local-nas", "storage-array"]),
         ),
         (
+            "environments/ai.nix (linda's overlay from the second nixpkgs)",
+            |r| append(r, "environments/ai.nix", "# a comment\n"),
+            set(&["linda"]),
+        ),
+        (
             "README.md",
             |r| append(r, "README.md", "More text.\n"),
             BTreeSet::new(),
@@ -301,6 +306,64 @@ fn edits_change_exactly_the_hosts_that_read_the_file() {
         );
         before = after;
     }
+}
+
+/// A file of a `path:./x` input inside the repository is that input's
+/// source: changing it can change the hosts that use the input although
+/// flake.lock does not change. Nix 2.26 reads such an input from the same
+/// tree (linda changes); Nix 2.8 keeps the content the lock's narHash
+/// names while it is in the store (nothing changes until a relock).
+/// guard lists linda either way: sound for both.
+#[test]
+fn a_change_inside_a_path_input_affects_the_hosts_that_use_it() {
+    let repo = fleet_repo();
+    let before = drv_paths(&repo);
+    replace(
+        &repo,
+        "inputs/nixpkgs-unstable/flake.nix",
+        "version = \"0.13.0\"",
+        "version = \"0.14.0\"",
+    );
+    repo.commit_all("ollama 0.14");
+    let after = drv_paths(&repo);
+    let changed: BTreeSet<String> = HOSTS
+        .iter()
+        .filter(|h| before[**h] != after[**h])
+        .map(|h| h.to_string())
+        .collect();
+    assert!(
+        changed.is_subset(&set(&["linda"])),
+        "nix changed {changed:?}"
+    );
+    let version = crate::support::nix_version();
+    let minor: u32 = version
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.split('.').nth(1))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the nix version {version:?}"));
+    if minor >= 26 {
+        assert_eq!(
+            changed,
+            set(&["linda"]),
+            "{version} reads the input from the tree"
+        );
+    }
+    let out = repo.guard(&["affected", "--commit", "HEAD", "--format", "json"]);
+    out.assert_code(0);
+    let v = out.json();
+    let hosts: Vec<&str> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["linda"], "{}", out.stdout);
+    let chain = v["hosts"][0]["reasons"][0]["chain"].to_string();
+    assert!(
+        chain.contains("inputs/nixpkgs-unstable/flake.nix (input nixpkgs_unstable)"),
+        "{chain}"
+    );
 }
 
 /// Standard base64 (with padding) decoding; panics on invalid input.

@@ -22,6 +22,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("nix", &["config", "git", "process", "report"]),
     ("affected", &["config", "git", "nix", "report"]),
     ("secrets", &["affected", "config", "git", "nix", "report"]),
+    // Rollout waves from the affected set and the hosts' deploy tools.
+    ("rollout", &["config", "nix", "report"]),
+    // Fleet policy: input rules over the graph, lock hygiene.
+    ("policy", &["affected", "config", "git", "nix", "report"]),
     ("bisect", &["affected", "config", "git", "nix", "report"]),
     ("doctor", &["affected", "nix", "report"]),
     (

@@ -203,13 +203,21 @@ fn an_unreachable_input_fails_once_fast_with_its_name() {
     // with backoff, ~5 s per attempt in all), like an input with no network.
     let flake = repo.path.join("flake.nix");
     let text = std::fs::read_to_string(&flake).unwrap();
-    let text = text
+    let patched = text
         .replace(
-            "inputs = { };",
-            "inputs.unreachable-pkgs = {\n    url = \"http://127.0.0.1:9/unreachable-pkgs.tar.gz\";\n    flake = false;\n  };",
+            "  inputs = {\n",
+            "  inputs = {\n    unreachable-pkgs = {\n      url = \"http://127.0.0.1:9/unreachable-pkgs.tar.gz\";\n      flake = false;\n    };\n",
         )
-        .replace("outputs = { self }:", "outputs = { self, unreachable-pkgs }:");
-    std::fs::write(&flake, text).unwrap();
+        .replace(
+            "outputs = inputs@{ self, ... }:",
+            "outputs = inputs@{ self, unreachable-pkgs, ... }:",
+        );
+    assert!(
+        patched.contains("unreachable-pkgs = {")
+            && patched.contains("{ self, unreachable-pkgs, ... }"),
+        "{patched}"
+    );
+    std::fs::write(&flake, patched).unwrap();
     repo.git(&["commit", "-q", "-am", "add an input"]);
     let p = repo.path.join("services/prometheus.nix");
     let t = std::fs::read_to_string(&p).unwrap();

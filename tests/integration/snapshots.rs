@@ -124,6 +124,7 @@ fn help_of_guard_and_every_command() {
         "explain",
         "doctor",
         "graph",
+        "plan",
         "scan",
         "secrets",
         "build",

@@ -71,7 +71,10 @@ let
     imap0 = f: xs: builtins.genList (i: f i (builtins.elemAt xs i)) (length xs);
   };
 
-  pkgs = { inherit system; };
+  # `nixpkgs.overlays` apply to `pkgs` as in nixpkgs (final: prev: ...);
+  # they are functions, so they stay out of the JSON of the config.
+  pkgs = foldl' (prev: overlay: prev // overlay pkgs prev) { inherit system; }
+    (merged.nixpkgs.overlays or [ ]);
   args = { inherit config lib name pkgs; options = { }; } // specialArgs;
 
   isDir = p: (builtins.readDir (dirOf p)).${baseNameOf p} or null == "directory";
@@ -166,7 +169,8 @@ let
 
   withoutBuild = merged
     // lib.optionalAttrs (merged ? secrix) { secrix = secrixDefaults merged.secrix; }
-    // { system = removeAttrs (merged.system or { }) [ "build" ]; };
+    // { system = removeAttrs (merged.system or { }) [ "build" ]; }
+    // lib.optionalAttrs (merged ? nixpkgs) { nixpkgs = removeAttrs merged.nixpkgs [ "overlays" ]; };
 
   config = withoutBuild // {
     system = withoutBuild.system // {

@@ -41,6 +41,10 @@ pub struct FlakeTargets {
     pub home: Output,
     /// colmena / deploy-rs node names.
     pub deploy_nodes: Output,
+    /// Deploy tools the flake is set up for -> the names they deploy:
+    /// `nixinate` (`apps.nixinate.<host>`), `colmena`, `deploy-rs`
+    /// (`deploy.nodes`).
+    pub deploy_tools: BTreeMap<String, Vec<String>>,
     /// Files the evaluation read to find these names.
     pub reads: Vec<String>,
 }
@@ -146,10 +150,27 @@ fn evaluate(ev: &Eval, flake_dir: &str) -> Result<FlakeTargets, EvalError> {
         darwin: output(ev, &out, &["darwinConfigurations"]),
         home: output(ev, &out, &["homeConfigurations"]),
         deploy_nodes: Output::default(),
+        deploy_tools: BTreeMap::new(),
         reads: Vec::new(),
     };
     let mut nodes = output(ev, &out, &["deploy", "nodes"]);
     let colmena = output(ev, &out, &["colmena"]);
+    let nixinate = output(ev, &out, &["apps", "nixinate"]);
+    for (tool, o) in [
+        ("nixinate", &nixinate),
+        ("colmena", &colmena),
+        ("deploy-rs", &nodes),
+    ] {
+        if o.present {
+            let names = o
+                .targets
+                .keys()
+                .filter(|n| !matches!(n.as_str(), "meta" | "defaults"))
+                .cloned()
+                .collect();
+            targets.deploy_tools.insert(tool.to_string(), names);
+        }
+    }
     for (name, t) in colmena.targets {
         if !matches!(name.as_str(), "meta" | "defaults") {
             nodes.targets.insert(name, t);

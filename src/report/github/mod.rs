@@ -71,20 +71,12 @@ fn annotation(f: &Finding) -> String {
 /// first few per level) and warnings, then the human report fenced by
 /// stop-commands.
 pub fn write_github(report: &Report, style: Style, out: &mut dyn Write) -> io::Result<()> {
-    let mut findings: Vec<&Finding> = [&report.scan, &report.secrets]
-        .into_iter()
-        .flatten()
-        .flat_map(|f| &f.findings)
-        .collect();
+    let mut findings: Vec<&Finding> = report.findings().collect();
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     for f in &findings {
         writeln!(out, "{}", annotation(f))?;
     }
-    for w in [&report.scan, &report.secrets]
-        .into_iter()
-        .flatten()
-        .flat_map(|f| &f.warnings)
-    {
+    for w in report.finding_sections().flat_map(|f| &f.warnings) {
         match &w.path {
             Some(p) => writeln!(
                 out,

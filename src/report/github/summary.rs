@@ -67,11 +67,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 fn findings_of(report: &Report) -> Vec<&Finding> {
-    let mut all: Vec<&Finding> = [&report.scan, &report.secrets]
-        .into_iter()
-        .flatten()
-        .flat_map(|f| &f.findings)
-        .collect();
+    let mut all: Vec<&Finding> = report.findings().collect();
     all.sort_by_key(|f| std::cmp::Reverse(f.severity));
     all
 }
@@ -137,12 +133,7 @@ pub fn summary_markdown(report: &Report, ctx: &SummaryContext) -> String {
         .map(|a| a.warnings.iter())
         .into_iter()
         .flatten()
-        .chain(
-            [&report.scan, &report.secrets]
-                .into_iter()
-                .flatten()
-                .flat_map(|f| &f.warnings),
-        )
+        .chain(report.finding_sections().flat_map(|f| &f.warnings))
         .chain(report.build.iter().flat_map(|b| &b.warnings))
         .collect();
     if !warnings.is_empty() {
@@ -478,6 +469,7 @@ mod tests {
                 source: "commit 2222222".into(),
                 ..Default::default()
             }),
+            policy: None,
         }
     }
 

@@ -31,49 +31,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sha2::{Digest, Sha256};
-
 use super::header::{self, Header, HeaderError, StanzaKind};
 use super::keys::PublicKey;
 use super::model::Model;
 use crate::git::{BStr, GitError, Snapshot};
-use crate::report::{Finding, Redacted, RuleInfo, Severity};
-
-/// A finding of this checker: no secret value, a stable fingerprint made of
-/// the rule, the path and what the finding is about (a host, a key tag),
-/// so it survives unrelated edits.
-pub fn finding(
-    rule: &str,
-    severity: Severity,
-    path: &str,
-    line: usize,
-    about: &str,
-    message: String,
-    commit: Option<&str>,
-) -> Finding {
-    Finding {
-        rule: rule.to_string(),
-        severity,
-        path: path.to_string(),
-        line: line.max(1),
-        column: 1,
-        commit: commit.map(str::to_string),
-        secret: Redacted::new(""),
-        fingerprint: fingerprint(rule, path, about),
-        message,
-        end: None,
-    }
-}
+use crate::report::{Finding, RuleInfo, Severity};
 
 /// Descriptions of this checker's rules (SARIF `tool.driver.rules`).
 pub fn rule_infos() -> Vec<RuleInfo> {
-    let rule = |id: &str, severity, title: &str, description: &str, help: &str| RuleInfo {
-        id: id.into(),
-        title: title.into(),
-        description: description.into(),
-        help: help.into(),
-        severity,
-    };
+    let rule = RuleInfo::new;
     vec![
         rule(
             "age-plaintext",
@@ -180,17 +146,7 @@ pub fn rule_infos() -> Vec<RuleInfo> {
 }
 
 /// First 128 bits of SHA-256 over the rule, path and subject, in hex.
-pub fn fingerprint(rule: &str, path: &str, about: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [rule, path, about] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::report::fingerprint;
 
 /// Whether bytes are a sops-encrypted document (age-and-secrix.md, E.2):
 /// such files are recognised and left to sops.
@@ -348,7 +304,7 @@ impl Checker<'_> {
         about: &str,
         message: String,
     ) -> Finding {
-        finding(
+        Finding::located(
             rule,
             severity,
             path,
@@ -1175,7 +1131,7 @@ mod tests {
 
     #[test]
     fn findings_carry_no_secret() {
-        let f = finding(
+        let f = Finding::located(
             "age-plaintext",
             Severity::Error,
             "s.age",

@@ -314,20 +314,29 @@ fn a_used_inputs_lock_change_misses_the_cache() {
     extra.commit_all("one");
     let repo = fleet_repo();
     let flake = std::fs::read_to_string(repo.path().join("flake.nix")).unwrap();
-    let flake = flake
+    let patched = flake
         .replace(
-            "inputs = { };",
+            "  inputs = {\n",
             &format!(
-                "inputs.extra = {{ url = \"git+file://{}\"; flake = false; }};",
+                "  inputs = {{\n    extra = {{ url = \"git+file://{}\"; flake = false; }};\n",
                 extra.path().display()
             ),
         )
-        .replace("outputs = { self }:", "outputs = { self, extra }:")
         .replace(
-            "specialArgs = { inherit self; };",
-            "specialArgs = { inherit self extra; };",
+            "outputs = inputs@{ self, ... }:",
+            "outputs = inputs@{ self, extra, ... }:",
+        )
+        .replace(
+            "specialArgs = { inherit self inputs; };",
+            "specialArgs = { inherit self inputs extra; };",
         );
-    assert!(flake.contains("inherit self extra"), "{flake}");
+    assert!(
+        patched.contains("inherit self inputs extra")
+            && patched.contains("{ self, extra, ... }")
+            && patched.contains("extra = { url"),
+        "{patched}"
+    );
+    let flake = patched;
     repo.write("flake.nix", flake);
     add_definition(
         &repo,

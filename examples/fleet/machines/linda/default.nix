@@ -6,6 +6,7 @@
     ../../environments/common.nix
     ../../hardware/x86.nix
     ../../environments/workstation.nix
+    ../../environments/ai.nix
   ];
 
   secrix.hostPubKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIWIrVTXam/PYr9bDTqLqwHtTwRuXo7cnVqvsnXSbR3w root@linda";
