@@ -659,9 +659,37 @@ fn directory_subtrees_that_did_not_change_are_skipped_but_moves_are_found() {
     });
 }
 
-/// `GIT_INDEX_FILE` is process-global, and tests run in parallel threads, so
-/// the hook scenario runs in a child copy of this test binary with the
-/// variable set (as git does for a pre-commit hook), never in this process.
+/// A fake GitHub token, unique per `tag`, built at run time (so guard's
+/// own scan of this file finds no literal): `guard scan --staged` names
+/// the files whose *staged* content holds one, which shows both which
+/// files and which content the git layer saw.
+fn token(tag: char) -> String {
+    format!("ghp_{}", tag.to_string().repeat(36))
+}
+
+/// The paths `guard scan --staged` finds a token in, run in `dir` with
+/// `env` (as git runs a hook), sorted.
+fn staged_token_paths(dir: &Path, env: &[(&str, &Path)]) -> Vec<String> {
+    let mut c = crate::support::guard_cmd(dir);
+    c.args(["scan", "--staged", "--format", "json"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out: crate::support::GuardOutput = c.output().unwrap().into();
+    let v = out.json();
+    let mut paths: Vec<String> = v["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no findings array: {}", out.stdout))
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// `GIT_INDEX_FILE` (and `GIT_DIR`/`GIT_WORK_TREE`) as git sets them for a
+/// pre-commit hook: the guard binary, run with them, judges that index.
 #[test]
 fn git_index_file_from_hook_environment() {
     let repo = base_repo();
@@ -669,7 +697,7 @@ fn git_index_file_from_hook_environment() {
     // temporary index `git commit <paths>` hands to the hook.
     let alt = repo.path().join(".git/next-index-test.lock");
     std::fs::copy(repo.path().join(".git/index"), &alt).unwrap();
-    repo.write("modify.nix", "{ only-in-alt = true; }\n");
+    repo.write("modify.nix", format!("{{ t = \"{}\"; }}\n", token('a')));
     let out = git_cmd(repo.path())
         .env("GIT_INDEX_FILE", &alt)
         .args(["add", "modify.nix"])
@@ -678,76 +706,31 @@ fn git_index_file_from_hook_environment() {
     assert!(out.status.success());
     repo.write("modify.nix", "{ a = 1; }\n"); // disk back to HEAD
     // The regular index has a different staged change.
-    repo.write("keep.nix", "{ staged-in-main-index = true; }\n");
+    repo.write("keep.nix", format!("{{ t = \"{}\"; }}\n", token('b')));
     repo.git(&["add", "keep.nix"]);
     let before = repo.state();
 
-    let run_child = |extra: &[(&str, &Path)]| {
-        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("GIT_") {
-                c.env_remove(k);
-            }
-        }
-        c.args([
-            "git_layer::index_file_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("GUARD_GIT_LAYER_CHILD", repo.path())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .current_dir(repo.path());
-        for (k, v) in extra {
-            c.env(k, v);
-        }
-        let out = c.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success() && text.contains("1 passed"),
-            "child failed:\n{text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    };
     // As `git commit <paths>` runs the hook: GIT_INDEX_FILE absolute.
-    let text = run_child(&[("GIT_INDEX_FILE", &alt)]);
-    assert!(text.contains("CHILD-SAW: modify.nix"), "{text}");
+    assert_eq!(
+        staged_token_paths(repo.path(), &[("GIT_INDEX_FILE", &alt)]),
+        ["modify.nix"]
+    );
     // GIT_DIR + GIT_WORK_TREE + GIT_INDEX_FILE together.
     let git_dir = repo.path().join(".git");
-    let text = run_child(&[
-        ("GIT_INDEX_FILE", &alt),
-        ("GIT_DIR", &git_dir),
-        ("GIT_WORK_TREE", repo.path()),
-    ]);
-    assert!(text.contains("CHILD-SAW: modify.nix"), "{text}");
+    assert_eq!(
+        staged_token_paths(
+            repo.path(),
+            &[
+                ("GIT_INDEX_FILE", &alt),
+                ("GIT_DIR", &git_dir),
+                ("GIT_WORK_TREE", repo.path()),
+            ]
+        ),
+        ["modify.nix"]
+    );
     // Without the override the repository index is used.
-    let text = run_child(&[]);
-    assert!(text.contains("CHILD-SAW: keep.nix"), "{text}");
+    assert_eq!(staged_token_paths(repo.path(), &[]), ["keep.nix"]);
     assert_eq!(before, repo.state());
-}
-
-/// The child half of `git_index_file_from_hook_environment`, which runs
-/// it (with `--ignored`) in the environment it sets up; ignored otherwise,
-/// since alone it has nothing to check.
-#[test]
-#[ignore = "child of git_index_file_from_hook_environment, which runs it"]
-fn index_file_child() {
-    let dir = std::env::var_os("GUARD_GIT_LAYER_CHILD")
-        .expect("run by git_index_file_from_hook_environment (GUARD_GIT_LAYER_CHILD unset)");
-    let r = Repo::discover(Path::new(&dir)).unwrap();
-    let cs = r.change_set(&Selector::Staged).unwrap();
-    assert_eq!(cs.changes.len(), 1, "{:?}", summary(&cs));
-    let path = cs.changes[0].path.clone();
-    println!("CHILD-SAW: {path}");
-    if path == "modify.nix" {
-        assert_eq!(
-            cs.new.read(b("modify.nix")).unwrap().unwrap(),
-            b"{ only-in-alt = true; }\n"
-        );
-    }
 }
 
 #[test]
@@ -775,21 +758,22 @@ fn bare_repository_has_no_staged_or_worktree() {
     assert_eq!(r.change_set(&Selector::All).unwrap().changes.len(), 6);
 }
 
-/// Each row of integration-conventions.md 1.3: a real pre-commit hook runs a
-/// child copy of this test binary, which records what `Staged` sees. The hook
-/// always fails, so no commit is made and the repository is left as it was.
+/// Each row of integration-conventions.md 1.3: a real pre-commit hook runs
+/// the guard binary (`guard scan --staged`), which reports the staged files
+/// holding a token, i.e. what the git layer sees as the index being
+/// committed. The hook always fails, so no commit is made and the
+/// repository is left as it was.
 #[test]
 fn real_pre_commit_hook_sees_the_index_being_committed() {
     let repo = base_repo();
     let out_file = repo.path().join(".git/hook-output");
     let hook = repo.path().join(".git/hooks/pre-commit");
     std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
-    let exe = std::env::current_exe().unwrap();
     std::fs::write(
         &hook,
         format!(
-            "#!/bin/sh\n'{}' git_layer::hook_child --exact --ignored --nocapture --test-threads=1 > '{}' 2>&1\nexit 1\n",
-            exe.display(),
+            "#!/bin/sh\nNO_COLOR=1 '{}' scan --staged --format json > '{}' 2>&1\nexit 1\n",
+            crate::support::guard_bin().display(),
             out_file.display()
         ),
     )
@@ -798,17 +782,17 @@ fn real_pre_commit_hook_sees_the_index_being_committed() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    // Staged: keep.nix. Unstaged: modify.nix. Untracked: new.nix.
-    repo.write("keep.nix", "{ staged = true; }\n");
+    // Staged: keep.nix. Unstaged: modify.nix. Untracked: new.nix. Each
+    // holds its own token.
+    repo.write("keep.nix", format!("{{ t = \"{}\"; }}\n", token('k')));
     repo.git(&["add", "keep.nix"]);
-    repo.write("modify.nix", "{ unstaged = true; }\n");
-    repo.write("new.nix", "untracked\n");
+    repo.write("modify.nix", format!("{{ t = \"{}\"; }}\n", token('m')));
+    repo.write("new.nix", format!("{{ t = \"{}\"; }}\n", token('n')));
 
     let commit = |args: &[&str]| -> String {
         let _ = std::fs::remove_file(&out_file);
         let before = repo.state();
         let out = git_cmd(repo.path())
-            .env("GUARD_GIT_LAYER_HOOK", "1")
             .args(["commit", "-q", "-m", "x"])
             .args(args)
             .output()
@@ -819,11 +803,17 @@ fn real_pre_commit_hook_sees_the_index_being_committed() {
         let after = repo.state();
         assert_eq!((before.refs, before.files), (after.refs, after.files));
         let text = std::fs::read_to_string(&out_file).unwrap();
-        assert!(text.contains("1 passed"), "hook child failed:\n{text}");
-        text.lines()
-            .find_map(|l| l.split_once("HOOK-SAW: ").map(|(_, rest)| rest))
-            .unwrap_or_else(|| panic!("no HOOK-SAW line:\n{text}"))
-            .to_string()
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("hook output is not JSON ({e}):\n{text}"));
+        let mut paths: Vec<&str> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths.join(" ")
     };
     // Plain `git commit`: the repository index.
     assert_eq!(commit(&[]), "keep.nix");
@@ -833,28 +823,6 @@ fn real_pre_commit_hook_sees_the_index_being_committed() {
     assert_eq!(commit(&["--", "modify.nix"]), "modify.nix");
     // `git commit -i <paths>`: the index plus the named path.
     assert_eq!(commit(&["-i", "--", "modify.nix"]), "keep.nix modify.nix");
-}
-
-/// The hook half of `real_pre_commit_hook_sees_the_index_being_committed`,
-/// run (with `--ignored`) from that test's hook, in the environment git
-/// gives hooks (cwd = work tree root, `GIT_INDEX_FILE` set); ignored in a
-/// normal run, where it would have nothing to check.
-#[test]
-#[ignore = "child of the git hook test above, which runs it from a real hook"]
-fn hook_child() {
-    assert!(
-        std::env::var_os("GUARD_GIT_LAYER_HOOK").is_some(),
-        "run from the pre-commit hook of the test above (GUARD_GIT_LAYER_HOOK unset)"
-    );
-    let r = Repo::discover(&std::env::current_dir().unwrap()).unwrap();
-    let cs = r.change_set(&Selector::Staged).unwrap();
-    if let Some(c) = cs.changes.iter().find(|c| c.path == "modify.nix") {
-        // The content of the index git handed to the hook.
-        let n = cs.new.read(c.path.as_ref()).unwrap().unwrap();
-        assert_eq!(n, b"{ unstaged = true; }\n");
-    }
-    let paths: Vec<String> = cs.paths().iter().map(|p| p.to_string()).collect();
-    println!("\nHOOK-SAW: {}", paths.join(" "));
 }
 
 #[test]
