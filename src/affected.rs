@@ -1201,6 +1201,7 @@ pub fn affected_hosts(
             .collect(),
         changed_paths: changed_paths.iter().cloned().collect(),
         warnings,
+        self_check: None,
     })
 }
 

@@ -149,6 +149,11 @@ pub enum Command {
         /// statically discovered one.
         #[arg(long)]
         verify_hosts: bool,
+        /// Also ask nix for each host's module graph and report repository
+        /// files nix imports that the static answer misses (soundness
+        /// misses); a host whose missed file changed is listed.
+        #[arg(long)]
+        self_check: bool,
     },
 
     /// Every import chain from a host's entry module to <PATH>.
@@ -272,6 +277,10 @@ pub enum Command {
         level: Option<Level>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// At a nix level, do not compare the static answer with the module
+        /// graph nix collects for each host (the soundness self-check).
+        #[arg(long)]
+        no_self_check: bool,
     },
 
     /// `check --staged` at the configured pre-commit level (default: no nix).
@@ -315,6 +324,10 @@ pub enum Command {
         /// Output on stdout (default: github under GitHub Actions, else human).
         #[arg(long, value_enum)]
         format: Option<Format>,
+        /// At a nix level, do not compare the static answer with the module
+        /// graph nix collects for each host (the soundness self-check).
+        #[arg(long)]
+        no_self_check: bool,
     },
 
     /// Find the first commit at which a host fails, testing only commits that

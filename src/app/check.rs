@@ -29,10 +29,11 @@ pub fn check(
     level: Option<Level>,
     format: Format,
     quiet: bool,
+    self_check: bool,
 ) -> Result<i32> {
     let level = level.unwrap_or(ctx.config.build.level);
     let sel = selector.resolve(git::Selector::Worktree);
-    let verdict = judge(ctx, &sel, level, quiet, false)?;
+    let verdict = judge(ctx, &sel, level, quiet, false, self_check)?;
     super::build::write(ctx, &verdict.report, format)?;
     super::build::write_comment(ctx, &verdict.report)?;
     Ok(verdict.code)
@@ -42,13 +43,16 @@ pub fn check(
 /// plaintext-secret scan, the age checks and, at a nix level, the build
 /// section (`app::build::build_section`, the same code as `guard build`).
 /// `guard check`, `guard ci` and `guard pre-commit` all call this, so the
-/// hook, CI and an interactive check cannot drift apart.
+/// hook, CI and an interactive check cannot drift apart. `self_check`: at
+/// a nix level, compare the static answer with nix's module graphs first
+/// (a host whose missed file changed is then built too).
 pub(crate) fn judge(
     ctx: &Context,
     sel: &git::Selector,
     level: Level,
     quiet: bool,
     verify_hosts: bool,
+    self_check: bool,
 ) -> Result<Verdict> {
     let mut p = Pipeline::new(ctx, sel.clone())?.with_age();
     p.affected()?;
@@ -65,6 +69,9 @@ pub(crate) fn judge(
     let mut affected = p.take_affected()?;
     if verify_hosts {
         pipeline::verify_hosts(ctx, &p.changes.new, &mut affected);
+    }
+    if self_check && level != Level::None {
+        p.self_check(&mut affected, quiet);
     }
 
     // The fix a finding suggests names the scheme the repository uses.

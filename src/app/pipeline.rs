@@ -12,7 +12,7 @@
 //! `Analysis::of` and `affected_hosts` for a change (a test checks it).
 
 use std::cell::OnceCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context as _, Result};
@@ -20,9 +20,31 @@ use anyhow::{Context as _, Result};
 use super::Context;
 use crate::affected::{Analysis, Query, affected_hosts};
 use crate::git::{self, ChangeSet, Snapshot};
+use crate::nix::cli as nixcli;
 use crate::nix::graph::ParseCache;
 use crate::nix::hosts::{self, HostSet};
 use crate::report::{self, Affected, Finding, Findings, RuleInfo, Rules, Warning};
+
+/// The `[affected]` globs as one set (`None` when empty or invalid: the
+/// analysis reports an invalid glob itself).
+fn globset_of(globs: &[String]) -> Option<globset::GlobSet> {
+    if globs.is_empty() {
+        return None;
+    }
+    let mut b = globset::GlobSetBuilder::new();
+    for g in globs {
+        b.add(globset::Glob::new(g).ok()?);
+    }
+    b.build().ok()
+}
+
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    let s = e.to_string();
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_string()
+}
 use crate::secrets::age;
 use crate::secrets::scan::{Baseline, Scanner, run};
 
@@ -87,7 +109,11 @@ pub fn rules(scan: Vec<RuleInfo>, scheme: Option<crate::secrets::scheme::Scheme>
             .filter(|r| age::IDENTITY_RULES.contains(&r.id.as_str()))
             .cloned(),
     );
-    let mut rules = Rules { scan, secrets };
+    let mut rules = Rules {
+        scan,
+        secrets,
+        self_check: vec![crate::build::selfcheck::rule_info()],
+    };
     if let Some(scheme) = scheme {
         for r in rules.scan.iter_mut().chain(rules.secrets.iter_mut()) {
             r.help = scheme.adapt(&r.help);
@@ -242,6 +268,150 @@ impl<'c> Pipeline<'c> {
                 .filter(|f| !reported.contains(&(f.path.as_str(), f.line, f.rule.as_str())))
                 .collect(),
         )
+    }
+
+    /// The soundness self-check ([`crate::build::selfcheck`]): every host
+    /// of the new snapshot against the module graph nix collects for it,
+    /// into `affected.self_check`. A host whose missed file the change
+    /// touches joins the changed hosts, with nix's chain as its reason.
+    /// Never fails: what could not run is said once, in `skipped`.
+    pub fn self_check(&self, affected: &mut Affected, quiet: bool) {
+        let check = self.run_self_check(affected, quiet);
+        for m in check.misses.iter().filter(|m| m.changed) {
+            affected.restamped.retain(|h| h.name != m.host);
+            let reason = report::Reason {
+                path: m.path.clone(),
+                chain: m.chain.clone(),
+            };
+            match affected.hosts.iter_mut().find(|h| h.name == m.host) {
+                Some(h) => {
+                    if !h.reasons.iter().any(|r| r.path == m.path) {
+                        h.reasons.push(reason);
+                    }
+                }
+                None => affected.hosts.push(report::AffectedHost {
+                    name: m.host.clone(),
+                    reasons: vec![reason],
+                    truncated: 0,
+                }),
+            }
+        }
+        affected.hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        affected.self_check = Some(check);
+    }
+
+    fn run_self_check(&self, affected: &Affected, quiet: bool) -> report::SelfCheck {
+        use crate::build::selfcheck;
+        let ctx = self.ctx;
+        let skipped = |why: String| report::SelfCheck {
+            skipped: Some(why),
+            ..Default::default()
+        };
+        let new = &self.changes.new;
+        let flake = match (new.commit(), &self.sel) {
+            (Some(c), _) => nixcli::flake_url(&ctx.root, &ctx.flake_dir, Some(&c.to_string())),
+            (None, git::Selector::Worktree) => nixcli::flake_url(&ctx.root, &ctx.flake_dir, None),
+            (None, _) => {
+                return skipped(
+                    "not run on the index: nix evaluates commits and the work tree".into(),
+                );
+            }
+        };
+        let nix = match nixcli::Nix::detect() {
+            Ok(n) => n.with_args(ctx.config.build.nix_args.clone()),
+            Err(e) => return skipped(format!("nix is not usable: {}", first_line(&e))),
+        };
+        if let Err(e) = crate::build::signals::install() {
+            return skipped(format!("cannot install the Ctrl-C handler: {e}"));
+        }
+        let analysis = self.analysis();
+        let hosts: Vec<String> = analysis.hosts.hosts.keys().cloned().collect();
+        let (keys, cache) = if ctx.build.no_eval_cache {
+            (Default::default(), None)
+        } else {
+            let attrs: Vec<_> = hosts
+                .iter()
+                .map(|h| (h.clone(), nixcli::HostAttr::Toplevel))
+                .collect();
+            let env = crate::build::cache::KeyEnv::of(&nix);
+            (
+                crate::build::cache::host_keys(
+                    new,
+                    &ctx.flake_dir,
+                    &ctx.config,
+                    &self.cache,
+                    &attrs,
+                    &env,
+                ),
+                Some(selfcheck::GraphCache::at(ctx.repo.git_dir())),
+            )
+        };
+        let timeout = (ctx.config.build.timeout_secs > 0)
+            .then(|| std::time::Duration::from_secs(ctx.config.build.timeout_secs));
+        let request = selfcheck::Request {
+            flake: &flake,
+            hosts,
+            keys,
+            cache,
+            limits: crate::build::eval::Limits {
+                workers: ctx.build.workers(),
+                max_memory: ctx.build.max_memory(),
+                timeout,
+            },
+        };
+        let index = selfcheck::RepoIndex::of(new);
+        let progress = crate::build::progress::for_stderr(quiet);
+        let graphs = selfcheck::collect(&nix, &request, &index, progress.as_ref());
+        progress.clear();
+
+        // The static answer for every file of nix's graphs: the hosts a
+        // change to that file alone lists.
+        let files: BTreeSet<&String> = graphs
+            .graphs
+            .values()
+            .flat_map(|g| &g.files)
+            .flat_map(|f| &f.candidates)
+            .collect();
+        let mut lists = BTreeMap::new();
+        for f in files {
+            let query = Query {
+                paths: BTreeSet::from([f.clone()]),
+                old: new,
+                new,
+                new_revision: false,
+                every_chain: false,
+                all_warnings: false,
+            };
+            if let Ok(a) = affected_hosts(analysis, &analysis.hosts, &query, &ctx.config) {
+                lists.insert(
+                    f.clone(),
+                    a.hosts.into_iter().map(|h| h.name).collect::<BTreeSet<_>>(),
+                );
+            }
+        }
+        let closures: BTreeMap<String, BTreeSet<String>> = graphs
+            .graphs
+            .keys()
+            .map(|h| {
+                let files = analysis.closure(h).into_iter().map(|(f, _)| f.to_string());
+                (h.clone(), files.collect())
+            })
+            .collect();
+        let changed: BTreeSet<String> = affected.changed_paths.iter().cloned().collect();
+        let ignore = globset_of(&ctx.config.affected.ignore);
+        let ignored = |p: &str| ignore.as_ref().is_some_and(|g| g.is_match(p));
+        let mut check = selfcheck::compare(
+            &graphs.graphs,
+            &selfcheck::StaticAnswer {
+                lists: &lists,
+                closures: &closures,
+                changed: &changed,
+                ignored: &ignored,
+            },
+        );
+        check.from_cache = graphs.from_cache;
+        check.skipped = selfcheck::skipped_note(&graphs);
+        check
     }
 
     /// The secret scheme of the new snapshot (fixes name it).

@@ -24,6 +24,9 @@ pub struct Job {
     pub flake: usize,
     pub host: String,
     pub attr: HostAttr,
+    /// Ask for the host's module graph instead of its derivation (the
+    /// self-check, `super::selfcheck`).
+    pub graph: bool,
 }
 
 /// How one evaluation ended, and how long it took.
@@ -122,20 +125,29 @@ pub fn evaluate(
                         }
                     }
                     let (_, worker) = current.as_mut().expect("started above");
-                    if job.flake == 0 {
+                    if job.flake == 0 && !job.graph {
                         // The base's evaluations are not the host's news.
                         progress.started(&job.host, "evaluating");
                     }
                     let start = Instant::now();
                     let mut peak = 0;
                     let fresh = worker.evaluated == 0;
-                    let answer = worker.eval(
-                        &job.host,
-                        job.attr,
-                        Some(limits.max_memory),
-                        limits.timeout,
-                        &mut peak,
-                    );
+                    let answer = if job.graph {
+                        worker.graph(
+                            &job.host,
+                            Some(limits.max_memory),
+                            limits.timeout,
+                            &mut peak,
+                        )
+                    } else {
+                        worker.eval(
+                            &job.host,
+                            job.attr,
+                            Some(limits.max_memory),
+                            limits.timeout,
+                            &mut peak,
+                        )
+                    };
                     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
                     {
                         let mut st = lock(&stats);
@@ -154,7 +166,11 @@ pub fn evaluate(
                         | Answer::Died(_)
                         | Answer::TimedOut { .. }
                         | Answer::Interrupted => current = None,
-                        Answer::Ok(_) | Answer::Missing | Answer::Failed(_) => {
+                        Answer::Ok(_)
+                        | Answer::Graph(_)
+                        | Answer::NoGraph
+                        | Answer::Missing
+                        | Answer::Failed(_) => {
                             lock(&stats).evaluated += 1;
                             let rss = worker.rss();
                             {

@@ -250,6 +250,7 @@ fn evaluate(
             flake: 0,
             host: s.name.clone(),
             attr: attr_of(s.level),
+            graph: false,
         })
         .collect();
     if let Some(b) = &plan.base_flake {
@@ -262,6 +263,7 @@ fn evaluate(
                     flake: 1,
                     host: s.name.clone(),
                     attr: attr_of(s.level),
+                    graph: false,
                 }),
         );
     }
@@ -349,6 +351,7 @@ fn evaluate(
             flake: 0,
             host: s.name.clone(),
             attr: attr_of(s.level),
+            graph: false,
         };
         let Some(done) = results.get(&key) else {
             if let Some(d) = cached_new.get(&s.name) {
@@ -394,6 +397,11 @@ fn evaluate(
                 format!("evaluation timed out after {secs}s ([build].timeout_secs)"),
             ),
             Answer::Died(how) => failed(s, format!("evaluation failed: {how}")),
+            // Only asked for by graph jobs, which this step has none of.
+            Answer::Graph(_) | Answer::NoGraph => failed(
+                s,
+                "internal error: a module graph answered a derivation".into(),
+            ),
         };
         progress.finished(&host);
         s.done = Some(host);
@@ -404,6 +412,7 @@ fn evaluate(
             flake: 1,
             host: s.name.clone(),
             attr: attr_of(s.level),
+            graph: false,
         };
         let base = match results.get(&key) {
             Some(Done {

@@ -145,6 +145,25 @@ pub fn summary_markdown(report: &Report, ctx: &SummaryContext) -> String {
         )
         .chain(report.build.iter().flat_map(|b| &b.warnings))
         .collect();
+    if let Some(c) = affected.and_then(|a| a.self_check.as_ref())
+        && (!c.misses.is_empty() || c.skipped.is_some())
+    {
+        let _ = writeln!(s, "### Self-check ({} soundness misses)\n", c.misses.len());
+        for m in c.misses.iter().take(MAX_ROWS) {
+            let _ = writeln!(
+                s,
+                "- `{}` imports {} ({}): {}",
+                md(&m.host),
+                md(&m.path),
+                md(&m.chain.join(" → ")),
+                md(&m.message)
+            );
+        }
+        if let Some(why) = &c.skipped {
+            let _ = writeln!(s, "- {}", md(why));
+        }
+        s.push('\n');
+    }
     if !warnings.is_empty() {
         let _ = writeln!(s, "### Warnings ({})\n", warnings.len());
         for w in warnings.iter().take(MAX_ROWS) {
