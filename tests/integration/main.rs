@@ -27,5 +27,6 @@ mod real_precision;
 mod scan;
 mod scan_sources;
 mod scan_verdicts;
+mod self_check;
 mod snapshots;
 mod support;
