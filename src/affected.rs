@@ -803,7 +803,8 @@ impl Changes<'_> {
     }
 }
 
-fn glob_set(globs: &[String]) -> Result<GlobSet, AffectedError> {
+/// The `[affected]` globs as one set.
+pub fn glob_set(globs: &[String]) -> Result<GlobSet, AffectedError> {
     let mut b = GlobSetBuilder::new();
     for g in globs {
         let glob = Glob::new(g).map_err(|e| AffectedError::Glob {

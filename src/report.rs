@@ -283,6 +283,8 @@ pub struct SelfCheck {
     /// Why the self-check did not run, or ran only for some hosts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Wall time of the self-check (nix's graphs and the comparison).
+    pub duration_ms: u64,
 }
 
 /// A repository file nix's module graph of a host holds that guard's
@@ -791,9 +793,10 @@ impl SelfCheck {
     /// One line for people: what was compared and found.
     pub fn summary(&self) -> String {
         format!(
-            "self-check: {} against nix's module graphs ({} from the cache): {}; static closures {} files, {} of them not imported by nix",
+            "self-check: {} against nix's module graphs ({} from the cache, {}): {}; static closures {} files, {} of them not imported by nix",
             plural(self.hosts_checked, "host", "hosts"),
             self.from_cache,
+            duration(self.duration_ms),
             plural(self.misses.len(), "soundness miss", "soundness misses"),
             self.static_files,
             self.static_only

@@ -25,19 +25,6 @@ use crate::nix::graph::ParseCache;
 use crate::nix::hosts::{self, HostSet};
 use crate::report::{self, Affected, Finding, Findings, RuleInfo, Rules, Warning};
 
-/// The `[affected]` globs as one set (`None` when empty or invalid: the
-/// analysis reports an invalid glob itself).
-fn globset_of(globs: &[String]) -> Option<globset::GlobSet> {
-    if globs.is_empty() {
-        return None;
-    }
-    let mut b = globset::GlobSetBuilder::new();
-    for g in globs {
-        b.add(globset::Glob::new(g).ok()?);
-    }
-    b.build().ok()
-}
-
 fn first_line(e: &dyn std::fmt::Display) -> String {
     let s = e.to_string();
     s.lines()
@@ -276,7 +263,9 @@ impl<'c> Pipeline<'c> {
     /// touches joins the changed hosts, with nix's chain as its reason.
     /// Never fails: what could not run is said once, in `skipped`.
     pub fn self_check(&self, affected: &mut Affected, quiet: bool) {
-        let check = self.run_self_check(affected, quiet);
+        let start = std::time::Instant::now();
+        let mut check = self.run_self_check(affected, quiet);
+        check.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         for m in check.misses.iter().filter(|m| m.changed) {
             affected.restamped.retain(|h| h.name != m.host);
             let reason = report::Reason {
@@ -348,9 +337,11 @@ impl<'c> Pipeline<'c> {
         };
         let timeout = (ctx.config.build.timeout_secs > 0)
             .then(|| std::time::Duration::from_secs(ctx.config.build.timeout_secs));
+        let changed: BTreeSet<String> = affected.changed_paths.iter().cloned().collect();
         let request = selfcheck::Request {
             flake: &flake,
             hosts,
+            changed: &changed,
             keys,
             cache,
             limits: crate::build::eval::Limits {
@@ -397,8 +388,8 @@ impl<'c> Pipeline<'c> {
                 (h.clone(), files.collect())
             })
             .collect();
-        let changed: BTreeSet<String> = affected.changed_paths.iter().cloned().collect();
-        let ignore = globset_of(&ctx.config.affected.ignore);
+        // An invalid glob: the analysis refused it before this runs.
+        let ignore = crate::affected::glob_set(&ctx.config.affected.ignore).ok();
         let ignored = |p: &str| ignore.as_ref().is_some_and(|g| g.is_match(p));
         let mut check = selfcheck::compare(
             &graphs.graphs,

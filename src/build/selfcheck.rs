@@ -180,6 +180,10 @@ pub struct Request<'a> {
     pub hosts: Vec<String>,
     /// Host -> content key (hosts without one are always asked).
     pub keys: BTreeMap<String, String>,
+    /// The paths the change touches: a cached graph holding one of them
+    /// is asked again (the key is guard's static view of the host, which
+    /// may be what missed the file).
+    pub changed: &'a BTreeSet<String>,
     pub cache: Option<GraphCache>,
     pub limits: Limits,
 }
@@ -209,7 +213,13 @@ pub fn collect(nix: &Nix, req: &Request<'_>, index: &RepoIndex, progress: &dyn P
             .cache
             .as_ref()
             .zip(req.keys.get(h))
-            .and_then(|(c, k)| c.get(k));
+            .and_then(|(c, k)| c.get(k))
+            .filter(|g: &HostGraph| {
+                !g.files
+                    .iter()
+                    .flat_map(|f| &f.candidates)
+                    .any(|p| req.changed.contains(p))
+            });
         match cached {
             Some(g) => {
                 out.graphs.insert(h.clone(), g);

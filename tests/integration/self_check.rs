@@ -148,7 +148,9 @@ fn an_ignored_module_is_a_soundness_miss_with_nix_chain_and_its_hosts_are_built(
         assert_eq!(built.get(h).map(String::as_str), Some("ok"), "{report:#}");
     }
 
-    // The same content: every graph comes from the cache.
+    // The same content: the graphs come from the cache, except those that
+    // hold a changed file (the key is guard's static view, which is what
+    // may have missed it), which nix is asked again.
     let again = guard_in(
         repo.path(),
         &[
@@ -163,7 +165,7 @@ fn an_ignored_module_is_a_soundness_miss_with_nix_chain_and_its_hosts_are_built(
     again.assert_code(0);
     let a = again.json();
     let c = self_check(&a);
-    assert_eq!(c["from_cache"], 17, "{c:#}");
+    assert_eq!(c["from_cache"], 17 - importing.len(), "{c:#}");
     assert_eq!(misses_of(c, ZFS).len(), importing.len());
 
     // Opted out: the static answer alone, which ignores the change.
