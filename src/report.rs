@@ -488,6 +488,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// The self-check's soundness misses, if it ran.
+    pub fn soundness_misses(&self) -> impl Iterator<Item = &SoundnessMiss> {
+        self.affected
+            .iter()
+            .flat_map(|a| a.self_check.iter())
+            .flat_map(|c| &c.misses)
+    }
+
     /// 1 when anything blocks (an error-severity finding, a failed
     /// build), else 0.
     pub fn exit_code(&self) -> i32 {

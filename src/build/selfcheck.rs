@@ -173,6 +173,9 @@ impl GraphCache {
     }
 }
 
+/// Graphs one worker is started for (see [`collect`]).
+const GRAPHS_PER_WORKER: usize = 4;
+
 /// What to ask.
 pub struct Request<'a> {
     /// The flake of the snapshot judged.
@@ -241,8 +244,17 @@ pub fn collect(nix: &Nix, req: &Request<'_>, index: &RepoIndex, progress: &dyn P
         jobs.len(),
         if jobs.len() == 1 { "host" } else { "hosts" }
     ));
+    // A graph costs about what starting a worker does (nix loads the flake
+    // and the module files either way): one worker per few graphs.
+    let limits = Limits {
+        workers: req
+            .limits
+            .workers
+            .min(jobs.len().div_ceil(GRAPHS_PER_WORKER)),
+        ..req.limits
+    };
     let (results, stats, broken) =
-        super::eval::evaluate(nix, &[req.flake.to_string()], jobs, req.limits, progress);
+        super::eval::evaluate(nix, &[req.flake.to_string()], jobs, limits, progress);
     out.stats = stats;
     out.broken = broken.get(&0).map(|e| first_line(&e.to_string()));
     for (job, done) in results {

@@ -107,12 +107,7 @@ pub fn write_sarif(report: &Report, rules: &Rules, out: &mut dyn Write) -> io::R
             })
         })
         .collect();
-    let misses = report
-        .affected
-        .iter()
-        .flat_map(|a| a.self_check.iter())
-        .flat_map(|c| &c.misses);
-    for m in misses {
+    for m in report.soundness_misses() {
         let Some(&i) = index.get(SOUNDNESS_MISS) else {
             continue;
         };

@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::real_fleets;
-use crate::support::{
-    GuardOutput, TempRepo, fleet_repo, git_cmd, guard_in, nix_cmd, nix_eval_json,
-};
+use crate::support::{TempRepo, fleet_repo, git_cmd, guard_in, nix_cmd, nix_eval_json};
 
 /// nix's own answer: every host whose module graph holds the repository
 /// file `rel` (graph files are store paths of the flake's source).
@@ -39,6 +37,26 @@ fn hosts_importing(repo: &Path, rel: &str) -> BTreeSet<String> {
         })
         .map(|(h, _)| h.clone())
         .collect()
+}
+
+/// `guard [--config <config>] affected --commit HEAD --self-check --format
+/// json` in `dir`, which must succeed.
+fn affected_json(dir: &Path, config: Option<&Path>) -> Value {
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(c) = config {
+        args.extend(["--config", c.to_str().unwrap()]);
+    }
+    args.extend([
+        "affected",
+        "--commit",
+        "HEAD",
+        "--self-check",
+        "--format",
+        "json",
+    ]);
+    let out = guard_in(dir, &args);
+    out.assert_code(0);
+    out.json()
 }
 
 fn self_check(affected: &Value) -> &Value {
@@ -151,19 +169,7 @@ fn an_ignored_module_is_a_soundness_miss_with_nix_chain_and_its_hosts_are_built(
     // The same content: the graphs come from the cache, except those that
     // hold a changed file (the key is guard's static view, which is what
     // may have missed it), which nix is asked again.
-    let again = guard_in(
-        repo.path(),
-        &[
-            "affected",
-            "--commit",
-            "HEAD",
-            "--self-check",
-            "--format",
-            "json",
-        ],
-    );
-    again.assert_code(0);
-    let a = again.json();
+    let a = affected_json(repo.path(), None);
     let c = self_check(&a);
     assert_eq!(c["from_cache"], 17 - importing.len(), "{c:#}");
     assert_eq!(misses_of(c, ZFS).len(), importing.len());
@@ -383,21 +389,9 @@ fn nixpkgs_lib() -> PathBuf {
     if dir.join("lib/default.nix").is_file() {
         return dir;
     }
-    let tar = real_fleets::fleets_dir().join("nix-community+nixpkgs.lib.tar.gz");
-    assert!(tar.is_file(), "missing {}", tar.display());
-    std::fs::create_dir_all(&cache).unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix(".extract-")
-        .tempdir_in(&cache)
-        .unwrap();
-    let st = std::process::Command::new("tar")
-        .arg("-xzf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(tmp.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar -xzf {} failed", tar.display());
+    let tmp = real_fleets::extract_in_cache(
+        &real_fleets::fleets_dir().join("nix-community+nixpkgs.lib.tar.gz"),
+    );
     match std::fs::rename(tmp.path().join("nix-community+nixpkgs.lib"), &dir) {
         Ok(()) => {}
         Err(_) if dir.join("lib/default.nix").is_file() => {}
@@ -575,19 +569,7 @@ fn an_imported_file(repo: &Path, hosts: &[String]) -> (String, String) {
 fn oracle_fleet_has_no_miss(name: &str) {
     let work = tempfile::tempdir().unwrap();
     let repo = stubbed_fleet(name, work.path());
-    let out: GuardOutput = guard_in(
-        repo.path(),
-        &[
-            "affected",
-            "--commit",
-            "HEAD",
-            "--self-check",
-            "--format",
-            "json",
-        ],
-    );
-    out.assert_code(0);
-    let a = out.json();
+    let a = affected_json(repo.path(), None);
     let c = self_check(&a);
     let hosts: Vec<String> = a["all_hosts"]
         .as_array()
@@ -614,21 +596,7 @@ fn oracle_fleet_has_no_miss(name: &str) {
     let (host, file) = an_imported_file(repo.path(), &hosts);
     let config = work.path().join("guard.toml");
     std::fs::write(&config, format!("[affected]\nignore = [\"{file}\"]\n")).unwrap();
-    let out = guard_in(
-        repo.path(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "affected",
-            "--commit",
-            "HEAD",
-            "--self-check",
-            "--format",
-            "json",
-        ],
-    );
-    out.assert_code(0);
-    let a = out.json();
+    let a = affected_json(repo.path(), Some(&config));
     let c = self_check(&a);
     let misses = misses_of(c, &file);
     assert!(

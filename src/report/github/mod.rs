@@ -80,12 +80,7 @@ pub fn write_github(report: &Report, style: Style, out: &mut dyn Write) -> io::R
     for f in &findings {
         writeln!(out, "{}", annotation(f))?;
     }
-    let misses = report
-        .affected
-        .iter()
-        .flat_map(|a| a.self_check.iter())
-        .flat_map(|c| &c.misses);
-    for m in misses {
+    for m in report.soundness_misses() {
         writeln!(
             out,
             "::warning file={},line=1,title={}::{}",
