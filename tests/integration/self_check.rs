@@ -59,6 +59,18 @@ fn affected_json(dir: &Path, config: Option<&Path>) -> Value {
     out.json()
 }
 
+/// `guard check --commit HEAD --level <level> --format json <extra>` in
+/// `dir`, which must succeed.
+fn check_json(dir: &Path, level: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "check", "--commit", "HEAD", "--level", level, "--format", "json",
+    ];
+    args.extend(extra);
+    let out = guard_in(dir, &args);
+    out.assert_code(0);
+    out.json()
+}
+
 fn self_check(affected: &Value) -> &Value {
     let c = &affected["self_check"];
     assert!(c.is_object(), "no self_check in {affected:#}");
@@ -108,14 +120,7 @@ fn an_ignored_module_is_a_soundness_miss_with_nix_chain_and_its_hosts_are_built(
     repo.write(ZFS, format!("{text}# self-check {unique}\n"));
     repo.commit_all("touch the ignored module");
 
-    let out = guard_in(
-        repo.path(),
-        &[
-            "check", "--commit", "HEAD", "--level", "build", "--format", "json",
-        ],
-    );
-    out.assert_code(0);
-    let report = out.json();
+    let report = check_json(repo.path(), "build", &[]);
     let check = self_check(&report["affected"]);
     assert!(check["skipped"].is_null(), "{check:#}");
     assert_eq!(check["hosts_checked"], 17, "{check:#}");
@@ -175,21 +180,7 @@ fn an_ignored_module_is_a_soundness_miss_with_nix_chain_and_its_hosts_are_built(
     assert_eq!(misses_of(c, ZFS).len(), importing.len());
 
     // Opted out: the static answer alone, which ignores the change.
-    let off = guard_in(
-        repo.path(),
-        &[
-            "check",
-            "--commit",
-            "HEAD",
-            "--level",
-            "eval",
-            "--no-self-check",
-            "--format",
-            "json",
-        ],
-    );
-    off.assert_code(0);
-    let r = off.json();
+    let r = check_json(repo.path(), "eval", &["--no-self-check"]);
     assert!(r["affected"].get("self_check").is_none(), "{r:#}");
     assert!(build_status(&r).is_empty(), "{r:#}");
 
@@ -283,14 +274,7 @@ fn the_example_fleet_has_no_miss_and_a_flake_without_graph_is_skipped_once() {
         text.replace("inherit config graph;", "inherit config;"),
     );
     repo.commit_all("no graph");
-    let out = guard_in(
-        repo.path(),
-        &[
-            "check", "--commit", "HEAD", "--level", "eval", "--format", "json",
-        ],
-    );
-    out.assert_code(0);
-    let r = out.json();
+    let r = check_json(repo.path(), "eval", &[]);
     let c = self_check(&r["affected"]);
     let why = c["skipped"].as_str().unwrap_or_default();
     assert!(
