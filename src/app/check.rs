@@ -3,13 +3,15 @@
 //! plaintext-secret scan, the age/secrix checks and, at a nix level, the
 //! build section).
 
+use std::collections::BTreeSet;
+
 use anyhow::Result;
 
 use super::pipeline::{self, Pipeline};
 use super::{Context, exit};
 use crate::cli::{Format, Level, Selector};
 use crate::git;
-use crate::report::{Report, Rules};
+use crate::report::{Affected, Report, Rules};
 
 /// What `check` found: the report, its exit code, and the rules it can
 /// use (for writers that describe rules).
@@ -70,9 +72,12 @@ pub(crate) fn judge(
     if verify_hosts {
         pipeline::verify_hosts(ctx, &p.changes.new, &mut affected);
     }
-    if self_check && level != Level::None {
-        p.self_check(&mut affected, quiet);
-    }
+    // The self-check's graphs are answered by the build's own workers.
+    let plan = (self_check && level != Level::None).then(|| p.self_check_plan(&affected));
+    let ask: &[String] = match &plan {
+        Some(Ok(plan)) => &plan.ask,
+        _ => &[],
+    };
 
     // The fix a finding suggests names the scheme the repository uses.
     let scheme = p.scheme();
@@ -85,7 +90,45 @@ pub(crate) fn judge(
         f.message = scheme.adapt(&f.message);
     }
     let rules = pipeline::rules(scan.rules, Some(scheme));
-    let section = super::build::build_section(ctx, sel, &p.changes, &affected, level, quiet)?;
+    let mut section =
+        super::build::build_section(ctx, sel, &p.changes, &affected, level, quiet, ask)?;
+    match plan {
+        Some(Ok(plan)) => {
+            let before: BTreeSet<String> = affected.hosts.iter().map(|h| h.name.clone()).collect();
+            let answers = std::mem::take(&mut section.graphs);
+            p.self_check_finish(plan, Some(answers), &mut affected, quiet);
+            // Hosts the self-check found changed: built now, at the level.
+            let added = Affected {
+                hosts: affected
+                    .hosts
+                    .iter()
+                    .filter(|h| !before.contains(&h.name))
+                    .cloned()
+                    .collect(),
+                ..Default::default()
+            };
+            if !added.hosts.is_empty() && !section.interrupted {
+                let more =
+                    super::build::build_section(ctx, sel, &p.changes, &added, level, quiet, &[])?;
+                if let (Some(r), Some(m)) = (section.report.as_mut(), more.report) {
+                    // A restamped host's "not built" row gives way.
+                    r.hosts
+                        .retain(|h| !added.hosts.iter().any(|a| a.name == h.name));
+                    r.hosts.extend(m.hosts);
+                    r.warnings.extend(m.warnings);
+                    r.interrupted |= m.interrupted;
+                    match (r.eval.as_mut(), m.eval) {
+                        (Some(a), Some(b)) => a.absorb(&b),
+                        (None, b) => r.eval = b,
+                        (Some(_), None) => {}
+                    }
+                }
+                section.interrupted |= more.interrupted;
+            }
+        }
+        Some(Err(skipped)) => affected.self_check = Some(skipped),
+        None => {}
+    }
     let report = Report {
         affected: Some(affected),
         scan: Some(findings),

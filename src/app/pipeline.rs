@@ -25,6 +25,10 @@ use crate::nix::graph::ParseCache;
 use crate::nix::hosts::{self, HostSet};
 use crate::report::{self, Affected, Finding, Findings, RuleInfo, Rules, Warning};
 
+fn ms_since(t: std::time::Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 fn first_line(e: &dyn std::fmt::Display) -> String {
     let s = e.to_string();
     s.lines()
@@ -78,6 +82,18 @@ pub struct Pipeline<'c> {
     old_hosts: OnceCell<HostSet>,
     affected: OnceCell<Affected>,
     baseline: OnceCell<Baseline>,
+}
+
+/// The self-check between its plan and nix's answers
+/// ([`Pipeline::self_check_plan`]).
+pub struct SelfCheckPlan {
+    /// How long the plan took.
+    plan_ms: u64,
+    nix: nixcli::Nix,
+    request: crate::build::selfcheck::Request,
+    graphs: crate::build::selfcheck::Graphs,
+    /// The hosts nix must answer (no cached graph).
+    pub ask: Vec<String>,
 }
 
 /// The plaintext scan of the change, and the rules its scanner runs.
@@ -257,40 +273,23 @@ impl<'c> Pipeline<'c> {
         )
     }
 
-    /// The soundness self-check ([`crate::build::selfcheck`]): every host
-    /// of the new snapshot against the module graph nix collects for it,
-    /// into `affected.self_check`. A host whose missed file the change
-    /// touches joins the changed hosts, with nix's chain as its reason.
-    /// Never fails: what could not run is said once, in `skipped`.
+    /// The soundness self-check ([`crate::build::selfcheck`]) on its own
+    /// workers (`guard affected --self-check`): see
+    /// [`Pipeline::self_check_plan`] and [`Pipeline::self_check_finish`].
     pub fn self_check(&self, affected: &mut Affected, quiet: bool) {
-        let start = std::time::Instant::now();
-        let mut check = self.run_self_check(affected, quiet);
-        check.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        for m in check.misses.iter().filter(|m| m.changed) {
-            affected.restamped.retain(|h| h.name != m.host);
-            let reason = report::Reason {
-                path: m.path.clone(),
-                chain: m.chain.clone(),
-            };
-            match affected.hosts.iter_mut().find(|h| h.name == m.host) {
-                Some(h) => {
-                    if !h.reasons.iter().any(|r| r.path == m.path) {
-                        h.reasons.push(reason);
-                    }
-                }
-                None => affected.hosts.push(report::AffectedHost {
-                    name: m.host.clone(),
-                    reasons: vec![reason],
-                    truncated: 0,
-                }),
-            }
+        match self.self_check_plan(affected) {
+            Ok(plan) => self.self_check_finish(plan, None, affected, quiet),
+            Err(skipped) => affected.self_check = Some(skipped),
         }
-        affected.hosts.sort_by(|a, b| a.name.cmp(&b.name));
-        affected.self_check = Some(check);
     }
 
-    fn run_self_check(&self, affected: &Affected, quiet: bool) -> report::SelfCheck {
+    /// What the self-check asks: every host of the new snapshot, its graph
+    /// from the cache where its content key has one, else from nix (the
+    /// hosts in [`SelfCheckPlan::ask`]). `Err`: why it cannot run (said
+    /// once, never a failure of the run).
+    pub fn self_check_plan(&self, affected: &Affected) -> Result<SelfCheckPlan, report::SelfCheck> {
         use crate::build::selfcheck;
+        let start = std::time::Instant::now();
         let ctx = self.ctx;
         let skipped = |why: String| report::SelfCheck {
             skipped: Some(why),
@@ -301,20 +300,19 @@ impl<'c> Pipeline<'c> {
             (Some(c), _) => nixcli::flake_url(&ctx.root, &ctx.flake_dir, Some(&c.to_string())),
             (None, git::Selector::Worktree) => nixcli::flake_url(&ctx.root, &ctx.flake_dir, None),
             (None, _) => {
-                return skipped(
+                return Err(skipped(
                     "not run on the index: nix evaluates commits and the work tree".into(),
-                );
+                ));
             }
         };
         let nix = match nixcli::Nix::detect() {
             Ok(n) => n.with_args(ctx.config.build.nix_args.clone()),
-            Err(e) => return skipped(format!("nix is not usable: {}", first_line(&e))),
+            Err(e) => return Err(skipped(format!("nix is not usable: {}", first_line(&e)))),
         };
         if let Err(e) = crate::build::signals::install() {
-            return skipped(format!("cannot install the Ctrl-C handler: {e}"));
+            return Err(skipped(format!("cannot install the Ctrl-C handler: {e}")));
         }
-        let analysis = self.analysis();
-        let hosts: Vec<String> = analysis.hosts.hosts.keys().cloned().collect();
+        let hosts: Vec<String> = self.analysis().hosts.hosts.keys().cloned().collect();
         let (keys, cache) = if ctx.build.no_eval_cache {
             (Default::default(), None)
         } else {
@@ -337,12 +335,11 @@ impl<'c> Pipeline<'c> {
         };
         let timeout = (ctx.config.build.timeout_secs > 0)
             .then(|| std::time::Duration::from_secs(ctx.config.build.timeout_secs));
-        let changed: BTreeSet<String> = affected.changed_paths.iter().cloned().collect();
         let request = selfcheck::Request {
-            flake: &flake,
+            flake,
             hosts,
-            changed: &changed,
             keys,
+            changed: affected.changed_paths.iter().cloned().collect(),
             cache,
             limits: crate::build::eval::Limits {
                 workers: ctx.build.workers(),
@@ -350,10 +347,50 @@ impl<'c> Pipeline<'c> {
                 timeout,
             },
         };
+        let (graphs, ask) = selfcheck::cached(&request);
+        Ok(SelfCheckPlan {
+            plan_ms: ms_since(start),
+            nix,
+            request,
+            graphs,
+            ask,
+        })
+    }
+
+    /// Compares every host's graph with the static answer, into
+    /// `affected.self_check`. `answers`: nix's answers for the hosts the
+    /// plan asks (the build's workers gave them); `None`: ask them on
+    /// workers of its own. A host whose missed file the change touches
+    /// joins the changed hosts, with nix's chain as its reason.
+    pub fn self_check_finish(
+        &self,
+        plan: SelfCheckPlan,
+        answers: Option<BTreeMap<String, crate::build::eval::Done>>,
+        affected: &mut Affected,
+        quiet: bool,
+    ) {
+        use crate::build::selfcheck;
+        let start = std::time::Instant::now();
+        let ctx = self.ctx;
+        let new = &self.changes.new;
+        let analysis = self.analysis();
         let index = selfcheck::RepoIndex::of(new);
-        let progress = crate::build::progress::for_stderr(quiet);
-        let graphs = selfcheck::collect(&nix, &request, &index, progress.as_ref());
-        progress.clear();
+        let SelfCheckPlan {
+            plan_ms,
+            nix,
+            request,
+            mut graphs,
+            ask,
+        } = plan;
+        let shared = answers.is_some();
+        match answers {
+            Some(a) => selfcheck::receive(&mut graphs, &request, &ask, a, &index),
+            None => {
+                let progress = crate::build::progress::for_stderr(quiet);
+                graphs = selfcheck::collect(&nix, &request, &index, progress.as_ref());
+                progress.clear();
+            }
+        }
 
         // The static answer for every file of nix's graphs: the hosts a
         // change to that file alone lists.
@@ -396,13 +433,36 @@ impl<'c> Pipeline<'c> {
             &selfcheck::StaticAnswer {
                 lists: &lists,
                 closures: &closures,
-                changed: &changed,
+                changed: &request.changed,
                 ignored: &ignored,
             },
         );
         check.from_cache = graphs.from_cache;
         check.skipped = selfcheck::skipped_note(&graphs);
-        check
+        for m in check.misses.iter().filter(|m| m.changed) {
+            affected.restamped.retain(|h| h.name != m.host);
+            let reason = report::Reason {
+                path: m.path.clone(),
+                chain: m.chain.clone(),
+            };
+            match affected.hosts.iter_mut().find(|h| h.name == m.host) {
+                Some(h) => {
+                    if !h.reasons.iter().any(|r| r.path == m.path) {
+                        h.reasons.push(reason);
+                    }
+                }
+                None => affected.hosts.push(report::AffectedHost {
+                    name: m.host.clone(),
+                    reasons: vec![reason],
+                    truncated: 0,
+                }),
+            }
+        }
+        affected.hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        // Its own work, and nix's time on the graphs where the build's
+        // workers answered them in between.
+        check.duration_ms = plan_ms + ms_since(start) + if shared { graphs.nix_ms } else { 0 };
+        affected.self_check = Some(check);
     }
 
     /// The secret scheme of the new snapshot (fixes name it).

@@ -39,6 +39,15 @@ pub struct Done {
 pub use crate::report::EvalStats;
 
 impl EvalStats {
+    /// Adds a second run's counts (the same limits).
+    pub fn absorb(&mut self, o: &EvalStats) {
+        self.started += o.started;
+        self.replaced += o.replaced;
+        self.evaluated += o.evaluated;
+        self.cached += o.cached;
+        self.peak_worker_memory = self.peak_worker_memory.max(o.peak_worker_memory);
+    }
+
     /// One line for people: what the workers did.
     pub fn summary(&self) -> String {
         format!(
@@ -171,7 +180,11 @@ pub fn evaluate(
                         | Answer::NoGraph
                         | Answer::Missing
                         | Answer::Failed(_) => {
-                            lock(&stats).evaluated += 1;
+                            // Module graphs (the self-check) are not
+                            // evaluations of a host's derivation.
+                            if !job.graph {
+                                lock(&stats).evaluated += 1;
+                            }
                             let rss = worker.rss();
                             {
                                 let mut st = lock(&stats);

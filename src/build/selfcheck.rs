@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use super::cache::JsonDir;
-use super::eval::{EvalStats, Job, Limits};
+use super::eval::{Done, Job, Limits};
 use super::progress::Progress;
 use crate::git::{ByteSlice, Snapshot};
 use crate::nix::cli::{HostAttr, Nix};
@@ -177,16 +177,16 @@ impl GraphCache {
 const GRAPHS_PER_WORKER: usize = 4;
 
 /// What to ask.
-pub struct Request<'a> {
+pub struct Request {
     /// The flake of the snapshot judged.
-    pub flake: &'a str,
+    pub flake: String,
     pub hosts: Vec<String>,
     /// Host -> content key (hosts without one are always asked).
     pub keys: BTreeMap<String, String>,
     /// The paths the change touches: a cached graph holding one of them
     /// is asked again (the key is guard's static view of the host, which
     /// may be what missed the file).
-    pub changed: &'a BTreeSet<String>,
+    pub changed: BTreeSet<String>,
     pub cache: Option<GraphCache>,
     pub limits: Limits,
 }
@@ -202,15 +202,14 @@ pub struct Graphs {
     pub failed: Vec<(String, String)>,
     /// The workers could not load the flake.
     pub broken: Option<String>,
-    pub stats: EvalStats,
+    /// Time nix spent answering the graphs asked, summed over them.
+    pub nix_ms: u64,
 }
 
-/// Every host's graph: from the cache where its key is known, else from
-/// the evaluation workers. Never fails: what nix could not answer is
-/// listed in [`Graphs`].
-pub fn collect(nix: &Nix, req: &Request<'_>, index: &RepoIndex, progress: &dyn Progress) -> Graphs {
+/// The graphs the cache has (`Graphs`), and the hosts nix must answer.
+pub fn cached(req: &Request) -> (Graphs, Vec<String>) {
     let mut out = Graphs::default();
-    let mut jobs = Vec::new();
+    let mut ask = Vec::new();
     for h in &req.hosts {
         let cached = req
             .cache
@@ -228,17 +227,64 @@ pub fn collect(nix: &Nix, req: &Request<'_>, index: &RepoIndex, progress: &dyn P
                 out.graphs.insert(h.clone(), g);
                 out.from_cache += 1;
             }
-            None => jobs.push(Job {
-                flake: 0,
-                host: h.clone(),
-                attr: HostAttr::Toplevel,
-                graph: true,
-            }),
+            None => ask.push(h.clone()),
         }
     }
-    if jobs.is_empty() {
+    (out, ask)
+}
+
+/// Takes nix's answers for the hosts asked (mapped to the repository,
+/// stored in the cache); a host without an answer was not evaluated.
+pub fn receive(
+    out: &mut Graphs,
+    req: &Request,
+    asked: &[String],
+    mut answers: BTreeMap<String, Done>,
+    index: &RepoIndex,
+) {
+    for host in asked {
+        let answer = answers.remove(host).map(|d| {
+            out.nix_ms += d.ms;
+            d.answer
+        });
+        match answer {
+            Some(Answer::Graph(g)) => {
+                let hg = host_graph(&g, index);
+                if let (Some(c), Some(k)) = (&req.cache, req.keys.get(host)) {
+                    c.put(k, &hg);
+                }
+                out.graphs.insert(host.clone(), hg);
+            }
+            Some(Answer::NoGraph) => out.no_graph.push(host.clone()),
+            Some(Answer::Missing) => out
+                .failed
+                .push((host.clone(), "nix does not define it".into())),
+            Some(Answer::Failed(m)) => out.failed.push((host.clone(), first_line(&m))),
+            Some(other) => out.failed.push((host.clone(), format!("{other:?}"))),
+            None => out.failed.push((host.clone(), "not evaluated".into())),
+        }
+    }
+}
+
+/// Every host's graph on its own workers (`guard affected --self-check`;
+/// `check` and `ci` let the build's workers answer, see
+/// `crate::build::Plan::graphs`): from the cache where its key is known,
+/// else from nix. Never fails: what nix could not answer is listed in
+/// [`Graphs`].
+pub fn collect(nix: &Nix, req: &Request, index: &RepoIndex, progress: &dyn Progress) -> Graphs {
+    let (mut out, ask) = cached(req);
+    if ask.is_empty() {
         return out;
     }
+    let jobs: Vec<Job> = ask
+        .iter()
+        .map(|h| Job {
+            flake: 0,
+            host: h.clone(),
+            attr: HostAttr::Toplevel,
+            graph: true,
+        })
+        .collect();
     progress.phase(&format!(
         "self-check: module graphs of {} {}",
         jobs.len(),
@@ -253,33 +299,19 @@ pub fn collect(nix: &Nix, req: &Request<'_>, index: &RepoIndex, progress: &dyn P
             .min(jobs.len().div_ceil(GRAPHS_PER_WORKER)),
         ..req.limits
     };
-    let (results, stats, broken) =
-        super::eval::evaluate(nix, &[req.flake.to_string()], jobs, limits, progress);
-    out.stats = stats;
+    let (results, _, broken) = super::eval::evaluate(
+        nix,
+        std::slice::from_ref(&req.flake),
+        jobs,
+        limits,
+        progress,
+    );
     out.broken = broken.get(&0).map(|e| first_line(&e.to_string()));
-    for (job, done) in results {
-        match done.answer {
-            Answer::Graph(g) => {
-                let hg = host_graph(&g, index);
-                if let (Some(c), Some(k)) = (&req.cache, req.keys.get(&job.host)) {
-                    c.put(k, &hg);
-                }
-                out.graphs.insert(job.host, hg);
-            }
-            Answer::NoGraph => out.no_graph.push(job.host),
-            Answer::Missing => out.failed.push((job.host, "nix does not define it".into())),
-            Answer::Failed(m) => out.failed.push((job.host, first_line(&m))),
-            other => out.failed.push((job.host, format!("{other:?}"))),
-        }
-    }
+    let answers = results.into_iter().map(|(j, d)| (j.host, d)).collect();
+    receive(&mut out, req, &ask, answers, index);
     progress.phase_done(&format!(
-        "self-check: {} module {} from nix",
-        out.graphs.len() - out.from_cache,
-        if out.graphs.len() - out.from_cache == 1 {
-            "graph"
-        } else {
-            "graphs"
-        }
+        "self-check: {} module graphs from nix",
+        out.graphs.len() - out.from_cache
     ));
     out
 }
