@@ -124,6 +124,27 @@ pub struct BuildSection {
     pub graphs: BTreeMap<String, Done>,
 }
 
+impl BuildSection {
+    /// Takes in a second round for more hosts (those the self-check found
+    /// changed): their rows replace any row of the same host (a restamped
+    /// host's "not built").
+    pub fn absorb(&mut self, more: BuildSection) {
+        if let (Some(r), Some(m)) = (self.report.as_mut(), more.report) {
+            r.hosts
+                .retain(|h| !m.hosts.iter().any(|a| a.name == h.name));
+            r.hosts.extend(m.hosts);
+            r.warnings.extend(m.warnings);
+            r.interrupted |= m.interrupted;
+            match (r.eval.as_mut(), m.eval) {
+                (Some(a), Some(b)) => a.absorb(&b),
+                (None, b) => r.eval = b,
+                (Some(_), None) => {}
+            }
+        }
+        self.interrupted |= more.interrupted;
+    }
+}
+
 /// What one run of the build pipeline gave.
 struct Ran {
     report: BuildReport,

@@ -110,20 +110,7 @@ pub(crate) fn judge(
             if !added.hosts.is_empty() && !section.interrupted {
                 let more =
                     super::build::build_section(ctx, sel, &p.changes, &added, level, quiet, &[])?;
-                if let (Some(r), Some(m)) = (section.report.as_mut(), more.report) {
-                    // A restamped host's "not built" row gives way.
-                    r.hosts
-                        .retain(|h| !added.hosts.iter().any(|a| a.name == h.name));
-                    r.hosts.extend(m.hosts);
-                    r.warnings.extend(m.warnings);
-                    r.interrupted |= m.interrupted;
-                    match (r.eval.as_mut(), m.eval) {
-                        (Some(a), Some(b)) => a.absorb(&b),
-                        (None, b) => r.eval = b,
-                        (Some(_), None) => {}
-                    }
-                }
-                section.interrupted |= more.interrupted;
+                section.absorb(more);
             }
         }
         Some(Err(skipped)) => affected.self_check = Some(skipped),
