@@ -29,6 +29,18 @@ pub struct Job {
     pub graph: bool,
 }
 
+impl Job {
+    /// The module graph of `host` at the new revision (flake 0).
+    pub fn graph_of(host: &str) -> Job {
+        Job {
+            flake: 0,
+            host: host.to_string(),
+            attr: HostAttr::Toplevel,
+            graph: true,
+        }
+    }
+}
+
 /// How one evaluation ended, and how long it took.
 #[derive(Debug, Clone)]
 pub struct Done {

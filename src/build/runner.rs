@@ -263,16 +263,7 @@ fn evaluate(
         .collect();
     // The graphs first: they are cheap, and a worker that answered a
     // host's graph has collected its modules for its evaluation.
-    let graph_jobs: Vec<Job> = plan
-        .graphs
-        .iter()
-        .map(|h| Job {
-            flake: 0,
-            host: h.clone(),
-            attr: HostAttr::Toplevel,
-            graph: true,
-        })
-        .collect();
+    let graph_jobs: Vec<Job> = plan.graphs.iter().map(|h| Job::graph_of(h)).collect();
     jobs.splice(0..0, graph_jobs);
     if let Some(b) = &plan.base_flake {
         flakes.push(b.clone());

@@ -23,7 +23,7 @@ use super::cache::JsonDir;
 use super::eval::{Done, Job, Limits};
 use super::progress::Progress;
 use crate::git::{ByteSlice, Snapshot};
-use crate::nix::cli::{HostAttr, Nix};
+use crate::nix::cli::Nix;
 use crate::nix::modgraph::{self, NixGraph, Place};
 use crate::nix::repl::Answer;
 use crate::report::{RuleInfo, SOUNDNESS_MISS, SelfCheck, Severity, SoundnessMiss};
@@ -276,15 +276,7 @@ pub fn collect(nix: &Nix, req: &Request, index: &RepoIndex, progress: &dyn Progr
     if ask.is_empty() {
         return out;
     }
-    let jobs: Vec<Job> = ask
-        .iter()
-        .map(|h| Job {
-            flake: 0,
-            host: h.clone(),
-            attr: HostAttr::Toplevel,
-            graph: true,
-        })
-        .collect();
+    let jobs: Vec<Job> = ask.iter().map(|h| Job::graph_of(h)).collect();
     progress.phase(&format!(
         "self-check: module graphs of {} {}",
         jobs.len(),
