@@ -1000,7 +1000,8 @@ impl Changes<'_> {
     }
 }
 
-fn glob_set(globs: &[String]) -> Result<GlobSet, AffectedError> {
+/// The `[affected]` globs as one set.
+pub fn glob_set(globs: &[String]) -> Result<GlobSet, AffectedError> {
     let mut b = GlobSetBuilder::new();
     for g in globs {
         let glob = Glob::new(g).map_err(|e| AffectedError::Glob {
@@ -1555,6 +1556,7 @@ pub fn affected_hosts(
             .collect(),
         changed_paths: changed_paths.iter().cloned().collect(),
         warnings,
+        self_check: None,
     })
 }
 

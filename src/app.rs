@@ -194,7 +194,15 @@ fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
             selector,
             format,
             verify_hosts,
-        } => commands::affected(&ctx, selector, *format, *verify_hosts),
+            self_check,
+        } => commands::affected(
+            &ctx,
+            selector,
+            *format,
+            *verify_hosts,
+            *self_check,
+            cli.quiet,
+        ),
         Command::Explain { path, host, format } => {
             commands::explain(&ctx, path, host.as_deref(), *format)
         }
@@ -231,8 +239,9 @@ fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
             selector,
             level,
             format,
+            no_self_check,
             ..
-        } => check::check(&ctx, selector, *level, *format, cli.quiet),
+        } => check::check(&ctx, selector, *level, *format, cli.quiet, !*no_self_check),
         Command::Secrets {
             selector,
             format,
@@ -245,6 +254,7 @@ fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
             sarif,
             level,
             format,
+            no_self_check,
             ..
         } => ci::ci(
             &ctx,
@@ -255,6 +265,7 @@ fn run_in_repository(ctx: Context, cli: &Cli, name: &str) -> Result<i32> {
                 level: *level,
                 format: *format,
                 quiet: cli.quiet,
+                self_check: !*no_self_check,
             },
         ),
         Command::Bisect {

@@ -148,6 +148,11 @@ pub enum Command {
         /// statically discovered one.
         #[arg(long)]
         verify_hosts: bool,
+        /// Also ask nix for each host's module graph and report repository
+        /// files nix imports that the static answer misses (soundness
+        /// misses); a host whose missed file changed is listed.
+        #[arg(long)]
+        self_check: bool,
     },
 
     /// Every import chain from a host's entry module to <PATH>.
@@ -302,6 +307,10 @@ guard plan --base origin/main --format json | jq -r '.waves[].commands[]'")]
         format: Format,
         #[command(flatten)]
         settings: BuildSettings,
+        /// At a nix level, do not compare the static answer with the module
+        /// graph nix collects for each host (the soundness self-check).
+        #[arg(long)]
+        no_self_check: bool,
     },
 
     /// `check --staged` at the configured pre-commit level (default: no nix).
@@ -347,6 +356,10 @@ guard plan --base origin/main --format json | jq -r '.waves[].commands[]'")]
         format: Option<Format>,
         #[command(flatten)]
         settings: BuildSettings,
+        /// At a nix level, do not compare the static answer with the module
+        /// graph nix collects for each host (the soundness self-check).
+        #[arg(long)]
+        no_self_check: bool,
     },
 
     /// Find the first commit at which a host fails, testing only commits that

@@ -181,16 +181,23 @@ pub struct Rules {
     pub secrets: Vec<RuleInfo>,
     /// What the fleet policy (`policy` section) can report.
     pub policy: Vec<RuleInfo>,
+    /// What the self-check (`affected.self_check`) can report.
+    pub self_check: Vec<RuleInfo>,
 }
 
 impl Rules {
     /// The rules of the sections `report` has, each id once, sorted.
     pub fn for_report(&self, report: &Report) -> Vec<&RuleInfo> {
         let mut seen = std::collections::BTreeMap::new();
+        let checked = report
+            .affected
+            .as_ref()
+            .is_some_and(|a| a.self_check.is_some());
         let sections = [
             (report.scan.is_some(), &self.scan),
             (report.secrets.is_some(), &self.secrets),
             (report.policy.is_some(), &self.policy),
+            (checked, &self.self_check),
         ];
         for (_, rules) in sections.into_iter().filter(|(has, _)| *has) {
             for r in rules {
@@ -312,6 +319,55 @@ pub struct Affected {
     pub removed_hosts: Vec<String>,
     pub changed_paths: Vec<String>,
     pub warnings: Vec<Warning>,
+    /// The soundness self-check against nix's module graphs, where it ran
+    /// (`guard ci`, `guard check --level eval|build|vm`, `guard affected
+    /// --self-check`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_check: Option<SelfCheck>,
+}
+
+/// The rule id of a soundness miss (the rule registry describes it).
+pub const SOUNDNESS_MISS: &str = "soundness-miss";
+
+/// The self-check: each host's module graph as nix collected it, compared
+/// with guard's static answer for that host.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SelfCheck {
+    /// Hosts whose graph was compared.
+    pub hosts_checked: usize,
+    /// Of those, answered by the graph cache (nix was not asked).
+    pub from_cache: usize,
+    /// Repository files in nix's graphs, summed over the hosts.
+    pub nix_files: usize,
+    /// Files of the hosts' static import closures, summed over the hosts.
+    pub static_files: usize,
+    /// Of those, files nix did not import (guard's over-approximation;
+    /// counted, not reported).
+    pub static_only: usize,
+    /// Repository files nix imported that guard's static answer lacks.
+    pub misses: Vec<SoundnessMiss>,
+    /// Why the self-check did not run, or ran only for some hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Wall time of the self-check (nix's graphs and the comparison).
+    pub duration_ms: u64,
+}
+
+/// A repository file nix's module graph of a host holds that guard's
+/// static answer for the host lacks: a change to it would not list the
+/// host. Never holds file contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SoundnessMiss {
+    pub host: String,
+    /// The repository file.
+    pub path: String,
+    /// nix's chain of module files, from the host's entry to `path`.
+    pub chain: Vec<String>,
+    /// The change touches `path`: the host was added to the changed hosts
+    /// (and built) for this run.
+    pub changed: bool,
+    /// What happened and what to report (the minimal facts).
+    pub message: String,
 }
 
 /// What `guard doctor` found: advice, each with the hosts it concerns.
@@ -529,6 +585,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// The self-check's soundness misses, if it ran.
+    pub fn soundness_misses(&self) -> impl Iterator<Item = &SoundnessMiss> {
+        self.affected
+            .iter()
+            .flat_map(|a| a.self_check.iter())
+            .flat_map(|c| &c.misses)
+    }
+
     /// 1 when anything blocks (an error-severity finding, a failed
     /// build), else 0.
     pub fn exit_code(&self) -> i32 {
@@ -821,7 +885,52 @@ fn write_affected(a: &Affected, style: Style, out: &mut dyn Write) -> io::Result
     for w in &a.warnings {
         write_warning(w, style, out)?;
     }
+    if let Some(c) = &a.self_check {
+        write_self_check(c, style, out)?;
+    }
     Ok(())
+}
+
+/// The self-check: each miss as a warning with nix's chain, then one line
+/// of counts (`-v`) or why it did not run.
+fn write_self_check(c: &SelfCheck, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    for m in &c.misses {
+        writeln!(
+            out,
+            "{} {}: {}[{SOUNDNESS_MISS}] {}",
+            style.yellow("warning:"),
+            m.path,
+            if m.changed {
+                "(changed: host added) "
+            } else {
+                ""
+            },
+            m.message
+        )?;
+        writeln!(out, "    {}", style.dim(&m.chain.join(" → ")))?;
+    }
+    if let Some(s) = &c.skipped {
+        writeln!(out, "{}", style.dim(&format!("self-check: {s}")))?;
+    }
+    if style.verbose || !c.misses.is_empty() {
+        writeln!(out, "{}", style.dim(&c.summary()))?;
+    }
+    Ok(())
+}
+
+impl SelfCheck {
+    /// One line for people: what was compared and found.
+    pub fn summary(&self) -> String {
+        format!(
+            "self-check: {} against nix's module graphs ({} from the cache, {}): {}; static closures {} files, {} of them not imported by nix",
+            plural(self.hosts_checked, "host", "hosts"),
+            self.from_cache,
+            duration(self.duration_ms),
+            plural(self.misses.len(), "soundness miss", "soundness misses"),
+            self.static_files,
+            self.static_only
+        )
+    }
 }
 
 /// "+14 restamped only: revision stamp at modules/x.nix:12": hosts whose

@@ -3,6 +3,7 @@
 //! the snapshot being judged (never "whatever is on disk", except for
 //! --worktree, which says so).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::pipeline::Pipeline;
 use super::{Context, exit};
+use crate::build::eval::Done;
 use crate::build::{self, Plan, progress};
 use crate::cli::{Format, Level, Selector};
 use crate::config::is_valid_host_name;
@@ -37,18 +39,25 @@ pub fn build(ctx: &Context, selector: &Selector, args: BuildArgs<'_>) -> Result<
         keep_going: args.keep_going || ctx.config.build.keep_going,
         nix_args: args.nix_args,
         quiet: args.quiet,
+        graphs: &[],
     };
-    let (build_report, interrupted) = if args.hosts.is_empty() {
+    let Ran {
+        report: build_report,
+        interrupted,
+        ..
+    } = if args.hosts.is_empty() {
         let sel = selector.resolve(git::Selector::Worktree);
         let mut p = Pipeline::new(ctx, sel)?;
         let affected = p.take_affected()?;
         let names: Vec<String> = affected.hosts.iter().map(|h| h.name.clone()).collect();
         let mut r = run(ctx, &p.sel, &p.changes, &names, &opts)?;
-        r.0.hosts.extend(restamped_skips(&affected, opts.level));
+        r.report
+            .hosts
+            .extend(restamped_skips(&affected, opts.level));
         // The static analysis' warnings explain why hosts were selected.
         let mut warnings = affected.warnings;
-        warnings.append(&mut r.0.warnings);
-        r.0.warnings = warnings;
+        warnings.append(&mut r.report.warnings);
+        r.report.warnings = warnings;
         r
     } else {
         for h in args.hosts {
@@ -111,11 +120,42 @@ pub struct BuildSection {
     pub report: Option<BuildReport>,
     /// Ctrl-C stopped it: the caller exits 130.
     pub interrupted: bool,
+    /// The module graphs the workers answered (see [`build_section`]).
+    pub graphs: BTreeMap<String, Done>,
+}
+
+impl BuildSection {
+    /// Takes in a second round for more hosts (those the self-check found
+    /// changed): their rows replace any row of the same host (a restamped
+    /// host's "not built").
+    pub fn absorb(&mut self, more: BuildSection) {
+        if let (Some(r), Some(m)) = (self.report.as_mut(), more.report) {
+            r.hosts
+                .retain(|h| !m.hosts.iter().any(|a| a.name == h.name));
+            r.hosts.extend(m.hosts);
+            r.warnings.extend(m.warnings);
+            r.interrupted |= m.interrupted;
+            match (r.eval.as_mut(), m.eval) {
+                (Some(a), Some(b)) => a.absorb(&b),
+                (None, b) => r.eval = b,
+                (Some(_), None) => {}
+            }
+        }
+        self.interrupted |= more.interrupted;
+    }
+}
+
+/// What one run of the build pipeline gave.
+struct Ran {
+    report: BuildReport,
+    interrupted: bool,
+    graphs: BTreeMap<String, Done>,
 }
 
 /// Evaluates/builds the affected hosts of `changes` at `level` (hosts of
 /// `[build].critical` / `[build.levels]` may go higher). The seam for every
-/// command that runs `check` (`check`, `ci`, `pre-commit`).
+/// command that runs `check` (`check`, `ci`, `pre-commit`). The same
+/// workers answer the module graphs of `graphs` (the self-check).
 pub fn build_section(
     ctx: &Context,
     sel: &git::Selector,
@@ -123,11 +163,13 @@ pub fn build_section(
     affected: &Affected,
     level: Level,
     quiet: bool,
+    graphs: &[String],
 ) -> Result<BuildSection> {
     if level == Level::None {
         return Ok(BuildSection {
             report: None,
             interrupted: false,
+            graphs: BTreeMap::new(),
         });
     }
     let names: Vec<String> = affected.hosts.iter().map(|h| h.name.clone()).collect();
@@ -137,12 +179,18 @@ pub fn build_section(
         keep_going: ctx.config.build.keep_going,
         nix_args: &[],
         quiet,
+        graphs,
     };
-    let (mut report, interrupted) = run(ctx, sel, changes, &names, &opts)?;
+    let Ran {
+        mut report,
+        interrupted,
+        graphs,
+    } = run(ctx, sel, changes, &names, &opts)?;
     report.hosts.extend(restamped_skips(affected, level));
     Ok(BuildSection {
         report: Some(report),
         interrupted,
+        graphs,
     })
 }
 
@@ -179,6 +227,8 @@ struct RunOpts<'a> {
     keep_going: bool,
     nix_args: &'a [String],
     quiet: bool,
+    /// Hosts whose module graph the workers answer too.
+    graphs: &'a [String],
 }
 
 /// The snapshot nix evaluates.
@@ -257,8 +307,8 @@ fn run(
     changes: &ChangeSet,
     names: &[String],
     opts: &RunOpts<'_>,
-) -> Result<(BuildReport, bool)> {
-    if names.is_empty() || opts.level == Level::None {
+) -> Result<Ran> {
+    if (names.is_empty() && opts.graphs.is_empty()) || opts.level == Level::None {
         // Nothing to judge (or level none): no nix, no temporary commit.
         let source = match sel {
             git::Selector::Staged => "staged content".to_string(),
@@ -281,14 +331,15 @@ fn run(
         } else {
             Vec::new()
         };
-        return Ok((
-            BuildReport {
+        return Ok(Ran {
+            report: BuildReport {
                 source,
                 warnings,
                 ..Default::default()
             },
-            false,
-        ));
+            interrupted: false,
+            graphs: BTreeMap::new(),
+        });
     }
     build::signals::install().context("cannot install the Ctrl-C handler")?;
     // nix first: a missing nix should not cost a temporary commit.
@@ -297,11 +348,7 @@ fn run(
     execute(ctx, nix, target, Some(changes), names, opts)
 }
 
-fn run_without_base(
-    ctx: &Context,
-    names: &[String],
-    opts: &RunOpts<'_>,
-) -> Result<(BuildReport, bool)> {
+fn run_without_base(ctx: &Context, names: &[String], opts: &RunOpts<'_>) -> Result<Ran> {
     build::signals::install().context("cannot install the Ctrl-C handler")?;
     let nix = Nix::detect()?;
     let target = Target {
@@ -318,7 +365,7 @@ fn execute(
     changes: Option<&ChangeSet>,
     names: &[String],
     opts: &RunOpts<'_>,
-) -> Result<(BuildReport, bool)> {
+) -> Result<Ran> {
     let cfg = &ctx.config.build;
     let hosts = build::host_levels(names, opts.level, cfg)?;
     let mut args = cfg.nix_args.clone();
@@ -361,6 +408,7 @@ fn execute(
             timeout: (cfg.timeout_secs > 0).then(|| Duration::from_secs(cfg.timeout_secs)),
         },
         cache,
+        graphs: opts.graphs.to_vec(),
     };
     let progress = progress::for_stderr(opts.quiet);
     let outcome = build::run(&nix, &plan, progress.as_ref());
@@ -379,7 +427,11 @@ fn execute(
     };
     // `target` (and with it the temporary ref) is dropped here, before the
     // report is written.
-    Ok((report, outcome.interrupted))
+    Ok(Ran {
+        report,
+        interrupted: outcome.interrupted,
+        graphs: outcome.graphs,
+    })
 }
 
 /// The flake's inputs as the work tree has them (only to name an input

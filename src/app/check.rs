@@ -3,13 +3,15 @@
 //! plaintext-secret scan, the age/secrix checks, the fleet policy when
 //! guard.toml has a `[policy]` and, at a nix level, the build section).
 
+use std::collections::BTreeSet;
+
 use anyhow::Result;
 
 use super::pipeline::{self, Pipeline};
 use super::{Context, exit};
 use crate::cli::{Format, Level, Selector};
 use crate::git;
-use crate::report::{Report, Rules};
+use crate::report::{Affected, Report, Rules};
 
 /// What `check` found: the report, its exit code, and the rules it can
 /// use (for writers that describe rules).
@@ -29,10 +31,11 @@ pub fn check(
     level: Option<Level>,
     format: Format,
     quiet: bool,
+    self_check: bool,
 ) -> Result<i32> {
     let level = level.unwrap_or(ctx.config.build.level);
     let sel = selector.resolve(git::Selector::Worktree);
-    let verdict = judge(ctx, &sel, level, quiet, false)?;
+    let verdict = judge(ctx, &sel, level, quiet, false, self_check)?;
     super::build::write(ctx, &verdict.report, format)?;
     super::build::write_comment(ctx, &verdict.report)?;
     Ok(verdict.code)
@@ -42,13 +45,16 @@ pub fn check(
 /// plaintext-secret scan, the age checks and, at a nix level, the build
 /// section (`app::build::build_section`, the same code as `guard build`).
 /// `guard check`, `guard ci` and `guard pre-commit` all call this, so the
-/// hook, CI and an interactive check cannot drift apart.
+/// hook, CI and an interactive check cannot drift apart. `self_check`: at
+/// a nix level, compare the static answer with nix's module graphs first
+/// (a host whose missed file changed is then built too).
 pub(crate) fn judge(
     ctx: &Context,
     sel: &git::Selector,
     level: Level,
     quiet: bool,
     verify_hosts: bool,
+    self_check: bool,
 ) -> Result<Verdict> {
     let mut p = Pipeline::new(ctx, sel.clone())?.with_age();
     p.affected()?;
@@ -66,6 +72,12 @@ pub(crate) fn judge(
     if verify_hosts {
         pipeline::verify_hosts(ctx, &p.changes.new, &mut affected);
     }
+    // The self-check's graphs are answered by the build's own workers.
+    let plan = (self_check && level != Level::None).then(|| p.self_check_plan(&affected));
+    let ask: &[String] = match &plan {
+        Some(Ok(plan)) => &plan.ask,
+        _ => &[],
+    };
 
     // The fix a finding suggests names the scheme the repository uses.
     let scheme = p.scheme();
@@ -79,7 +91,32 @@ pub(crate) fn judge(
     }
     let rules = pipeline::rules(scan.rules, Some(scheme));
     let policy = p.policy()?;
-    let section = super::build::build_section(ctx, sel, &p.changes, &affected, level, quiet)?;
+    let mut section =
+        super::build::build_section(ctx, sel, &p.changes, &affected, level, quiet, ask)?;
+    match plan {
+        Some(Ok(plan)) => {
+            let before: BTreeSet<String> = affected.hosts.iter().map(|h| h.name.clone()).collect();
+            let answers = std::mem::take(&mut section.graphs);
+            p.self_check_finish(plan, Some(answers), &mut affected, quiet);
+            // Hosts the self-check found changed: built now, at the level.
+            let added = Affected {
+                hosts: affected
+                    .hosts
+                    .iter()
+                    .filter(|h| !before.contains(&h.name))
+                    .cloned()
+                    .collect(),
+                ..Default::default()
+            };
+            if !added.hosts.is_empty() && !section.interrupted {
+                let more =
+                    super::build::build_section(ctx, sel, &p.changes, &added, level, quiet, &[])?;
+                section.absorb(more);
+            }
+        }
+        Some(Err(skipped)) => affected.self_check = Some(skipped),
+        None => {}
+    }
     let report = Report {
         affected: Some(affected),
         scan: Some(findings),

@@ -31,6 +31,8 @@ pub struct CiArgs<'a> {
     pub level: Option<Level>,
     pub format: Option<Format>,
     pub quiet: bool,
+    /// Compare with nix's module graphs at a nix level.
+    pub self_check: bool,
 }
 
 /// `guard pre-commit`.
@@ -59,7 +61,7 @@ pub fn pre_commit(ctx: &Context, quiet: bool, full_files: bool) -> Result<i32> {
         notes.push("nix level skipped inside a Nix build".to_string());
         level = Level::None;
     }
-    let mut verdict = judge(ctx, &sel, level, quiet, false)?;
+    let mut verdict = judge(ctx, &sel, level, quiet, false, false)?;
     if !full_files && sel == git::Selector::Staged {
         let older = keep_added_lines(&mut verdict);
         if older > 0 {
@@ -347,7 +349,14 @@ pub fn ci(ctx: &Context, args: CiArgs<'_>) -> Result<i32> {
         Some(sel) => {
             // nix evaluates the hosts at a nix level anyway: its host
             // list is a free second opinion on the static one.
-            let v = judge(ctx, sel, level, args.quiet, level != Level::None)?;
+            let v = judge(
+                ctx,
+                sel,
+                level,
+                args.quiet,
+                level != Level::None,
+                args.self_check,
+            )?;
             let (base, head) = range_ids(ctx, sel)?;
             summary.base = base;
             summary.head = head;

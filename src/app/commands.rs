@@ -13,12 +13,22 @@ use crate::git::{self, SnapshotSpec};
 use crate::report::{self, Affected, Report};
 
 /// `guard affected`.
-pub fn affected(ctx: &Context, selector: &Selector, format: Format, verify: bool) -> Result<i32> {
+pub fn affected(
+    ctx: &Context,
+    selector: &Selector,
+    format: Format,
+    verify: bool,
+    self_check: bool,
+    quiet: bool,
+) -> Result<i32> {
     let sel = selector.resolve(git::Selector::Worktree);
     let mut p = Pipeline::new(ctx, sel)?;
     let mut result = p.take_affected()?;
     if verify {
         pipeline::verify_hosts(ctx, &p.changes.new, &mut result);
+    }
+    if self_check {
+        p.self_check(&mut result, quiet);
     }
     write_affected(ctx, result, format)
 }

@@ -12,7 +12,7 @@
 //! `Analysis::of` and `affected_hosts` for a change (a test checks it).
 
 use std::cell::OnceCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context as _, Result};
@@ -20,9 +20,22 @@ use anyhow::{Context as _, Result};
 use super::Context;
 use crate::affected::{Analysis, Query, affected_hosts};
 use crate::git::{self, ChangeSet, Snapshot};
+use crate::nix::cli as nixcli;
 use crate::nix::graph::ParseCache;
 use crate::nix::hosts::{self, HostSet};
 use crate::report::{self, Affected, Finding, Findings, RuleInfo, Rules, Warning};
+
+fn ms_since(t: std::time::Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    let s = e.to_string();
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_string()
+}
 use crate::secrets::age;
 use crate::secrets::scan::{Baseline, Scanner, run};
 
@@ -71,6 +84,18 @@ pub struct Pipeline<'c> {
     baseline: OnceCell<Baseline>,
 }
 
+/// The self-check between its plan and nix's answers
+/// ([`Pipeline::self_check_plan`]).
+pub struct SelfCheckPlan {
+    /// How long the plan took.
+    plan_ms: u64,
+    nix: nixcli::Nix,
+    request: crate::build::selfcheck::Request,
+    graphs: crate::build::selfcheck::Graphs,
+    /// The hosts nix must answer (no cached graph).
+    pub ask: Vec<String>,
+}
+
 /// The plaintext scan of the change, and the rules its scanner runs.
 pub struct ScanStage {
     pub findings: Findings,
@@ -91,6 +116,7 @@ pub fn rules(scan: Vec<RuleInfo>, scheme: Option<crate::secrets::scheme::Scheme>
         scan,
         secrets,
         policy: crate::policy::rule_infos(),
+        self_check: vec![crate::build::selfcheck::rule_info()],
     };
     if let Some(scheme) = scheme {
         for r in rules.scan.iter_mut().chain(rules.secrets.iter_mut()) {
@@ -273,6 +299,199 @@ impl<'c> Pipeline<'c> {
             now,
         };
         Ok(Some(crate::policy::check(&input, &self.ctx.config, policy)))
+    }
+
+    /// The soundness self-check ([`crate::build::selfcheck`]) on its own
+    /// workers (`guard affected --self-check`): see
+    /// [`Pipeline::self_check_plan`] and [`Pipeline::self_check_finish`].
+    pub fn self_check(&self, affected: &mut Affected, quiet: bool) {
+        match self.self_check_plan(affected) {
+            Ok(plan) => self.self_check_finish(plan, None, affected, quiet),
+            Err(skipped) => affected.self_check = Some(skipped),
+        }
+    }
+
+    /// What the self-check asks: every host of the new snapshot, its graph
+    /// from the cache where its content key has one, else from nix (the
+    /// hosts in [`SelfCheckPlan::ask`]). `Err`: why it cannot run (said
+    /// once, never a failure of the run).
+    pub fn self_check_plan(&self, affected: &Affected) -> Result<SelfCheckPlan, report::SelfCheck> {
+        use crate::build::selfcheck;
+        let start = std::time::Instant::now();
+        let ctx = self.ctx;
+        let skipped = |why: String| report::SelfCheck {
+            skipped: Some(why),
+            ..Default::default()
+        };
+        let new = &self.changes.new;
+        let flake = match (new.commit(), &self.sel) {
+            (Some(c), _) => nixcli::flake_url(&ctx.root, &ctx.flake_dir, Some(&c.to_string())),
+            (None, git::Selector::Worktree) => nixcli::flake_url(&ctx.root, &ctx.flake_dir, None),
+            (None, _) => {
+                return Err(skipped(
+                    "not run on the index: nix evaluates commits and the work tree".into(),
+                ));
+            }
+        };
+        let nix = match nixcli::Nix::detect() {
+            Ok(n) => n.with_args(ctx.config.build.nix_args.clone()),
+            Err(e) => return Err(skipped(format!("nix is not usable: {}", first_line(&e)))),
+        };
+        if let Err(e) = crate::build::signals::install() {
+            return Err(skipped(format!("cannot install the Ctrl-C handler: {e}")));
+        }
+        let hosts: Vec<String> = self.analysis().hosts.hosts.keys().cloned().collect();
+        let (keys, cache) = if ctx.build.eval.no_eval_cache {
+            (Default::default(), None)
+        } else {
+            let attrs: Vec<_> = hosts
+                .iter()
+                .map(|h| (h.clone(), nixcli::HostAttr::Toplevel))
+                .collect();
+            let env = crate::build::cache::KeyEnv::of(&nix);
+            (
+                crate::build::cache::host_keys(
+                    new,
+                    &ctx.flake_dir,
+                    &ctx.config,
+                    &self.cache,
+                    &attrs,
+                    &env,
+                ),
+                Some(selfcheck::GraphCache::at(ctx.repo.git_dir())),
+            )
+        };
+        let timeout = (ctx.config.build.timeout_secs > 0)
+            .then(|| std::time::Duration::from_secs(ctx.config.build.timeout_secs));
+        let request = selfcheck::Request {
+            flake,
+            hosts,
+            keys,
+            changed: affected.changed_paths.iter().cloned().collect(),
+            cache,
+            limits: crate::build::eval::Limits {
+                workers: ctx.build.eval.workers(),
+                max_memory: ctx.build.eval.max_memory(),
+                timeout,
+            },
+        };
+        let (graphs, ask) = selfcheck::cached(&request);
+        Ok(SelfCheckPlan {
+            plan_ms: ms_since(start),
+            nix,
+            request,
+            graphs,
+            ask,
+        })
+    }
+
+    /// Compares every host's graph with the static answer, into
+    /// `affected.self_check`. `answers`: nix's answers for the hosts the
+    /// plan asks (the build's workers gave them); `None`: ask them on
+    /// workers of its own. A host whose missed file the change touches
+    /// joins the changed hosts, with nix's chain as its reason.
+    pub fn self_check_finish(
+        &self,
+        plan: SelfCheckPlan,
+        answers: Option<BTreeMap<String, crate::build::eval::Done>>,
+        affected: &mut Affected,
+        quiet: bool,
+    ) {
+        use crate::build::selfcheck;
+        let start = std::time::Instant::now();
+        let ctx = self.ctx;
+        let new = &self.changes.new;
+        let analysis = self.analysis();
+        let index = selfcheck::RepoIndex::of(new);
+        let SelfCheckPlan {
+            plan_ms,
+            nix,
+            request,
+            mut graphs,
+            ask,
+        } = plan;
+        let shared = answers.is_some();
+        match answers {
+            Some(a) => selfcheck::receive(&mut graphs, &request, &ask, a, &index),
+            None => {
+                let progress = crate::build::progress::for_stderr(quiet);
+                graphs = selfcheck::collect(&nix, &request, &index, progress.as_ref());
+                progress.clear();
+            }
+        }
+
+        // The static answer for every file of nix's graphs: the hosts a
+        // change to that file alone lists.
+        let files: BTreeSet<&String> = graphs
+            .graphs
+            .values()
+            .flat_map(|g| &g.files)
+            .flat_map(|f| &f.candidates)
+            .collect();
+        let mut lists = BTreeMap::new();
+        for f in files {
+            let query = Query {
+                paths: BTreeSet::from([f.clone()]),
+                old: new,
+                new,
+                new_revision: false,
+                every_chain: false,
+                all_warnings: false,
+            };
+            if let Ok(a) = affected_hosts(analysis, &analysis.hosts, &query, &ctx.config) {
+                lists.insert(
+                    f.clone(),
+                    a.hosts.into_iter().map(|h| h.name).collect::<BTreeSet<_>>(),
+                );
+            }
+        }
+        let closures: BTreeMap<String, BTreeSet<String>> = graphs
+            .graphs
+            .keys()
+            .map(|h| {
+                let files = analysis.closure(h).into_iter().map(|(f, _)| f.to_string());
+                (h.clone(), files.collect())
+            })
+            .collect();
+        // An invalid glob: the analysis refused it before this runs.
+        let ignore = crate::affected::glob_set(&ctx.config.affected.ignore).ok();
+        let ignored = |p: &str| ignore.as_ref().is_some_and(|g| g.is_match(p));
+        let mut check = selfcheck::compare(
+            &graphs.graphs,
+            &selfcheck::StaticAnswer {
+                lists: &lists,
+                closures: &closures,
+                changed: &request.changed,
+                ignored: &ignored,
+            },
+        );
+        check.from_cache = graphs.from_cache;
+        check.skipped = selfcheck::skipped_note(&graphs);
+        for m in check.misses.iter().filter(|m| m.changed) {
+            affected.restamped.retain(|h| h.name != m.host);
+            let reason = report::Reason {
+                path: m.path.clone(),
+                chain: m.chain.clone(),
+                uncertain: None,
+            };
+            match affected.hosts.iter_mut().find(|h| h.name == m.host) {
+                Some(h) => {
+                    if !h.reasons.iter().any(|r| r.path == m.path) {
+                        h.reasons.push(reason);
+                    }
+                }
+                None => affected.hosts.push(report::AffectedHost {
+                    name: m.host.clone(),
+                    reasons: vec![reason],
+                    truncated: 0,
+                }),
+            }
+        }
+        affected.hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        // Its own work, and nix's time on the graphs where the build's
+        // workers answered them in between.
+        check.duration_ms = plan_ms + ms_since(start) + if shared { graphs.nix_ms } else { 0 };
+        affected.self_check = Some(check);
     }
 
     /// The secret scheme of the new snapshot (fixes name it).

@@ -52,6 +52,21 @@ pub struct KeyEnv {
 }
 
 impl KeyEnv {
+    /// What `nix` (its version, its arguments) and the environment
+    /// (`$NIX_CONFIG`) add to every key.
+    pub fn of(nix: &crate::nix::cli::Nix) -> KeyEnv {
+        KeyEnv {
+            nix_version: nix.version.clone(),
+            system: KeyEnv::local_system(),
+            nix_args: nix.extra_args.clone(),
+            nix_config: hex(&Sha256::digest(
+                std::env::var_os("NIX_CONFIG")
+                    .unwrap_or_default()
+                    .as_encoded_bytes(),
+            )),
+        }
+    }
+
     /// The system guard runs on, in nix's spelling.
     pub fn local_system() -> String {
         format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
@@ -276,43 +291,60 @@ struct Entry {
     out: String,
 }
 
+/// A directory of JSON entries named by key: a damaged or missing entry is
+/// a miss; writes are best effort (a read-only git dir costs only a later
+/// evaluation), written whole, then renamed into place.
+#[derive(Debug, Clone)]
+pub struct JsonDir(pub PathBuf);
+
+impl JsonDir {
+    pub fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let bytes = std::fs::read(self.0.join(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn put<T: serde::Serialize>(&self, key: &str, value: &T) {
+        let _ = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.0)?;
+            let tmp = self.0.join(format!(".{key}.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, serde_json::to_vec(value)?)?;
+            std::fs::rename(&tmp, self.0.join(key))
+        })();
+    }
+}
+
 /// The cache directory of one repository.
 #[derive(Debug, Clone)]
 pub struct EvalCache {
-    dir: PathBuf,
+    dir: JsonDir,
 }
 
 impl EvalCache {
     /// `<git-dir>/guard/cache/eval`.
     pub fn at(git_dir: &Path) -> EvalCache {
         EvalCache {
-            dir: git_dir.join("guard").join("cache").join("eval"),
+            dir: JsonDir(git_dir.join("guard").join("cache").join("eval")),
         }
     }
 
     /// The drvPath stored under `key`, if any (a damaged entry is a miss).
     pub fn get(&self, key: &str) -> Option<Drv> {
-        let bytes = std::fs::read(self.dir.join(key)).ok()?;
-        let e: Entry = serde_json::from_slice(&bytes).ok()?;
+        let e: Entry = self.dir.get(key)?;
         (e.drv.ends_with(".drv") && e.out.starts_with('/')).then_some(Drv {
             drv: e.drv,
             out: e.out,
         })
     }
 
-    /// Stores an answer (best effort: a read-only git dir costs only a
-    /// later evaluation). Written whole, then renamed into place.
+    /// Stores an answer.
     pub fn put(&self, key: &str, drv: &Drv) {
-        let _ = (|| -> std::io::Result<()> {
-            std::fs::create_dir_all(&self.dir)?;
-            let tmp = self.dir.join(format!(".{key}.{}.tmp", std::process::id()));
-            let e = Entry {
+        self.dir.put(
+            key,
+            &Entry {
                 drv: drv.drv.clone(),
                 out: drv.out.clone(),
-            };
-            std::fs::write(&tmp, serde_json::to_vec(&e)?)?;
-            std::fs::rename(&tmp, self.dir.join(key))
-        })();
+            },
+        );
     }
 }
 
@@ -345,16 +377,7 @@ pub fn plan(
     if settings.no_eval_cache {
         return None;
     }
-    let env = KeyEnv {
-        nix_version: nix.version.clone(),
-        system: KeyEnv::local_system(),
-        nix_args: nix.extra_args.clone(),
-        nix_config: hex(&Sha256::digest(
-            std::env::var_os("NIX_CONFIG")
-                .unwrap_or_default()
-                .as_encoded_bytes(),
-        )),
-    };
+    let env = KeyEnv::of(nix);
     let keys = |s: Option<&Snapshot>| {
         s.map(|s| host_keys(s, flake_dir, config, parse_cache, hosts, &env))
             .unwrap_or_default()

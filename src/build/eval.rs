@@ -24,6 +24,21 @@ pub struct Job {
     pub flake: usize,
     pub host: String,
     pub attr: HostAttr,
+    /// Ask for the host's module graph instead of its derivation (the
+    /// self-check, `super::selfcheck`).
+    pub graph: bool,
+}
+
+impl Job {
+    /// The module graph of `host` at the new revision (flake 0).
+    pub fn graph_of(host: &str) -> Job {
+        Job {
+            flake: 0,
+            host: host.to_string(),
+            attr: HostAttr::Toplevel,
+            graph: true,
+        }
+    }
 }
 
 /// How one evaluation ended, and how long it took.
@@ -36,6 +51,15 @@ pub struct Done {
 pub use crate::report::EvalStats;
 
 impl EvalStats {
+    /// Adds a second run's counts (the same limits).
+    pub fn absorb(&mut self, o: &EvalStats) {
+        self.started += o.started;
+        self.replaced += o.replaced;
+        self.evaluated += o.evaluated;
+        self.cached += o.cached;
+        self.peak_worker_memory = self.peak_worker_memory.max(o.peak_worker_memory);
+    }
+
     /// One line for people: what the workers did.
     pub fn summary(&self) -> String {
         format!(
@@ -122,20 +146,29 @@ pub fn evaluate(
                         }
                     }
                     let (_, worker) = current.as_mut().expect("started above");
-                    if job.flake == 0 {
+                    if job.flake == 0 && !job.graph {
                         // The base's evaluations are not the host's news.
                         progress.started(&job.host, "evaluating");
                     }
                     let start = Instant::now();
                     let mut peak = 0;
                     let fresh = worker.evaluated == 0;
-                    let answer = worker.eval(
-                        &job.host,
-                        job.attr,
-                        Some(limits.max_memory),
-                        limits.timeout,
-                        &mut peak,
-                    );
+                    let answer = if job.graph {
+                        worker.graph(
+                            &job.host,
+                            Some(limits.max_memory),
+                            limits.timeout,
+                            &mut peak,
+                        )
+                    } else {
+                        worker.eval(
+                            &job.host,
+                            job.attr,
+                            Some(limits.max_memory),
+                            limits.timeout,
+                            &mut peak,
+                        )
+                    };
                     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
                     {
                         let mut st = lock(&stats);
@@ -154,8 +187,16 @@ pub fn evaluate(
                         | Answer::Died(_)
                         | Answer::TimedOut { .. }
                         | Answer::Interrupted => current = None,
-                        Answer::Ok(_) | Answer::Missing | Answer::Failed(_) => {
-                            lock(&stats).evaluated += 1;
+                        Answer::Ok(_)
+                        | Answer::Graph(_)
+                        | Answer::NoGraph
+                        | Answer::Missing
+                        | Answer::Failed(_) => {
+                            // Module graphs (the self-check) are not
+                            // evaluations of a host's derivation.
+                            if !job.graph {
+                                lock(&stats).evaluated += 1;
+                            }
                             let rss = worker.rss();
                             {
                                 let mut st = lock(&stats);

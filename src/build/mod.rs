@@ -19,6 +19,7 @@ pub mod log;
 pub mod memory;
 pub mod progress;
 pub mod runner;
+pub mod selfcheck;
 pub mod settings;
 pub mod signals;
 

@@ -66,6 +66,9 @@ pub struct Plan {
     pub eval: EvalLimits,
     /// The evaluation cache and the hosts' keys (`None`: not used).
     pub cache: Option<CachePlan>,
+    /// Hosts whose module graph the same workers answer too, at the new
+    /// revision (the self-check, [`super::selfcheck`]).
+    pub graphs: Vec<String>,
 }
 
 /// What happened.
@@ -78,6 +81,9 @@ pub struct Outcome {
     pub interrupted: bool,
     /// What the evaluation workers did.
     pub eval: Option<EvalStats>,
+    /// The answers to [`Plan::graphs`], by host, with the time each took
+    /// (none: the workers could not load the flake).
+    pub graphs: BTreeMap<String, Done>,
 }
 
 /// The log file name of `nix flake check` (`@` cannot start a host name).
@@ -175,7 +181,7 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
         timeout: plan.timeout,
     };
 
-    if !slots.is_empty() {
+    if !slots.is_empty() || !plan.graphs.is_empty() {
         evaluate(nix, plan, &mut slots, log_dir, &mut out, progress);
         evaluate_failed(nix, plan, &mut slots, log_dir, limits, progress);
         decide(nix, &mut slots, &mut out.warnings, progress);
@@ -188,7 +194,9 @@ pub fn run(nix: &Nix, plan: &Plan, progress: &dyn Progress) -> Outcome {
             .as_ref()
             .is_some_and(|d| d.status == BuildStatus::Failed)
     });
-    if plan.flake_check && !out.interrupted && (plan.keep_going || !any_failed) {
+    // Graphs alone (no host to build): no flake check either.
+    let hosts_planned = plan.hosts.iter().any(|(_, l)| *l > Level::None);
+    if plan.flake_check && hosts_planned && !out.interrupted && (plan.keep_going || !any_failed) {
         out.flake_check = Some(flake_check(nix, plan, log_dir, limits, progress));
     }
     for message in logs.failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -250,8 +258,13 @@ fn evaluate(
             flake: 0,
             host: s.name.clone(),
             attr: attr_of(s.level),
+            graph: false,
         })
         .collect();
+    // The graphs first: they are cheap, and a worker that answered a
+    // host's graph has collected its modules for its evaluation.
+    let graph_jobs: Vec<Job> = plan.graphs.iter().map(|h| Job::graph_of(h)).collect();
+    jobs.splice(0..0, graph_jobs);
     if let Some(b) = &plan.base_flake {
         flakes.push(b.clone());
         jobs.extend(
@@ -262,22 +275,34 @@ fn evaluate(
                     flake: 1,
                     host: s.name.clone(),
                     attr: attr_of(s.level),
+                    graph: false,
                 }),
         );
     }
+    let graphs = match plan.graphs.len() {
+        0 => String::new(),
+        1 => " and 1 module graph".to_string(),
+        g => format!(" and {g} module graphs"),
+    };
     progress.phase(&format!(
-        "evaluating {} {} ({} workers, {} each)",
+        "evaluating {} {}{graphs} ({} workers, {} each)",
         n,
         if n == 1 { "host" } else { "hosts" },
         plan.eval.workers.min(jobs.len()).max(1),
         human_bytes(plan.eval.max_memory)
     ));
     let start = Instant::now();
-    let (results, mut stats, broken) = if jobs.is_empty() {
+    let (mut results, mut stats, broken) = if jobs.is_empty() {
         (BTreeMap::new(), EvalStats::default(), BTreeMap::new())
     } else {
         super::eval::evaluate(nix, &flakes, jobs, plan.eval, progress)
     };
+    let graph_keys: Vec<Job> = results.keys().filter(|j| j.graph).cloned().collect();
+    for j in graph_keys {
+        if let Some(done) = results.remove(&j) {
+            out.graphs.insert(j.host, done);
+        }
+    }
     stats.workers = plan.eval.workers;
     stats.max_memory = plan.eval.max_memory;
     stats.cached = cached_new.len() + cached_base.len();
@@ -349,6 +374,7 @@ fn evaluate(
             flake: 0,
             host: s.name.clone(),
             attr: attr_of(s.level),
+            graph: false,
         };
         let Some(done) = results.get(&key) else {
             if let Some(d) = cached_new.get(&s.name) {
@@ -394,6 +420,11 @@ fn evaluate(
                 format!("evaluation timed out after {secs}s ([build].timeout_secs)"),
             ),
             Answer::Died(how) => failed(s, format!("evaluation failed: {how}")),
+            // Only asked for by graph jobs, which this step has none of.
+            Answer::Graph(_) | Answer::NoGraph => failed(
+                s,
+                "internal error: a module graph answered a derivation".into(),
+            ),
         };
         progress.finished(&host);
         s.done = Some(host);
@@ -404,6 +435,7 @@ fn evaluate(
             flake: 1,
             host: s.name.clone(),
             attr: attr_of(s.level),
+            graph: false,
         };
         let base = match results.get(&key) {
             Some(Done {

@@ -7,5 +7,6 @@ pub mod graph;
 pub mod hosts;
 pub mod inputs;
 pub mod lock;
+pub mod modgraph;
 pub mod parse;
 pub mod repl;

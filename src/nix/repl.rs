@@ -23,6 +23,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::cli::{Drv, HostAttr, Nix, NixError, error_message, nix_string, quote_attr, strip_ansi};
+use super::modgraph::{NixGraph, graph_expr};
 use crate::process::{self, RunError, Running};
 
 /// How often a running evaluation is checked (memory, timeout, Ctrl-C).
@@ -34,6 +35,11 @@ pub enum Answer {
     Ok(Drv),
     /// No such host in `nixosConfigurations`.
     Missing,
+    /// The host's module graph ([`Worker::graph`]).
+    Graph(NixGraph),
+    /// The host's configuration has no `graph` (a nixpkgs older than the
+    /// module graph, or not `lib.evalModules`).
+    NoGraph,
     /// Evaluation threw: nix's message.
     Failed(String),
     /// The worker passed the memory limit while evaluating (it was killed).
@@ -167,29 +173,67 @@ impl Worker {
         timeout: Option<Duration>,
         peak: &mut u64,
     ) -> Answer {
-        self.seq += 1;
-        let n = self.seq;
         let h = quote_attr(host);
-        let line = format!(
-            "builtins.toJSON (let cs = guardFlake.nixosConfigurations; in if !(cs ? {h}) then {{ guard = {n}; missing = true; }} else let t = cs.{h}.config.system.build.{}; in {{ guard = {n}; drv = t.drvPath; out = t.outPath; }})\n\"guard-sync-{n}\"\n",
-            attr.name()
-        );
-        let (value, r) = self.exchange_watched(&line, n, max_rss, timeout, peak);
-        if let Err(a) = r {
-            return a;
-        }
-        self.evaluated += 1;
-        let Some(v) = value else {
-            // No value, only text: the error.
-            return Answer::Failed("nix repl printed no value".into());
+        let line = |n: u64| {
+            format!(
+                "builtins.toJSON (let cs = guardFlake.nixosConfigurations; in if !(cs ? {h}) then {{ guard = {n}; missing = true; }} else let t = cs.{h}.config.system.build.{}; in {{ guard = {n}; drv = t.drvPath; out = t.outPath; }})\n\"guard-sync-{n}\"\n",
+                attr.name()
+            )
         };
-        if v.get("missing").is_some() {
-            return Answer::Missing;
-        }
+        let v = match self.ask(line, max_rss, timeout, peak) {
+            Ok(v) => v,
+            Err(a) => return a,
+        };
         match serde_json::from_value::<Drv>(v) {
             Ok(d) => Answer::Ok(d),
             Err(e) => Answer::Failed(format!("unexpected answer from nix repl: {e}")),
         }
+    }
+
+    /// The module graph nix collected for one host (nixpkgs'
+    /// `nixosConfigurations.<host>.graph`), watched like [`Worker::eval`].
+    pub fn graph(
+        &mut self,
+        host: &str,
+        max_rss: Option<u64>,
+        timeout: Option<Duration>,
+        peak: &mut u64,
+    ) -> Answer {
+        let h = quote_attr(host);
+        let v = match self.ask(|n| graph_expr(n, &h), max_rss, timeout, peak) {
+            Ok(v) => v,
+            Err(a) => return a,
+        };
+        if v.get("nograph").is_some() {
+            return Answer::NoGraph;
+        }
+        match serde_json::from_value::<NixGraph>(v) {
+            Ok(g) => Answer::Graph(g),
+            Err(e) => Answer::Failed(format!("unexpected module graph from nix repl: {e}")),
+        }
+    }
+
+    /// One question about a host: `line(n)` is the repl input tagged `n`.
+    /// The tagged value, or the answer that ends the question (an error, a
+    /// missing host, a worker that stopped).
+    fn ask(
+        &mut self,
+        line: impl FnOnce(u64) -> String,
+        max_rss: Option<u64>,
+        timeout: Option<Duration>,
+        peak: &mut u64,
+    ) -> Result<serde_json::Value, Answer> {
+        self.seq += 1;
+        let n = self.seq;
+        let (value, r) = self.exchange_watched(&line(n), n, max_rss, timeout, peak);
+        r?;
+        self.evaluated += 1;
+        // No value, only text: the error.
+        let v = value.ok_or_else(|| Answer::Failed("nix repl printed no value".into()))?;
+        if v.get("missing").is_some() {
+            return Err(Answer::Missing);
+        }
+        Ok(v)
     }
 
     fn exchange(

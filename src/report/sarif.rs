@@ -9,7 +9,7 @@ use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
-use super::{Finding, Report, RuleInfo, Rules, Severity};
+use super::{Finding, Report, RuleInfo, Rules, SOUNDNESS_MISS, Severity};
 
 fn level(s: Severity) -> &'static str {
     match s {
@@ -70,7 +70,7 @@ pub fn write_sarif(report: &Report, rules: &Rules, out: &mut dyn Write) -> io::R
             })
         })
         .collect();
-    let results: Vec<Value> = findings
+    let mut results: Vec<Value> = findings
         .iter()
         .map(|f| {
             let (end_line, end_column) = f
@@ -103,6 +103,25 @@ pub fn write_sarif(report: &Report, rules: &Rules, out: &mut dyn Write) -> io::R
             })
         })
         .collect();
+    for m in report.soundness_misses() {
+        let Some(&i) = index.get(SOUNDNESS_MISS) else {
+            continue;
+        };
+        results.push(json!({
+            "ruleId": SOUNDNESS_MISS,
+            "ruleIndex": i,
+            "level": "warning",
+            "message": { "text": format!("{} (nix's chain: {})", m.message, m.chain.join(" -> ")) },
+            "locations": [{
+                "physicalLocation": {
+                    "artifactLocation": { "uri": uri(&m.path), "uriBaseId": "%SRCROOT%" },
+                    "region": { "startLine": 1, "startColumn": 1, "endLine": 1, "endColumn": 2 },
+                },
+            }],
+            "partialFingerprints": { "guard/v1": format!("{SOUNDNESS_MISS}:{}:{}", m.host, m.path) },
+            "properties": { "host": m.host, "chain": m.chain },
+        }));
+    }
     let doc = json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
@@ -189,6 +208,7 @@ mod tests {
             ..Default::default()
         };
         let rules = Rules {
+            self_check: Vec::new(),
             scan: vec![RuleInfo {
                 id: "nix-password".into(),
                 title: "t".into(),
@@ -267,6 +287,7 @@ mod tests {
             severity: Severity::Error,
         };
         let rules = Rules {
+            self_check: Vec::new(),
             scan: vec![info("nix-password"), info("age-secret-key")],
             secrets: vec![info("age-plaintext"), info("age-secret-key")],
             policy: vec![info("forbidden-input")],

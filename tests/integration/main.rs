@@ -29,5 +29,6 @@ mod rollout;
 mod scan;
 mod scan_sources;
 mod scan_verdicts;
+mod self_check;
 mod snapshots;
 mod support;

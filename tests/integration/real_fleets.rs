@@ -43,7 +43,7 @@ pub fn fleets_dir() -> PathBuf {
     dir
 }
 
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
@@ -61,22 +61,9 @@ pub fn fleet(name: &str) -> PathBuf {
         return work;
     }
     let tar = fleets_dir().join("mirrors").join(format!("{name}.tar"));
-    assert!(tar.is_file(), "missing fleet mirror {}", tar.display());
-    std::fs::create_dir_all(&cache).unwrap();
     // Extract and clone into unique names, then rename: a concurrent test
     // process never sees a half-made tree.
-    let tmp = tempfile::Builder::new()
-        .prefix(".extract-")
-        .tempdir_in(&cache)
-        .unwrap();
-    let st = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(tmp.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar -xf {} failed", tar.display());
+    let tmp = extract_in_cache(&tar);
     let bare = tmp.path().join(name).join("repo");
     let clone = tmp.path().join("work");
     clone_into(&bare, &clone, name);
@@ -88,6 +75,27 @@ pub fn fleet(name: &str) -> PathBuf {
         Err(e) => panic!("cannot place {}: {e}", work.display()),
     }
     work
+}
+
+/// `tar` (plain or gzip) extracted into a fresh temporary directory of the
+/// cache (to be renamed into place by the caller).
+pub fn extract_in_cache(tar: &Path) -> tempfile::TempDir {
+    assert!(tar.is_file(), "missing {}", tar.display());
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix(".extract-")
+        .tempdir_in(&cache)
+        .unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(tar)
+        .arg("-C")
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar -xf {} failed", tar.display());
+    tmp
 }
 
 /// `git clone -q src dst`, failing the test with git's message.

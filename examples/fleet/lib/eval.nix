@@ -2,7 +2,7 @@
 # evaluates and builds offline without nixpkgs.
 #
 #   import ./eval.nix { name, modules, specialArgs ? { }, system ? "x86_64-linux" }
-#   => { config = <merged config>; options = { }; }
+#   => { config = <merged config>; options = { }; graph = <module graph>; }
 #
 # Modules are paths (a directory means its default.nix), attribute sets, or
 # functions called with `{ config, lib, name, pkgs, options } // specialArgs`.
@@ -40,6 +40,10 @@
 # `config.system.build.vm` depends on the toplevel. Setting
 # `system.build.fail = true;` makes the toplevel build fail.
 # The builders use /bin/sh builtins only.
+#
+# `graph` has the shape of nixpkgs' `lib.evalModules` result: the imports
+# tree as collected, one `{ key, file, disabled, imports }` per module
+# (`file` is the module's file as a string, null for inline modules).
 { name, modules, specialArgs ? { }, system ? "x86_64-linux" }:
 let
   inherit (builtins)
@@ -178,6 +182,17 @@ let
     };
   };
 
+  # The imports tree, not de-duplicated (as nixpkgs' `graph`).
+  toGraph = parentKey: index: m:
+    let l = load parentKey index m;
+    in {
+      inherit (l) key;
+      file = if l.file == null then null else toString l.file;
+      disabled = false;
+      imports = lib.imap0 (toGraph l.key) l.imports;
+    };
+  graph = lib.imap0 (toGraph "<entry>") modules;
+
   moduleFiles = filter (f: f != null) (map (m: m.file) collected);
   sourceHashes = builtins.concatStringsSep " "
     ([ (hashFile "sha256" ./eval.nix) ] ++ map (hashFile "sha256") moduleFiles);
@@ -223,6 +238,6 @@ let
   };
 in
 {
-  inherit config;
+  inherit config graph;
   options = { };
 }

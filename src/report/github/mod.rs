@@ -8,7 +8,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Write};
 
-use super::{BuildStatus, Finding, Report, Severity, Style, write_human};
+use super::{BuildStatus, Finding, Report, SOUNDNESS_MISS, Severity, Style, write_human};
 
 pub mod outputs;
 pub mod summary;
@@ -75,6 +75,19 @@ pub fn write_github(report: &Report, style: Style, out: &mut dyn Write) -> io::R
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     for f in &findings {
         writeln!(out, "{}", annotation(f))?;
+    }
+    for m in report.soundness_misses() {
+        writeln!(
+            out,
+            "::warning file={},line=1,title={}::{}",
+            escape_property(&m.path),
+            escape_property(&format!("guard: {SOUNDNESS_MISS} ({})", m.host)),
+            escape_data(&format!(
+                "{} nix's chain: {}",
+                m.message,
+                m.chain.join(" → ")
+            ))
+        )?;
     }
     for w in report.finding_sections().flat_map(|f| &f.warnings) {
         match &w.path {

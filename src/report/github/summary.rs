@@ -136,6 +136,29 @@ pub fn summary_markdown(report: &Report, ctx: &SummaryContext) -> String {
         .chain(report.finding_sections().flat_map(|f| &f.warnings))
         .chain(report.build.iter().flat_map(|b| &b.warnings))
         .collect();
+    if let Some(c) = affected.and_then(|a| a.self_check.as_ref())
+        && (!c.misses.is_empty() || c.skipped.is_some())
+    {
+        let _ = writeln!(
+            s,
+            "### Self-check ({})\n",
+            plural(c.misses.len(), "soundness miss", "soundness misses")
+        );
+        for m in c.misses.iter().take(MAX_ROWS) {
+            let _ = writeln!(
+                s,
+                "- `{}` imports {} ({}): {}",
+                md(&m.host),
+                md(&m.path),
+                md(&m.chain.join(" → ")),
+                md(&m.message)
+            );
+        }
+        if let Some(why) = &c.skipped {
+            let _ = writeln!(s, "- {}", md(why));
+        }
+        s.push('\n');
+    }
     if !warnings.is_empty() {
         let _ = writeln!(s, "### Warnings ({})\n", warnings.len());
         for w in warnings.iter().take(MAX_ROWS) {
@@ -499,6 +522,31 @@ mod tests {
         assert!(
             s.contains("````text\n```\nerror: boom\n````"),
             "fence outlasts the log's backticks: {s}"
+        );
+    }
+
+    #[test]
+    fn summary_lists_soundness_misses_with_nix_chain() {
+        let mut r = report();
+        r.affected.as_mut().unwrap().self_check = Some(crate::report::SelfCheck {
+            hosts_checked: 2,
+            misses: vec![crate::report::SoundnessMiss {
+                host: "web".into(),
+                path: "environments/zfs.nix".into(),
+                chain: vec![
+                    "machines/web/default.nix".into(),
+                    "environments/zfs.nix".into(),
+                ],
+                changed: true,
+                message: "nix imports environments/zfs.nix into host web".into(),
+            }],
+            ..Default::default()
+        });
+        let s = summary_markdown(&r, &SummaryContext::default());
+        assert!(s.contains("### Self-check (1 soundness miss)"), "{s}");
+        assert!(
+            s.contains("- `web` imports environments/zfs.nix (machines/web/default.nix → environments/zfs.nix)"),
+            "{s}"
         );
     }
 
