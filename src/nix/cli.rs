@@ -627,11 +627,38 @@ fn flake_url_with(
     if let Some(rev) = rev {
         params.push(format!("rev={rev}"));
     }
+    // Nix before 2.20 refuses a shallow clone ("a non-shallow repository
+    // is needed") unless asked; CI checkouts are shallow by default.
+    if is_shallow_clone(repo_root) {
+        params.push("shallow=1".to_string());
+    }
     if !params.is_empty() {
         url.push('?');
         url.push_str(&params.join("&"));
     }
     url
+}
+
+/// Whether the repository at `root` is a shallow clone: git records the cut
+/// in `shallow` in its common dir (`.git`, or for a linked worktree the dir
+/// its `.git` file names, then that dir's `commondir`).
+fn is_shallow_clone(root: &Path) -> bool {
+    let dot_git = root.join(".git");
+    let git_dir = if dot_git.is_dir() {
+        dot_git
+    } else {
+        let Some(dir) = std::fs::read_to_string(&dot_git)
+            .ok()
+            .and_then(|t| t.strip_prefix("gitdir:").map(|d| d.trim().to_string()))
+        else {
+            return false;
+        };
+        root.join(dir)
+    };
+    let common = std::fs::read_to_string(git_dir.join("commondir"))
+        .map(|c| git_dir.join(c.trim()))
+        .unwrap_or(git_dir);
+    common.join("shallow").is_file()
 }
 
 /// A Nix attribute path element, quoted when it is not a plain identifier.

@@ -381,6 +381,36 @@ fn a_shallow_clone_says_how_to_fetch_history() {
     assert!(o.stderr.contains("shallow"), "{}", o.stderr);
 }
 
+/// A shallow checkout (actions/checkout's default) of one commit: nix is
+/// asked for it with `shallow=1` (Nix before 2.20 refuses a shallow
+/// repository otherwise), and every host evaluates.
+#[test]
+fn a_shallow_checkout_evaluates_with_nix() {
+    let repo = fleet_repo();
+    append(&repo, "services/prometheus.nix", "# tuned\n");
+    repo.commit_all("tune");
+    let clone_dir = tempfile::tempdir().unwrap();
+    let clone = clone_dir.path().join("clone");
+    let url = format!("file://{}", repo.path().display());
+    let o = git_cmd(clone_dir.path())
+        .args(["clone", "-q", "--depth", "1", &url])
+        .arg(&clone)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(clone.join(".git/shallow").is_file());
+    let o = crate::support::guard_in(
+        &clone,
+        &["build", "--all", "--level", "eval", "--format", "json"],
+    );
+    o.assert_code(0);
+    let v = o.json();
+    let v = v.get("build").unwrap_or(&v);
+    let hosts = v["hosts"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(hosts.len(), 17, "{v}");
+    assert!(hosts.iter().all(|h| h["status"] == "ok"), "{v}");
+}
+
 #[test]
 fn workflow_dispatch_judges_everything() {
     let repo = fleet_repo();
