@@ -579,32 +579,105 @@ impl Analysis {
     /// (files of its closure and wiring, outside outputs it does not read);
     /// empty when no file reads any.
     pub(crate) fn host_config_reads(&self) -> BTreeMap<String, Vec<CrossRead>> {
-        if !self
+        // The files holding a read some host can evaluate (node lists of
+        // deploy tools are evaluated by none).
+        let readers: Vec<&str> = self
             .graph
             .nodes
-            .values()
-            .any(|n| !n.refs.host_reads.is_empty())
-        {
+            .iter()
+            .filter(|(_, n)| {
+                n.refs
+                    .host_reads
+                    .iter()
+                    .any(|r| r.within.as_deref() != Some("deploy"))
+            })
+            .map(|(f, _)| f.as_str())
+            .collect();
+        if readers.is_empty() {
             return BTreeMap::new();
         }
-        self.hosts
-            .hosts
-            .keys()
-            .map(|name| (name.clone(), self.config_reads_of(name)))
-            .filter(|(_, reads)| !reads.is_empty())
-            .collect()
+        // A host's closure follows every edge: it holds a reader exactly
+        // when one of its starts reaches it, i.e. is among the files that
+        // import it, directly or not (one backwards walk per reader).
+        let importers = self.graph.importers();
+        let mut reaching: HashMap<&str, Vec<&str>> = HashMap::new();
+        for r in &readers {
+            let mut seen: HashSet<&str> = HashSet::from([*r]);
+            let mut stack = vec![*r];
+            while let Some(f) = stack.pop() {
+                for &i in importers.get(f).into_iter().flatten() {
+                    if seen.insert(i) {
+                        stack.push(i);
+                    }
+                }
+            }
+            for f in seen {
+                reaching.entry(f).or_default().push(r);
+            }
+        }
+        // The wiring's readers, per walk key (shared by alike hosts), and
+        // the closure's of hosts starting at flake.nix (walked alike too).
+        let mut wiring_memo: HashMap<WalkKey, Vec<&str>> = HashMap::new();
+        let mut flake_closure_memo: HashMap<WalkKey, Vec<&str>> = HashMap::new();
+        let none = BTreeSet::new();
+        let mut out = BTreeMap::new();
+        for (name, h) in &self.hosts.hosts {
+            let read = self.host_read_outputs.get(name).unwrap_or(&none);
+            let mut files: BTreeSet<&str> = wiring_memo
+                .entry(self.walk_key(name))
+                .or_insert_with(|| {
+                    let set: HashSet<&str> = readers.iter().copied().collect();
+                    self.reach(vec![self.hosts.flake_nix.as_str()], |node, dep| {
+                        self.wiring_dep_of(node, dep, read, Some(name))
+                    })
+                    .into_iter()
+                    .filter(|f| set.contains(f))
+                    .collect()
+                })
+                .iter()
+                .copied()
+                .collect();
+            if self.entry_is_flake(h) {
+                // Its closure starts at flake.nix, walked by the wiring's
+                // rules ([`Analysis::closure_dep_of`]).
+                files.extend(
+                    flake_closure_memo
+                        .entry(self.walk_key(name))
+                        .or_insert_with(|| {
+                            self.closure(name)
+                                .into_iter()
+                                .map(|(f, _)| f)
+                                .filter(|f| reaching.get(f).is_some_and(|r| r.contains(f)))
+                                .collect()
+                        })
+                        .iter()
+                        .copied(),
+                );
+            } else {
+                for s in self.starts(h) {
+                    files.extend(reaching.get(s).into_iter().flatten().copied());
+                }
+            }
+            let reads = self.reads_in(files, name, read);
+            if !reads.is_empty() {
+                out.insert(name.clone(), reads);
+            }
+        }
+        out
     }
 
-    /// The other hosts' configurations `host`'s evaluation reads.
-    fn config_reads_of(&self, host: &str) -> Vec<CrossRead> {
-        let none = BTreeSet::new();
-        let read = self.host_read_outputs.get(host).unwrap_or(&none);
-        let (wiring, closure) = self.host_files(host);
-        let mut reads: Vec<CrossRead> = wiring
-            .iter()
-            .chain(&closure)
+    /// The reads of other hosts in `files` that count for `host`, which
+    /// reads the outputs `read`.
+    fn reads_in<'a>(
+        &self,
+        files: impl IntoIterator<Item = &'a str>,
+        host: &str,
+        read: &BTreeSet<String>,
+    ) -> Vec<CrossRead> {
+        let mut reads: Vec<CrossRead> = files
+            .into_iter()
             .flat_map(|f| {
-                self.graph.nodes[*f]
+                self.graph.nodes[f]
                     .refs
                     .host_reads
                     .iter()
@@ -614,7 +687,7 @@ impl Analysis {
                         Some(w) => output_is_read(w, read),
                     })
                     .filter(|r| r.host != host)
-                    .map(|r| CrossRead {
+                    .map(move |r| CrossRead {
                         file: f.to_string(),
                         line: r.line,
                         host: r.host.clone(),
@@ -625,6 +698,14 @@ impl Analysis {
         reads.sort();
         reads.dedup();
         reads
+    }
+
+    /// The other hosts' configurations `host`'s evaluation reads.
+    fn config_reads_of(&self, host: &str) -> Vec<CrossRead> {
+        let none = BTreeSet::new();
+        let read = self.host_read_outputs.get(host).unwrap_or(&none);
+        let (wiring, closure) = self.host_files(host);
+        self.reads_in(wiring.into_iter().chain(closure), host, read)
     }
 
     /// Files a host's evaluation reaches that read other hosts'
