@@ -305,22 +305,30 @@ impl Analysis {
         let mut owned_starts = Vec::new();
         for f in &files {
             self.add_output_reads(f, read, &mut outputs);
-            let node = &self.graph.nodes[*f];
-            for (target, dep) in &node.edges {
-                let d = &node.deps[*dep];
-                if let Some(owners) = self.module_of(node, d)
-                    && !self.is_host_edge(node, d)
-                    && Self::in_read_output(node, d, read)
-                {
-                    owned_starts.push((target.as_str(), owners));
-                }
-            }
+            owned_starts.extend(self.owned_module_edges(f, read));
         }
         SharedWiring {
             files,
             outputs,
             owned_starts,
         }
+    }
+
+    /// The edges of the wiring file `file` to modules that hosts'
+    /// definitions name (`modules = [ ./x ]` in `alpha = nixosSystem …`),
+    /// with those hosts, outside outputs not in `read`.
+    fn owned_module_edges<'a, 'r>(
+        &'a self,
+        file: &str,
+        read: &'r BTreeSet<String>,
+    ) -> impl Iterator<Item = (&'a str, &'a [String])> + use<'a, 'r> {
+        let node = &self.graph.nodes[file];
+        node.edges.iter().filter_map(move |(target, dep)| {
+            let d = &node.deps[*dep];
+            let owners = self.module_of(node, d)?;
+            (!self.is_host_edge(node, d) && Self::in_read_output(node, d, read))
+                .then_some((target.as_str(), owners))
+        })
     }
 
     /// Adds the host-optional outputs `file` reads (where the output it
@@ -472,16 +480,10 @@ impl Analysis {
         let files = walk.iter().map(|(f, _)| *f).collect();
         let mut owned_starts = Vec::new();
         for (i, (file, _)) in walk.iter().enumerate() {
-            let node = &self.graph.nodes[*file];
-            for (target, dep) in &node.edges {
-                let d = &node.deps[*dep];
-                if let Some(owners) = self.module_of(node, d)
-                    && !self.is_host_edge(node, d)
-                    && Self::in_read_output(node, d, read)
-                {
-                    owned_starts.push((target.as_str(), owners, i));
-                }
-            }
+            owned_starts.extend(
+                self.owned_module_edges(file, read)
+                    .map(|(target, owners)| (target, owners, i)),
+            );
         }
         SharedWalk {
             walk,
