@@ -1085,6 +1085,29 @@ pub const HOST_OPTIONAL_OUTPUTS: &[&str] = &[
     "templates",
 ];
 
+/// Inside a deploy-rs `deploy = …` or colmena `colmena = …` output: node
+/// lists that deploy tools read, no host's evaluation.
+fn in_deploy_output(node: &SyntaxNode) -> bool {
+    node.ancestors().any(|a| {
+        a.kind() == NODE_ATTRPATH_VALUE && {
+            let names = attrpath_names(&a);
+            output_path(&names)
+                .first()
+                .is_some_and(|n| matches!(n.as_str(), "deploy" | "colmena" | "colmenaHive"))
+                && in_output_position(&a)
+        }
+    })
+}
+
+/// A binding's names as output names: flake-parts' `flake.checks` is
+/// `checks`.
+fn output_path(names: &[String]) -> &[String] {
+    match names {
+        [first, rest @ ..] if first == "flake" && !rest.is_empty() => rest,
+        all => all,
+    }
+}
+
 /// The flake output (one of [`HOST_OPTIONAL_OUTPUTS`]) whose value holds
 /// `node`: a binding `packages = ...`, `flake.checks = ...` or
 /// `perSystem = ...` in an output position, that is not nested in another
@@ -1092,23 +1115,6 @@ pub const HOST_OPTIONAL_OUTPUTS: &[&str] = &[
 /// and a module in `modules = [ ... ]` are never outputs), except the
 /// values of `outputs = ...` and flake-parts' `flake = ...` and
 /// `perSystem = ...`. The innermost such binding names the output.
-/// Inside a deploy-rs `deploy = …` or colmena `colmena = …` output: node
-/// lists that deploy tools read, no host's evaluation.
-fn in_deploy_output(node: &SyntaxNode) -> bool {
-    node.ancestors().any(|a| {
-        a.kind() == NODE_ATTRPATH_VALUE && {
-            let names = attrpath_names(&a);
-            let rest: &[String] = match names.as_slice() {
-                [first, rest @ ..] if first == "flake" && !rest.is_empty() => rest,
-                all => all,
-            };
-            rest.first()
-                .is_some_and(|n| matches!(n.as_str(), "deploy" | "colmena" | "colmenaHive"))
-                && in_output_position(&a)
-        }
-    })
-}
-
 fn flake_output(node: &SyntaxNode) -> Option<String> {
     output_region(node, 0)
 }
@@ -1136,10 +1142,7 @@ fn output_region(node: &SyntaxNode, depth: usize) -> Option<String> {
             continue;
         }
         let names = attrpath_names(&a);
-        let rest: &[String] = match names.as_slice() {
-            [first, rest @ ..] if first == "flake" && !rest.is_empty() => rest,
-            all => all,
-        };
+        let rest = output_path(&names);
         let Some(name) = rest.first() else { continue };
         if HOST_OPTIONAL_OUTPUTS.contains(&name.as_str()) && in_output_position(&a) {
             // The innermost: `checks` inside `perSystem` is `checks`.
