@@ -824,6 +824,13 @@ impl Analysis {
     /// The files of one host's closure, entry first, each with the chain
     /// that reaches it (breadth-first, so chains are shortest).
     pub fn closure(&self, host: &str) -> Vec<(&str, Vec<&str>)> {
+        self.closure_where(host, |_| true)
+    }
+
+    /// The files of [`Analysis::closure`] that `want` accepts, each with
+    /// its chain (the walk still covers the whole closure; only the chains
+    /// of the files asked for are built).
+    pub fn closure_where(&self, host: &str, want: impl Fn(&str) -> bool) -> Vec<(&str, Vec<&str>)> {
         let Some(h) = self.hosts.hosts.get(host) else {
             return Vec::new();
         };
@@ -832,14 +839,25 @@ impl Analysis {
             // does not read and the modules other hosts' definitions name.
             let none = BTreeSet::new();
             let read = self.host_read_outputs.get(host).unwrap_or(&none);
-            return self.walk(vec![self.hosts.flake_nix.as_str()], |node, dep| {
-                Self::in_read_output(node, dep, read)
-                    && self
-                        .module_of(node, dep)
-                        .is_none_or(|o| o.iter().any(|x| x == host))
-            });
+            let starts = vec![(self.hosts.flake_nix.as_str(), Vec::new())];
+            return self.walk_beyond_where(
+                &HashSet::new(),
+                starts,
+                |node, dep| {
+                    Self::in_read_output(node, dep, read)
+                        && self
+                            .module_of(node, dep)
+                            .is_none_or(|o| o.iter().any(|x| x == host))
+                },
+                want,
+            );
         }
-        self.walk(self.starts(h), |_, _| true)
+        let starts = self
+            .starts(h)
+            .into_iter()
+            .map(|s| (s, Vec::new()))
+            .collect();
+        self.walk_beyond_where(&HashSet::new(), starts, |_, _| true, want)
     }
 
     /// The files a host's evaluation can reach: the walk from flake.nix and
@@ -877,6 +895,18 @@ impl Analysis {
         starts: Vec<(&'a str, Vec<&'a str>)>,
         follow: impl Fn(&Node, &Dep) -> bool,
     ) -> Vec<(&'a str, Vec<&'a str>)> {
+        self.walk_beyond_where(known, starts, follow, |_| true)
+    }
+
+    /// As [`Analysis::walk_beyond`], with the chains of the files `want`
+    /// accepts only.
+    fn walk_beyond_where<'a>(
+        &'a self,
+        known: &HashSet<&str>,
+        starts: Vec<(&'a str, Vec<&'a str>)>,
+        follow: impl Fn(&Node, &Dep) -> bool,
+        want: impl Fn(&str) -> bool,
+    ) -> Vec<(&'a str, Vec<&'a str>)> {
         // Breadth first, each file entered once, from its first discoverer
         // (marking at push equals marking at pop in FIFO order); chains are
         // built once per file from the parents, not cloned per edge.
@@ -906,15 +936,24 @@ impl Analysis {
             }
         }
         // A parent is Ok(index into the walk) or Err(index of a start's
-        // prefix).
-        let mut out: Vec<(&'a str, Vec<&'a str>)> = Vec::with_capacity(order.len());
-        for (file, parent) in order {
-            let mut chain = match parent {
-                Ok(p) => out[p].1.clone(),
-                Err(p) => std::mem::take(&mut prefixes[p]),
+        // prefix); a chain is its file's parents followed back.
+        let mut out: Vec<(&'a str, Vec<&'a str>)> = Vec::new();
+        for &(file, first) in order.iter().filter(|(f, _)| want(f)) {
+            let mut chain: Vec<&'a str> = vec![file];
+            let mut parent = first;
+            let start = loop {
+                match parent {
+                    Ok(p) => {
+                        chain.push(order[p].0);
+                        parent = order[p].1;
+                    }
+                    Err(p) => break p,
+                }
             };
-            chain.push(file);
-            out.push((file, chain));
+            chain.reverse();
+            let mut full = prefixes[start].clone();
+            full.extend(chain);
+            out.push((file, full));
         }
         out
     }
@@ -1399,7 +1438,9 @@ pub fn affected_hosts(
         let hit = new.starts(h).iter().any(|f| tainted.contains(f));
         let closure_reasons = |name: &str| {
             let mut out: Vec<(Reason, bool)> = Vec::new();
-            for (file, chain) in new.closure(name) {
+            let hit_here =
+                |f: &str| direct.contains_key(f) || uses_changed_input(&new.graph.nodes[f]);
+            for (file, chain) in new.closure_where(name, hit_here) {
                 let node = &new.graph.nodes[file];
                 for (dep, changed) in direct.get(file).into_iter().flatten() {
                     let d = &node.deps[*dep];

@@ -48,12 +48,16 @@ static AFFECTED_SETS: AtomicUsize = AtomicUsize::new(0);
 /// The environment variable that prints the stage counters on exit.
 pub const DEBUG_ENV: &str = "GUARD_DEBUG_PIPELINE";
 
-/// `graphs=N affected=M`: the counters of this process.
+/// `graphs=N affected=M parsed=K evaluated=E`: the counters of this
+/// process (K: Nix files parsed, not found in the parse cache; E: static
+/// evaluations of the flake's hosts, not reused).
 pub fn debug_counts() -> String {
     format!(
-        "graphs={} affected={}",
+        "graphs={} affected={} parsed={} evaluated={}",
         GRAPHS.load(Ordering::Relaxed),
-        AFFECTED_SETS.load(Ordering::Relaxed)
+        AFFECTED_SETS.load(Ordering::Relaxed),
+        crate::nix::graph::files_parsed(),
+        hosts::evaluations()
     )
 }
 
@@ -130,11 +134,12 @@ impl<'c> Pipeline<'c> {
     /// The change `sel` names, read once.
     pub fn new(ctx: &'c Context, sel: git::Selector) -> Result<Pipeline<'c>> {
         let changes = ctx.repo.change_set(&sel)?;
+        let cache = ctx.parse_cache();
         Ok(Pipeline {
             ctx,
             sel,
             changes,
-            cache: ctx.parse_cache(),
+            cache,
             old_graph: false,
             analysis: OnceCell::new(),
             old_analysis: OnceCell::new(),

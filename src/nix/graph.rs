@@ -86,7 +86,9 @@ pub struct ParseCache {
     dirty: std::sync::atomic::AtomicBool,
 }
 
-/// On-disk format of the persistent cache.
+/// On-disk format of the persistent cache: postcard, a compact binary
+/// serde format, because loading it is on every run's path (JSON took a
+/// tenth of `guard affected` on a small fleet).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CacheFile {
     /// guard's version and the format: any change invalidates the cache.
@@ -95,11 +97,42 @@ struct CacheFile {
     entries: Vec<(String, String, FileRefs)>,
 }
 
+/// Files this process parsed (cache misses), for `GUARD_DEBUG_PIPELINE`.
+static PARSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many files this process parsed rather than found in the cache.
+pub fn files_parsed() -> usize {
+    PARSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Entries kept on disk at most (a long history accumulates blobs).
 const MAX_PERSISTED: usize = 50_000;
 
+/// This guard binary, for caches whose entries depend on guard's code (not
+/// only on the parser's format): its version, size and modification time,
+/// so that any rebuild starts them afresh. None when the executable cannot
+/// be read: such caches are then not kept.
+pub fn build_identity() -> Option<&'static str> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let meta = std::fs::metadata(std::env::current_exe().ok()?).ok()?;
+        let mtime = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(format!(
+            "{}-{}-{}",
+            env!("CARGO_PKG_VERSION"),
+            meta.len(),
+            mtime.as_nanos()
+        ))
+    })
+    .as_deref()
+}
+
 fn cache_version() -> String {
-    format!("{}-refs-31", env!("CARGO_PKG_VERSION"))
+    format!("{}-refs-32", env!("CARGO_PKG_VERSION"))
 }
 
 impl ParseCache {
@@ -109,12 +142,12 @@ impl ParseCache {
     }
 
     /// A cache loaded from (and saved back to, when dropped)
-    /// `<git_dir>/guard/cache/nix-refs.json`.
+    /// `<git_dir>/guard/cache/nix-refs.bin`.
     pub fn persistent(git_dir: &std::path::Path, flake_dir: &str) -> ParseCache {
-        let path = git_dir.join("guard").join("cache").join("nix-refs.json");
+        let path = git_dir.join("guard").join("cache").join("nix-refs.bin");
         let mut map = HashMap::new();
         if let Ok(bytes) = std::fs::read(&path)
-            && let Ok(file) = serde_json::from_slice::<CacheFile>(&bytes)
+            && let Ok(file) = postcard::from_bytes::<CacheFile>(&bytes)
             && file.version == cache_version()
             && file.flake_dir == flake_dir
         {
@@ -129,6 +162,12 @@ impl ParseCache {
             file: Some((path, flake_dir.to_string())),
             dirty: Default::default(),
         }
+    }
+
+    /// The directory a persistent cache lives in (other caches of the
+    /// static analysis sit beside it); None for an in-memory cache.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.file.as_ref().and_then(|(p, _)| p.parent())
     }
 
     /// Writes a persistent cache back if anything was parsed.
@@ -153,7 +192,10 @@ impl ParseCache {
         let dir = path.parent().expect("the cache path has a parent");
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".nix-refs.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&file)?)?;
+        let bytes = postcard::to_stdvec(&file).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, bytes)?;
+        // The JSON cache of guard before 0.1's binary format: dead weight.
+        let _ = std::fs::remove_file(dir.join("nix-refs.json"));
         std::fs::rename(&tmp, path).inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })
@@ -173,6 +215,7 @@ impl ParseCache {
         if let Some(hit) = self.map.lock().unwrap().get(&key) {
             return Some(hit.clone());
         }
+        PARSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let refs = match snapshot.read(BStr::new(path)) {
             Ok(Some(bytes)) => match std::str::from_utf8(&bytes) {
                 Ok(text) => parse::references(text, path, flake_dir),
@@ -568,7 +611,7 @@ mod tests {
         let other = ParseCache::persistent(dir.path(), "sub");
         assert!(other.map.lock().unwrap().is_empty());
         // A corrupt file is ignored, not an error.
-        std::fs::write(dir.path().join("guard/cache/nix-refs.json"), b"{").unwrap();
+        std::fs::write(dir.path().join("guard/cache/nix-refs.bin"), b"{").unwrap();
         assert!(
             ParseCache::persistent(dir.path(), "")
                 .map

@@ -203,7 +203,7 @@ fn discover_into(
         return;
     };
 
-    match evaluate_targets(snapshot, flake_dir) {
+    match evaluate_targets(snapshot, flake_dir, cache) {
         Ok(found) if found.nixos.present && !found.nixos.targets.is_empty() => {
             if let Some(why) = &found.nixos.incomplete {
                 set.warnings.push(Warning {
@@ -341,25 +341,78 @@ fn discover_by_convention(
 /// Memoised by what the evaluation read: a bisect or a range asks for the
 /// host list of many commits that rarely differ in the few files the list
 /// depends on.
+/// One evaluation of a flake's targets, valid while the files and
+/// directories it read are the same ([`eval::fingerprint`]).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Evaluated {
+    flake_dir: String,
+    reads: Vec<String>,
+    fingerprint: [u8; 32],
+    result: Result<eval::flake::FlakeTargets, eval::EvalError>,
+}
+
+/// The evaluations kept on disk, for one guard build.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EvaluatedFile {
+    build: String,
+    entries: Vec<Evaluated>,
+}
+
+/// Static evaluations of a flake this process ran (memo misses), for
+/// `GUARD_DEBUG_PIPELINE`.
+static EVALUATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many times this process evaluated a flake's targets rather than
+/// reusing an evaluation of the same files.
+pub fn evaluations() -> usize {
+    EVALUATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Evaluations kept (in this process and on disk): a change's two sides,
+/// a few branches.
+const EVALUATIONS_KEPT: usize = 8;
+
+/// The static evaluation of the flake's targets, reused while what it read
+/// is unchanged: from this process (a change's two sides often share it)
+/// and from `host-eval.bin` beside the parse cache (the flake wiring
+/// changes far less often than the rest: evaluating it was half of
+/// `guard affected` on a fleet with much wiring).
 fn evaluate_targets(
     snapshot: &Snapshot,
     flake_dir: &str,
+    cache: &ParseCache,
 ) -> Result<eval::flake::FlakeTargets, eval::EvalError> {
-    type Memo = (
-        String,
-        Vec<String>,
-        Vec<String>,
-        Result<eval::flake::FlakeTargets, eval::EvalError>,
-    );
-    static MEMO: std::sync::Mutex<Vec<Memo>> = std::sync::Mutex::new(Vec::new());
+    type Memo = (Option<std::path::PathBuf>, Vec<Evaluated>);
+    static MEMO: std::sync::Mutex<Option<Memo>> = std::sync::Mutex::new(None);
+    let file = cache
+        .dir()
+        .zip(crate::nix::graph::build_identity())
+        .map(|(d, build)| (d.join("host-eval.bin"), build));
+    let path = file.as_ref().map(|(p, _)| p.clone());
     {
-        let memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-        for (dir, reads, fp, result) in memo.iter() {
-            if dir == flake_dir && &eval::fingerprint(snapshot, reads) == fp {
-                return result.clone();
+        let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+        // Entries are valid for any repository (they hold what they read);
+        // the disk's are loaded once per cache file.
+        if memo
+            .as_ref()
+            .is_none_or(|(from, _)| path.is_some() && *from != path)
+        {
+            let mut entries = file.as_ref().map(load_evaluated).unwrap_or_default();
+            if let Some((_, mine)) = memo.take() {
+                entries.extend(mine);
+            }
+            let excess = entries.len().saturating_sub(EVALUATIONS_KEPT);
+            entries.drain(..excess);
+            *memo = Some((path.clone(), entries));
+        }
+        let (_, entries) = memo.as_ref().expect("set above");
+        for e in entries.iter().rev() {
+            if e.flake_dir == flake_dir && eval::fingerprint(snapshot, &e.reads) == e.fingerprint {
+                return e.result.clone();
             }
         }
     }
+    EVALUATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (result, reads) = std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("guard-eval".into())
@@ -383,14 +436,61 @@ fn evaluate_targets(
             })
     });
     if !reads.is_empty() {
-        let fp = eval::fingerprint(snapshot, &reads);
+        // A directory is often read many times over: print it once.
+        let mut reads = reads;
+        reads.sort_unstable();
+        reads.dedup();
+        let fingerprint = eval::fingerprint(snapshot, &reads);
         let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-        if memo.len() >= 8 {
+        let (_, memo) = memo.get_or_insert_with(|| (path.clone(), Vec::new()));
+        if memo.len() >= EVALUATIONS_KEPT {
             let _ = memo.remove(0);
         }
-        memo.push((flake_dir.to_string(), reads, fp, result.clone()));
+        memo.push(Evaluated {
+            flake_dir: flake_dir.to_string(),
+            reads,
+            fingerprint,
+            result: result.clone(),
+        });
+        if let Some((path, build)) = &file {
+            // Best effort, like the parse cache: a read-only git dir only
+            // costs the next run an evaluation.
+            let _ = save_evaluated(path, build, memo);
+        }
     }
     result
+}
+
+/// The evaluations on disk made by this guard build; none when the file is
+/// missing, unreadable or from another build.
+fn load_evaluated((path, build): &(std::path::PathBuf, &str)) -> Vec<Evaluated> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    match postcard::from_bytes::<EvaluatedFile>(&bytes) {
+        Ok(f) if f.build == *build => f.entries,
+        _ => Vec::new(),
+    }
+}
+
+/// Writes the evaluations atomically (a temporary file renamed into place).
+fn save_evaluated(
+    path: &std::path::Path,
+    build: &str,
+    entries: &[Evaluated],
+) -> std::io::Result<()> {
+    let file = EvaluatedFile {
+        build: build.to_string(),
+        entries: entries.to_vec(),
+    };
+    let bytes = postcard::to_stdvec(&file).map_err(std::io::Error::other)?;
+    let dir = path.parent().expect("the cache path has a parent");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".host-eval.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 fn other_targets(found: &eval::flake::FlakeTargets) -> BTreeMap<String, Vec<String>> {

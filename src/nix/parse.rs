@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 /// How a reference depends on its target (nix-references.md, section 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum RefKind {
     /// `import p`, `imports = [ p ]`, `callPackage p`: p is evaluated as Nix.
     Import,
@@ -44,7 +43,6 @@ pub enum RefKind {
 /// What a reference points at, as a repository-relative path ("" is the
 /// repository root).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(tag = "type", content = "path", rename_all = "lowercase")]
 pub enum Target {
     /// Exactly this path.
     Path(String),
@@ -73,29 +71,24 @@ pub struct Reference {
     /// evaluated only when a caller omits the argument, which the module
     /// system and fleet code do not), or inside a devShells-like output.
     /// Still a dependency (soundness); it only quiets warnings.
-    #[serde(default)]
     pub unreached: bool,
     /// The flake output whose value holds the expression when it is one
     /// no NixOS host evaluates unless a host reads it (`devShells`,
     /// `perSystem`, `checks`, `packages`, `darwinConfigurations`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     /// The configurations whose `modules` (or `imports`) list holds the
     /// expression: `garfield = nixosSystem { modules = [ ./x ]; }` gives
     /// ["garfield"]; a let-bound list (`computeModules = [ ./x ];`) gives
     /// every configuration whose list uses it. Empty when unknown. When
     /// all are hosts, the flake names `./x` for those hosts alone.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub module_list_of: Vec<String>,
     /// The computed part is exactly `config.networking.hostName`
     /// (`./hosts + "/${config.networking.hostName}.yml"`): for a host whose
     /// hostName guard knows, one file.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub per_host_name: bool,
     /// For a computed path (`./hosts/${name}.yml`), its constant end
     /// (".yml", "/configuration.nix"): only such paths below the directory
     /// can be meant ([`matches_suffix`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
 }
 
@@ -119,32 +112,26 @@ pub struct FileRefs {
     /// outputs some other way (`self'`, `withSystem`). Each with the
     /// host-optional output whose value holds the read, if any (a read in a
     /// `checks` value counts only where `checks` is read).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub output_reads: BTreeSet<(String, Option<String>)>,
     /// Path functions this file defines: `relativeToRoot = lib.path.append
     /// ../.;` gives ("relativeToRoot", the repository root). Their base is
     /// not a dependency by itself; their calls are ([`FileRefs::path_calls`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub path_functions: BTreeMap<String, String>,
     /// Applications of a name to a path-like string (`f "hosts/x.nix"`,
     /// `map f [ "a" "b" ]`): resolved once the graph knows which names are
     /// path functions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub path_calls: Vec<PathCall>,
     /// How often each name of `path_calls` occurs in the file at all: more
     /// occurrences than calls means it is also passed on as a value.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub name_uses: BTreeMap<String, u32>,
     /// Literal `networking.hostName = "x"` definitions (also through
     /// `mkDefault`/`mkForce`) in this file.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_names: Vec<String>,
     /// Reads of other hosts' configurations: `self.nixosConfigurations.b`
     /// (host "b"), colmena's `nodes.b.config`, or the whole set ("*":
     /// `mapAttrs … self.nixosConfigurations`), each with the line and the
     /// flake output whose value holds the read, if any ("deploy" for
     /// deploy-rs/colmena node lists, which no host evaluates).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_reads: Vec<HostRead>,
 }
 
@@ -168,7 +155,6 @@ pub struct HostRead {
     pub within: Option<String>,
     /// The option path read (`config.networking.hostName` gives
     /// ["networking", "hostName"]), when spelled out.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub option: Vec<String>,
 }
 
@@ -189,7 +175,6 @@ pub struct PathCall {
     /// The argument's constant file-name end after its last interpolation.
     pub suffix: Option<String>,
     /// The host-optional output the call sits in, as for a reference.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
 }
 

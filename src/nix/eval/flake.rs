@@ -16,7 +16,7 @@ use super::{Attrs, Eval, EvalError, Prim, System, TargetKind, Thunk, Value, attr
 use crate::git::Snapshot;
 
 /// One target (host, darwin machine, home configuration).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     /// Repository files and directories this target's builder names for it
     /// alone or with others (its `modules` list), in order.
@@ -24,7 +24,7 @@ pub struct Target {
 }
 
 /// The names of one output, and whether the list is complete.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Output {
     pub targets: BTreeMap<String, Target>,
     /// Why the list may lack names (an unknown part), if it may.
@@ -34,7 +34,7 @@ pub struct Output {
 }
 
 /// Everything the flake builds, by kind.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct FlakeTargets {
     pub nixos: Output,
     pub darwin: Output,

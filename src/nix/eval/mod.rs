@@ -138,7 +138,7 @@ pub struct Env {
 }
 
 /// Why evaluation stopped, with the file and line where known.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EvalError {
     pub message: String,
     pub file: Option<String>,
@@ -1242,34 +1242,45 @@ fn value_address(v: &Value) -> Option<usize> {
     }
 }
 
-pub fn fingerprint(snapshot: &Snapshot, reads: &[String]) -> Vec<String> {
+/// A digest of what the files and directories an evaluation read (its
+/// `reads`) hold in `snapshot`: equal fingerprints, equal evaluation.
+pub fn fingerprint(snapshot: &Snapshot, reads: &[String]) -> [u8; 32] {
+    use sha2::Digest as _;
     let tree = Tree::new(snapshot);
-    reads
-        .iter()
-        .map(|r| {
-            if let Some(p) = r.strip_prefix('?') {
-                format!("{:?}", tree.kind(p))
-            } else if let Some(d) = r.strip_suffix("/**") {
-                let ids: Vec<String> = tree
-                    .under(d)
-                    .map(|p| {
-                        let id = snapshot.get(p.as_ref()).map(|e| e.id.to_string());
-                        format!("{}={id:?}", String::from_utf8_lossy(p))
-                    })
-                    .collect();
-                ids.join(",")
-            } else if let Some(d) = r.strip_suffix('/') {
-                let entries: Vec<String> = tree
-                    .children(d)
-                    .into_keys()
-                    .map(|n| format!("{n}:{:?}", tree.kind(&join(d, &n))))
-                    .collect();
-                entries.join(",")
-            } else {
-                format!("{:?}", snapshot.get(BStr::new(r.as_str())).map(|e| e.id))
-            }
-        })
-        .collect()
+    let mut h = sha2::Sha256::new();
+    for r in reads {
+        // Length-prefixed: no two sequences of prints hash alike.
+        let print = read_print(snapshot, &tree, r);
+        h.update((print.len() as u64).to_le_bytes());
+        h.update(print.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// What one read saw: a path's kind, a directory's listing, the blob ids
+/// below a directory, or a file's blob id.
+fn read_print(snapshot: &Snapshot, tree: &Tree, r: &str) -> String {
+    if let Some(p) = r.strip_prefix('?') {
+        format!("{:?}", tree.kind(p))
+    } else if let Some(d) = r.strip_suffix("/**") {
+        let ids: Vec<String> = tree
+            .under(d)
+            .map(|p| {
+                let id = snapshot.get(p.as_ref()).map(|e| e.id.to_string());
+                format!("{}={id:?}", String::from_utf8_lossy(p))
+            })
+            .collect();
+        ids.join(",")
+    } else if let Some(d) = r.strip_suffix('/') {
+        let entries: Vec<String> = tree
+            .children(d)
+            .into_keys()
+            .map(|n| format!("{n}:{:?}", tree.kind(&join(d, &n))))
+            .collect();
+        entries.join(",")
+    } else {
+        format!("{:?}", snapshot.get(BStr::new(r)).map(|e| e.id))
+    }
 }
 
 /// Nested attribute-set construction for `a.b.c = v;` entries.
