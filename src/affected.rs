@@ -517,6 +517,39 @@ impl Analysis {
         self.walk_wiring(read, Some(host))
     }
 
+    /// Every file a host's evaluation reaches, each with its chain and, for
+    /// a file of the flake's wiring only (not in the host's closure), `true`: only
+    /// its dependencies [`Analysis::wiring_dep_of`] accepts for the host
+    /// count (not a module another host's definition names, not inside an
+    /// output the host does not read). A host whose entry is flake.nix has
+    /// its closure alone (the walk from flake.nix, already so filtered).
+    pub fn host_walk(&self, host: &str) -> Vec<(&str, Vec<&str>, bool)> {
+        let Some(h) = self.hosts.hosts.get(host) else {
+            return Vec::new();
+        };
+        // The closure first: a file in both counts whole, with the host's
+        // own chain.
+        let mut out: Vec<(&str, Vec<&str>, bool)> = self
+            .closure(host)
+            .into_iter()
+            .map(|(f, c)| (f, c, false))
+            .collect();
+        if !self.entry_is_flake(h) {
+            let mut seen: HashSet<&str> = out.iter().map(|(f, _, _)| *f).collect();
+            let none = BTreeSet::new();
+            let read = self.host_read_outputs.get(host).unwrap_or(&none);
+            for (file, chain) in self.wiring_for(read, host) {
+                // Another host's own file (a computed listing of the hosts'
+                // directories reaches them all) is that host's.
+                if self.hosts.owner(file).is_some_and(|o| o != host) || !seen.insert(file) {
+                    continue;
+                }
+                out.push((file, chain, true));
+            }
+        }
+        out
+    }
+
     /// Where a host's evaluation starts: its entry and every parsed file of
     /// its own directory.
     fn starts<'a>(&'a self, h: &'a hosts::Host) -> Vec<&'a str> {

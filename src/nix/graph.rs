@@ -132,7 +132,7 @@ pub fn build_identity() -> Option<&'static str> {
 }
 
 fn cache_version() -> String {
-    format!("{}-refs-32", env!("CARGO_PKG_VERSION"))
+    format!("{}-refs-33", env!("CARGO_PKG_VERSION"))
 }
 
 impl ParseCache {

@@ -1100,8 +1100,39 @@ fn output_path(names: &[String]) -> &[String] {
 /// and a module in `modules = [ ... ]` are never outputs), except the
 /// values of `outputs = ...` and flake-parts' `flake = ...` and
 /// `perSystem = ...`. The innermost such binding names the output.
+///
+/// A value given to a non-NixOS builder (`homeManagerConfiguration { … }`,
+/// `darwinSystem { … }`) is that builder's output, wherever the call sits
+/// (a `mkHome` helper in a library file): only that output evaluates it.
 fn flake_output(node: &SyntaxNode) -> Option<String> {
-    output_region(node, 0)
+    builder_region(node).or_else(|| output_region(node, 0))
+}
+
+/// Builders of configurations that are not NixOS hosts, with the output
+/// their results go in.
+const OTHER_BUILDERS: &[(&str, &str)] = &[
+    ("homeManagerConfiguration", "homeConfigurations"),
+    ("darwinSystem", "darwinConfigurations"),
+    ("nixOnDroidConfiguration", "nixOnDroidConfigurations"),
+];
+
+/// The output of the innermost non-NixOS builder call whose argument holds
+/// `node`, if any.
+fn builder_region(node: &SyntaxNode) -> Option<String> {
+    node.ancestors()
+        .filter(|a| a.kind() == NODE_APPLY)
+        .find_map(|a| {
+            let mut children = a.children();
+            let (f, arg) = (children.next()?, children.next()?);
+            if !arg.text_range().contains_range(node.text_range()) {
+                return None;
+            }
+            let name = last_name(&unparen(&f))?;
+            OTHER_BUILDERS
+                .iter()
+                .find(|(b, _)| *b == name)
+                .map(|(_, o)| o.to_string())
+        })
 }
 
 fn output_region(node: &SyntaxNode, depth: usize) -> Option<String> {
@@ -2282,6 +2313,20 @@ mod precision_tests {
                 "{ outputs = { self }: let m = ./m.nix; in { apps.x = m; nixosConfigurations.a = m; }; }"
             ),
             vec![None]
+        );
+        // A library's helpers: what a home-manager or darwin builder is
+        // given belongs to that output, what nixosSystem is given does not.
+        assert_eq!(
+            outputs(
+                "rec { mkHome = { h }: inputs.home-manager.lib.homeManagerConfiguration { modules = [ ../home-manager ]; }; \
+                 mkDarwin = h: darwinSystem { modules = [ ../darwin ]; }; \
+                 mkNixos = h: lib.nixosSystem { modules = [ ../nixos ]; }; }"
+            ),
+            vec![
+                Some("homeConfigurations".into()),
+                Some("darwinConfigurations".into()),
+                None
+            ]
         );
     }
 

@@ -354,6 +354,43 @@ pub fn check(
         }
     }
 
+    // Fleet host keys: age keys a .sops.yaml anchor calls a host's without
+    // naming a host guard knows (`&host_prime`, `&host_backup`: one key
+    // deployed to every host as its age key file). A host that decrypts
+    // with an age key file and has no key of its own may hold any of them.
+    let mut fleet_keys: Vec<(String, String, String)> = Vec::new();
+    for d in &model.declared {
+        let in_sops_yaml = d
+            .source
+            .rsplit_once(':')
+            .is_some_and(|(f, _)| f == ".sops.yaml" || f.ends_with("/.sops.yaml"));
+        let hostish = |n: &str| {
+            ["host", "hosts", "server", "machine", "node"]
+                .iter()
+                .any(|p| {
+                    n.strip_prefix(p)
+                        .is_some_and(|r| r.starts_with(['_', '-', '.']))
+                })
+        };
+        if in_sops_yaml
+            && d.key.kind == KeyKind::X25519
+            && d.names.iter().any(|n| hostish(n))
+            && !d
+                .names
+                .iter()
+                .any(|n| model.hosts.iter().any(|h| names_host(n, h)))
+            && !fleet_keys.iter().any(|(k, _, _)| *k == d.key.key)
+        {
+            let name = d
+                .names
+                .iter()
+                .find(|n| hostish(n))
+                .cloned()
+                .unwrap_or_default();
+            fleet_keys.push((d.key.key.clone(), name, d.source.clone()));
+        }
+    }
+
     // Read and parse in parallel.
     let parsed: Vec<(String, Parsed)> = roles
         .par_iter()
@@ -475,6 +512,46 @@ pub fn check(
             } else {
                 pgp_of(host)
             };
+            if recips.is_empty()
+                && pgp.is_empty()
+                && !fleet_keys.is_empty()
+                && !clan_machine_keys.contains_key(host)
+                && !model.sops_uses_ssh_key(host)
+            {
+                // Whichever fleet host key its key file holds must open it.
+                let mut lacking = Vec::new();
+                let mut maybe = false;
+                for (key, name, source) in &fleet_keys {
+                    match access(&meta, &[key.as_str()], &[], &open_to_unknown) {
+                        Access::Yes => {}
+                        Access::Maybe { .. } => maybe = true,
+                        Access::No { .. } => lacking.push(format!("&{name} ({source})")),
+                    }
+                }
+                if !lacking.is_empty() {
+                    out.findings.push(Finding::located(
+                        "sops-missing-recipient",
+                        Severity::Error,
+                        &path,
+                        1,
+                        host,
+                        format!(
+                            "host {host} cannot decrypt this sops file if its age key file (sops.age.keyFile) holds the fleet host key {}: the file is not encrypted to it (its {} age recipient(s) lack it); {via}; add the key to the file's creation rule and run sops updatekeys {path}",
+                            lacking.join(" or "),
+                            meta.age.len(),
+                        ),
+                        commit,
+                    ));
+                } else if maybe {
+                    let why = "the file has recipients no file of the repository declares (one may be the fleet host key the host holds)".to_string();
+                    unverifiable
+                        .entry(host.clone())
+                        .or_insert((why, Vec::new()))
+                        .1
+                        .push(path.clone());
+                }
+                continue;
+            }
             let age_keys: Vec<&str> = recips.iter().map(|(a, _)| a.as_str()).collect();
             let pgp_keys: Vec<&str> = pgp.iter().map(|(f, _)| f.as_str()).collect();
             let opened = match access(&meta, &age_keys, &pgp_keys, &open_to_unknown) {

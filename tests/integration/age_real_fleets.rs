@@ -661,4 +661,35 @@ fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
             && msg.contains("updatekeys"),
         "{msg}"
     );
+
+    // A file every NixOS host uses (sops.defaultSopsFile in nixos/default.nix,
+    // which the flake's mkNixos helper gives every host) without the fleet
+    // host key the hosts' age key files hold (.sops.yaml's &host_prime):
+    // every host is named, with the chain through the helper.
+    let repo = scratch_clone("wimpysworld+nix-config");
+    sops_reencrypt_without(&repo, "secrets/secrets.yaml", &prime, false);
+    let out = repo.guard(&["secrets", "--worktree", "--format", "json"]);
+    out.assert_code(1);
+    let fs = findings(&out);
+    let m = with_rule(&fs, "sops-missing-recipient");
+    assert!(m.len() >= 10, "every NixOS host uses it: {fs:#?}");
+    assert!(
+        m.iter().all(|f| f["path"] == "secrets/secrets.yaml"),
+        "{m:#?}"
+    );
+    let msg = m
+        .iter()
+        .map(|f| f["message"].as_str().unwrap())
+        .find(|msg| msg.starts_with("host bane "))
+        .unwrap_or_else(|| panic!("bane uses it: {m:#?}"));
+    assert!(
+        msg.contains("&host_prime (.sops.yaml:")
+            && msg.contains("sops.defaultSopsFile in nixos/default.nix")
+            && msg.contains(
+                "chain: flake.nix → lib/default.nix → lib/flake-builders.nix → nixos/default.nix"
+            ),
+        "{msg}"
+    );
+    // The rule still lists it: also a rules warning, not an error.
+    assert_eq!(with_rule(&fs, "sops-rules-mismatch").len(), 1, "{fs:#?}");
 }

@@ -38,7 +38,7 @@ use super::rekey::RekeyConfig;
 use crate::affected::Analysis;
 use crate::config::Config;
 use crate::git::{BStr, ByteSlice, GitError, ObjectId, Snapshot};
-use crate::nix::graph::{DepKind, Tree};
+use crate::nix::graph::{Dep, DepKind, Node, Tree};
 use crate::nix::hosts::is_below;
 use crate::report::Warning;
 
@@ -238,14 +238,39 @@ impl Model {
 
         m.rekey = m.read_rekey(snapshot, &facts)?;
 
-        // Uses, per host.
+        // Uses, per host: in its closure, and in the flake's wiring it
+        // evaluates (the modules a `mkHost` helper gives every host).
         for host in analysis.hosts.hosts.keys() {
-            let closure = analysis.closure(host);
-            let certain = certain_files(analysis, host, &closure);
-            for (file, chain) in closure {
-                let refs = secret_refs(analysis, &tree, file, &facts_of(file), &is_pattern);
+            let none = BTreeSet::new();
+            let read = analysis.host_read_outputs.get(host).unwrap_or(&none);
+            let walk = analysis.host_walk(host);
+            let files: Vec<(&str, Vec<&str>)> =
+                walk.iter().map(|(f, c, _)| (*f, c.clone())).collect();
+            let certain = certain_files(analysis, host, &files);
+            for (file, chain, wiring) in walk {
+                let counts = |node: &Node, dep: &Dep| {
+                    !wiring || analysis.wiring_dep_of(node, dep, read, Some(host))
+                };
+                let refs = secret_refs(
+                    analysis,
+                    &tree,
+                    file,
+                    &facts_of(file),
+                    &is_pattern,
+                    &counts,
+                    wiring,
+                );
                 for r in refs {
                     match r {
+                        // What the wiring names is any host's (the wiring
+                        // section below): often an option's default, or a
+                        // `mkIf` only some hosts enable. Except the one
+                        // host-wide sops-nix setting, `sops.defaultSopsFile`
+                        // (in the module a `mkHost` helper gives every
+                        // host): the host's own use.
+                        Ref::Sops { ref option, .. }
+                            if wiring && option.as_deref() != Some("sops.defaultSopsFile") => {}
+                        Ref::Secret { .. } | Ref::Under(_) | Ref::Possible { .. } if wiring => {}
                         // Reached only through a computed path into another
                         // host's files: a possible use, not a certain one.
                         Ref::Secret { path, .. } if !certain.contains(file) => {
@@ -276,6 +301,12 @@ impl Model {
                                 option,
                             });
                         }
+                        Ref::Possible { path, sops: true } => {
+                            m.sops.insert(path);
+                        }
+                        Ref::Possible { path, sops: false } => {
+                            m.maybe.entry(path).or_default().insert(host.clone());
+                        }
                         Ref::Under(dir) => {
                             for p in m.tracked.iter().filter(|p| is_below(p, &dir)) {
                                 m.maybe.entry(p.clone()).or_default().insert(host.clone());
@@ -300,7 +331,16 @@ impl Model {
             if analysis.hosts.owner(file).is_some() {
                 continue;
             }
-            for r in secret_refs(analysis, &tree, file, &facts_of(file), &is_pattern) {
+            let any = |_: &Node, _: &Dep| true;
+            for r in secret_refs(
+                analysis,
+                &tree,
+                file,
+                &facts_of(file),
+                &is_pattern,
+                &any,
+                false,
+            ) {
                 match r {
                     Ref::Secret { path, line, option } => {
                         if !tree.is_file(&path) {
@@ -312,9 +352,10 @@ impl Model {
                             option,
                         });
                     }
-                    Ref::Sops { path, .. } => {
+                    Ref::Sops { path, .. } | Ref::Possible { path, sops: true } => {
                         m.sops.insert(path);
                     }
+                    Ref::Possible { .. } => {}
                     // The wiring's `./. + "/${name}"` into the hosts
                     // directory reaches each host's own entry, not every
                     // host's files (as in `affected`).
@@ -336,10 +377,11 @@ impl Model {
             m.tracked.remove(p);
         }
 
-        // sops-nix: which key each host decrypts with.
+        // sops-nix: which key each host decrypts with (a setting shared
+        // through the wiring counts too).
         for host in analysis.hosts.hosts.keys() {
             let (mut key_file, mut ssh) = (false, None::<bool>);
-            for (file, _) in analysis.closure(host) {
+            for (file, _, _) in analysis.host_walk(host) {
                 let f = facts_of(file);
                 key_file |= f.sops_key_file;
                 if let Some(x) = f.sops_ssh_paths {
@@ -740,21 +782,30 @@ enum Ref {
     },
     /// A computed path below this directory.
     Under(String),
+    /// A secret the host may use (a path from the flake's root in a wiring
+    /// file, which may sit in another host's definition).
+    Possible { path: String, sops: bool },
 }
 
+/// The secret references of `file` in a host's evaluation: its
+/// dependencies that `counts` accepts, and its paths from the flake's root
+/// (in a wiring file, `wiring`, possible uses only: the facts do not say
+/// which host's definition holds them).
 fn secret_refs(
     analysis: &Analysis,
     tree: &Tree,
     file: &str,
     facts: &NixFacts,
     is_pattern: &dyn Fn(&str) -> bool,
+    counts: &dyn Fn(&Node, &Dep) -> bool,
+    wiring: bool,
 ) -> Vec<Ref> {
     let Some(node) = analysis.graph.nodes.get(file) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for dep in &node.deps {
-        if !matches!(dep.kind, DepKind::File | DepKind::Copy) {
+        if !matches!(dep.kind, DepKind::File | DepKind::Copy) || !counts(node, dep) {
             continue;
         }
         let reference = dep.reference.and_then(|i| node.refs.refs.get(i));
@@ -795,6 +846,16 @@ fn secret_refs(
     // graph's dependencies.
     for u in facts.paths.iter().filter(|u| u.rooted) {
         let option = u.option.clone();
+        if wiring {
+            let kind = option.as_deref().and_then(nixfacts::secret_option_kind);
+            if kind.is_some() || is_pattern(&u.path) {
+                out.push(Ref::Possible {
+                    path: u.path.clone(),
+                    sops: kind == Some(SecretKind::Sops),
+                });
+            }
+            continue;
+        }
         match option.as_deref().and_then(nixfacts::secret_option_kind) {
             Some(SecretKind::Sops) => out.push(Ref::Sops {
                 path: u.path.clone(),
