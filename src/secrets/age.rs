@@ -315,6 +315,21 @@ pub enum LeakError {
     Git(#[from] GitError),
 }
 
+/// Fonts and raster images, by extension: binary formats (their headers
+/// hold NUL bytes, so the scanner would skip them after reading), not read
+/// at all by the identity scan, as gitleaks' default allow-list does. On a
+/// fleet with bundled fonts they are most of the bytes `--all` inflates.
+fn is_font_or_image(path: &str) -> bool {
+    const EXTENSIONS: &[&str] = &[
+        "bmp", "eot", "gif", "ico", "jpeg", "jpg", "otf", "png", "ttf", "webp", "woff", "woff2",
+    ];
+    path.rsplit_once('.').is_some_and(|(stem, ext)| {
+        !stem.is_empty()
+            && !stem.ends_with('/')
+            && EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e))
+    })
+}
+
 /// Identities (`AGE-SECRET-KEY-1…`, age plugin identities, SSH private
 /// keys) in the files the change adds or modifies, found by the plaintext
 /// scanner's rules; the baseline and allow-lists of `guard scan` apply.
@@ -357,6 +372,9 @@ pub fn identity_leaks(
                 return Ok(Vec::new());
             }
             let path = crate::git::ByteSlice::to_str_lossy(c.path.as_slice()).into_owned();
+            if is_font_or_image(&path) {
+                return Ok(Vec::new());
+            }
             let Some(bytes) = changes.new.read(BStr::new(&path))? else {
                 return Ok(Vec::new());
             };
@@ -375,4 +393,20 @@ pub fn identity_leaks(
     }
     out.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_font_or_image;
+
+    #[test]
+    fn fonts_and_images_are_known_by_their_extension() {
+        assert!(is_font_or_image("assets/fonts/Inter.TTF"));
+        assert!(is_font_or_image("wallpapers/a.b.png"));
+        assert!(!is_font_or_image("keys/id_ed25519"));
+        assert!(!is_font_or_image("secrets/png"));
+        assert!(!is_font_or_image("hosts/.png"));
+        assert!(!is_font_or_image("docs/logo.svg"));
+        assert!(!is_font_or_image("keys/host.png.age"));
+    }
 }
