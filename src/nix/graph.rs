@@ -194,7 +194,7 @@ impl ParseCache {
         let tmp = dir.join(format!(".nix-refs.{}.tmp", std::process::id()));
         let bytes = postcard::to_stdvec(&file).map_err(std::io::Error::other)?;
         std::fs::write(&tmp, bytes)?;
-        // The JSON cache of guard before 0.1's binary format: dead weight.
+        // The JSON cache earlier builds wrote (before this binary format).
         let _ = std::fs::remove_file(dir.join("nix-refs.json"));
         std::fs::rename(&tmp, path).inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);

@@ -335,12 +335,6 @@ fn discover_by_convention(
     });
 }
 
-/// The flake's targets from the static evaluator, run on a thread with a
-/// large stack (evaluation recurses with the Nix code's own depth).
-///
-/// Memoised by what the evaluation read: a bisect or a range asks for the
-/// host list of many commits that rarely differ in the few files the list
-/// depends on.
 /// One evaluation of a flake's targets, valid while the files and
 /// directories it read are the same ([`eval::fingerprint`]).
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -372,11 +366,14 @@ pub fn evaluations() -> usize {
 /// a few branches.
 const EVALUATIONS_KEPT: usize = 8;
 
-/// The static evaluation of the flake's targets, reused while what it read
-/// is unchanged: from this process (a change's two sides often share it)
-/// and from `host-eval.bin` beside the parse cache (the flake wiring
-/// changes far less often than the rest: evaluating it was half of
-/// `guard affected` on a fleet with much wiring).
+/// The flake's targets from the static evaluator, run on a thread with a
+/// large stack (evaluation recurses with the Nix code's own depth).
+///
+/// Reused while what the evaluation read is unchanged: from this process
+/// (a change's two sides, a bisect's commits rarely differ in the few files
+/// the list depends on) and from `host-eval.bin` beside the parse cache
+/// (the wiring changes far less often than the rest: evaluating it was
+/// half of `guard affected` on a fleet with much wiring).
 fn evaluate_targets(
     snapshot: &Snapshot,
     flake_dir: &str,
