@@ -63,8 +63,24 @@ impl Redacted {
         }
     }
 
+    /// No secret: a finding about a file, a key or a rule (a missing
+    /// recipient, a policy), shown without a redaction placeholder.
+    pub fn none() -> Redacted {
+        Redacted(String::new())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The placeholder followed by `sep`, or nothing for a finding that
+    /// holds no secret.
+    pub fn shown(&self, sep: &str) -> String {
+        if self.0.is_empty() {
+            String::new()
+        } else {
+            format!("{}{sep}", self.0)
+        }
     }
 }
 
@@ -108,7 +124,7 @@ impl Finding {
             line: line.max(1),
             column: 1,
             commit: commit.map(str::to_string),
-            secret: Redacted::new(""),
+            secret: Redacted::none(),
             fingerprint: fingerprint(rule, path, about),
             message,
             end: None,
@@ -1024,12 +1040,12 @@ fn write_findings(
         };
         writeln!(
             out,
-            "{}:{}:{}{at}: {sev}[{}] {} {}",
+            "{}:{}:{}{at}: {sev}[{}] {}{}",
             x.path,
             x.line,
             x.column,
             x.rule,
-            x.secret.as_str(),
+            x.secret.shown(" "),
             style.dim(what)
         )?;
     }

@@ -120,12 +120,15 @@ fn write_problems(
         };
         writeln!(
             out,
-            "  {}:{}:{}  {sev}  {}  {}",
+            "  {}:{}:{}  {sev}  {}{}",
             f.path,
             f.line,
             f.column,
             f.rule,
-            f.secret.as_str()
+            match f.secret.as_str() {
+                "" => String::new(),
+                secret => format!("  {secret}"),
+            }
         )?;
         let msg = f.message.trim_end();
         let msg = msg.strip_suffix(allow_hint).unwrap_or(msg).trim_end();

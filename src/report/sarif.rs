@@ -76,7 +76,10 @@ pub fn write_sarif(report: &Report, rules: &Rules, out: &mut dyn Write) -> io::R
             let (end_line, end_column) = f
                 .end
                 .map_or((f.line.max(1), f.column.max(1) + 1), |e| (e.line, e.column));
-            let mut text = format!("{} ({})", first_sentence(&f.message), f.secret.as_str());
+            let mut text = match f.secret.as_str() {
+                "" => first_sentence(&f.message).to_string(),
+                secret => format!("{} ({secret})", first_sentence(&f.message)),
+            };
             if let Some(c) = &f.commit {
                 text.push_str(&format!(" in commit {}", &c[..c.len().min(12)]));
             }

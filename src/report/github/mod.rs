@@ -52,7 +52,10 @@ fn command(s: Severity) -> &'static str {
 }
 
 fn annotation(f: &Finding) -> String {
-    let mut msg = format!("{} ({})", f.message, f.secret.as_str());
+    let mut msg = match f.secret.as_str() {
+        "" => f.message.clone(),
+        secret => format!("{} ({secret})", f.message),
+    };
     if let Some(c) = &f.commit {
         msg = format!("in commit {}: {msg}", &c[..c.len().min(12)]);
     }

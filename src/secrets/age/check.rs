@@ -1140,7 +1140,9 @@ mod tests {
             "m".into(),
             None,
         );
-        assert_eq!(f.secret.as_str(), "…(redacted)");
+        // Nothing to redact: no placeholder either.
+        assert_eq!(f.secret.as_str(), "");
+        assert_eq!(f.secret.shown(" "), "");
         assert_eq!(f.line, 1);
     }
 }
