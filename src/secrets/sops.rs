@@ -520,14 +520,30 @@ pub fn check(
             {
                 // Whichever fleet host key its key file holds must open it.
                 let mut lacking = Vec::new();
+                let mut unlisted = false;
                 let mut maybe = false;
+                let rule = configs
+                    .iter()
+                    .find(|c| c.covers(&path))
+                    .and_then(|c| c.rule_for(&path));
                 for (key, name, source) in &fleet_keys {
                     match access(&meta, &[key.as_str()], &[], &open_to_unknown) {
                         Access::Yes => {}
                         Access::Maybe { .. } => maybe = true,
-                        Access::No { .. } => lacking.push(format!("&{name} ({source})")),
+                        Access::No { .. } => {
+                            lacking.push(format!("&{name} ({source})"));
+                            unlisted |= !rule.is_some_and(|r| r.age.contains(key));
+                        }
                     }
                 }
+                // The rule already lists it: the file was not re-encrypted.
+                let fix = if unlisted {
+                    format!(
+                        "add the key to the file's creation rule and run sops updatekeys {path}"
+                    )
+                } else {
+                    format!("its creation rule lists the key: run sops updatekeys {path}")
+                };
                 if !lacking.is_empty() {
                     out.findings.push(Finding::located(
                         "sops-missing-recipient",
@@ -536,7 +552,7 @@ pub fn check(
                         1,
                         host,
                         format!(
-                            "host {host} cannot decrypt this sops file if its age key file (sops.age.keyFile) holds the fleet host key {}: the file is not encrypted to it (its {} age recipient(s) lack it); {via}; add the key to the file's creation rule and run sops updatekeys {path}",
+                            "host {host} cannot decrypt this sops file if its age key file (sops.age.keyFile) holds the fleet host key {}: the file is not encrypted to it (its {} age recipient(s) lack it); {via}; {fix}",
                             lacking.join(" or "),
                             meta.age.len(),
                         ),

@@ -687,6 +687,9 @@ fn sops_and_clan_files_reencrypted_without_their_host_are_caught() {
             && msg.contains("sops.defaultSopsFile in nixos/default.nix")
             && msg.contains(
                 "chain: flake.nix → lib/default.nix → lib/flake-builders.nix → nixos/default.nix"
+            )
+            && msg.contains(
+                "its creation rule lists the key: run sops updatekeys secrets/secrets.yaml"
             ),
         "{msg}"
     );
